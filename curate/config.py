@@ -1,0 +1,199 @@
+"""Pipeline files (TOML) → typed, frozen configs, with errors that name the bad key.
+
+A pipeline file looks like:
+
+    [pipeline]
+    name = "default"
+    seed = 42
+    stages = ["clean", "language", "dedup", "balance"]   # in order; export always runs last
+
+    [clean]                 # one table per stage, named by the stage's key (never an import path)
+    max_chars = 32000
+
+    [export]
+    test_size = 0.05
+
+Every table becomes the stage module's frozen `Config` dataclass; an unknown key, an unknown stage or a value of
+the wrong type is a ConfigError naming it. A `seed` field in a stage's Config defaults to the pipeline seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from curate.errors import ConfigError
+
+PIPELINE_KEYS = {"name", "seed", "stages", "description"}
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    name: str
+    seed: int
+    stages: tuple[tuple[str, Any], ...]  # (stage name, its Config instance), in order
+    export: Any  # curate.export.Config
+    path: str | None = None
+    raw: dict = field(default_factory=dict)  # the resolved tables, as written to the run folder
+
+    def stage_config(self, name: str) -> Any:
+        for n, cfg in self.stages:
+            if n == name:
+                return cfg
+        raise KeyError(name)
+
+
+def help_of(cls: type) -> dict[str, str]:
+    """Field → help text, from `metadata={"help": ...}` (each option is documented once, on its dataclass)."""
+    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+
+
+def build(cls: type, table: dict[str, Any], where: str, seed: int | None = None) -> Any:
+    """Build dataclass `cls` from a TOML table, rejecting unknown keys and wrong types."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table, got {type(table).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known keys: {', '.join(sorted(fields))})")
+    hints = typing.get_type_hints(cls)
+    values = dict(table)
+    if seed is not None and "seed" in fields and "seed" not in values:
+        values["seed"] = seed
+    for key, value in values.items():
+        values[key] = _check(value, hints[key], f"{where}.{key}")
+    try:
+        obj = cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        try:
+            validate()
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    return obj
+
+
+def _check(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arm in args:
+            if arm is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _check(value, arm, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{where}: must not be null")
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        item = args[0] if args else Any
+        return tuple(_check(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {value!r}")
+        kt, vt = args if args else (Any, Any)
+        return {_check(k, kt, where): _check(v, vt, f"{where}.{k}") for k, v in value.items()}
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint in (str, bool):
+        if not isinstance(value, hint):
+            raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(hint):
+        return value if isinstance(value, hint) else build(hint, value, where)
+    return value
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """`stage.key=value` (value in TOML syntax, bare words taken as strings) → (stage, key, value)."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise ConfigError(f"--set {text!r}: expected STAGE.KEY=VALUE, e.g. --set clean.max_chars=8000")
+    lhs, rhs = text.split("=", 1)
+    table, key = lhs.strip().split(".", 1)
+    try:
+        value = tomllib.loads(f"v = {rhs}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = rhs
+    return table, key, value
+
+
+def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Pipeline:
+    """Read and check a pipeline file (None: the built-in default) before any data moves."""
+    from curate import export
+    from curate.stages import STAGES, stage_module
+
+    if path is None:
+        path = Path(__file__).resolve().parent.parent / "pipelines" / "default.toml"
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: pipeline file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    for item in overrides:
+        table, key, value = parse_override(item)
+        doc.setdefault(table, {})[key] = value
+
+    head = doc.get("pipeline", {})
+    unknown = sorted(set(head) - PIPELINE_KEYS)
+    if unknown:
+        raise ConfigError(f"{path}: [pipeline] unknown key {unknown[0]!r} (known: {', '.join(sorted(PIPELINE_KEYS))})")
+    seed = head.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"{path}: [pipeline] seed must be an integer, got {seed!r}")
+    names = head.get("stages", ["clean"])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"{path}: [pipeline] stages must be a list of stage names")
+    for name in names:
+        if name not in STAGES:
+            raise ConfigError(f"{path}: unknown stage {name!r} (known stages: {', '.join(STAGES)})")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{path}: a stage is listed twice in [pipeline] stages")
+    tables = set(doc) - {"pipeline", "export"}
+    stray = sorted(tables - set(names))
+    if stray:
+        hint = "not a known stage" if stray[0] not in STAGES else "not listed in [pipeline] stages"
+        raise ConfigError(f"{path}: table [{stray[0]}] is {hint}")
+
+    stages = []
+    for name in names:
+        module = stage_module(name)
+        stages.append((name, build(module.Config, doc.get(name, {}), f"{path}: [{name}]", seed)))
+    export_cfg = build(export.Config, doc.get("export", {}), f"{path}: [export]", seed)
+    raw = {"pipeline": {"name": head.get("name", path.stem), "seed": seed, "stages": names}}
+    raw.update({n: _plain(dataclasses.asdict(c)) for n, c in stages})
+    raw["export"] = _plain(dataclasses.asdict(export_cfg))
+    return Pipeline(head.get("name", path.stem), seed, tuple(stages), export_cfg, str(path), raw)
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
