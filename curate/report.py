@@ -1,0 +1,190 @@
+"""The run report: `report.json` for machines, `report.html` for people.
+
+Charts are small inline SVGs written here rather than with a plotting library: the page must be one
+self-contained, offline file, and a few bars/histograms don't justify shipping a JS charting bundle. Stage
+modules may add a section with `html_section(stats) -> str`, built from the helpers below.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable
+
+PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#EECA3B", "#B279A2", "#FF9DA6", "#9D755D"]
+
+
+def esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _fmt(v: float) -> str:
+    if isinstance(v, float) and not v.is_integer():
+        return f"{v:.3g}" if abs(v) < 1 else f"{v:,.1f}"
+    return f"{int(v):,}"
+
+
+def bar_chart(counts: dict[str, float], title: str, unit: str = "") -> str:
+    """Horizontal bars, one per key, in the given order."""
+    if not counts:
+        return f"<figure><figcaption>{esc(title)}</figcaption><p class=muted>nothing to show</p></figure>"
+    width, label_w, row_h = 640, 200, 22
+    top = max(counts.values()) or 1
+    rows = []
+    for i, (key, value) in enumerate(counts.items()):
+        w = max(1.0, (width - label_w - 90) * value / top) if value else 0
+        y = i * row_h
+        rows.append(
+            f'<text x="{label_w - 6}" y="{y + 15}" text-anchor="end">{esc(key)}</text>'
+            f'<rect x="{label_w}" y="{y + 3}" width="{w:.1f}" height="{row_h - 6}" fill="{PALETTE[i % len(PALETTE)]}">'
+            f"<title>{esc(key)}: {_fmt(value)}{esc(unit)}</title></rect>"
+            f'<text x="{label_w + w + 6:.1f}" y="{y + 15}">{_fmt(value)}{esc(unit)}</text>'
+        )
+    h = row_h * len(counts)
+    return (
+        f'<figure><figcaption>{esc(title)}</figcaption><svg viewBox="0 0 {width} {h}" width="{width}" height="{h}" '
+        f'class="chart">{"".join(rows)}</svg></figure>'
+    )
+
+
+def stacked_bars(rows: dict[str, dict[str, float]], title: str) -> str:
+    """One 100%-stacked bar per row (e.g. language mix per source), with a legend."""
+    if not rows:
+        return f"<figure><figcaption>{esc(title)}</figcaption><p class=muted>nothing to show</p></figure>"
+    keys: list[str] = []
+    for parts in rows.values():
+        keys += [k for k in parts if k not in keys]
+    colour = {k: PALETTE[i % len(PALETTE)] for i, k in enumerate(keys)}
+    width, label_w, row_h = 640, 200, 22
+    out = []
+    for i, (name, parts) in enumerate(rows.items()):
+        total = sum(parts.values()) or 1
+        x, y = float(label_w), i * row_h
+        out.append(f'<text x="{label_w - 6}" y="{y + 15}" text-anchor="end">{esc(name)}</text>')
+        for k in keys:
+            v = parts.get(k, 0)
+            if not v:
+                continue
+            w = (width - label_w - 10) * v / total
+            out.append(
+                f'<rect x="{x:.1f}" y="{y + 3}" width="{w:.1f}" height="{row_h - 6}" fill="{colour[k]}">'
+                f"<title>{esc(name)} · {esc(k)}: {_fmt(v)} ({100 * v / total:.1f}%)</title></rect>"
+            )
+            x += w
+    h = row_h * len(rows)
+    legend = " ".join(f'<span class="key" style="background:{colour[k]}"></span>{esc(k)}' for k in keys)
+    return (
+        f'<figure><figcaption>{esc(title)}</figcaption><svg viewBox="0 0 {width} {h}" width="{width}" height="{h}" '
+        f'class="chart">{"".join(out)}</svg><div class="legend">{legend}</div></figure>'
+    )
+
+
+def histogram_counts(values: Iterable[float], bins: int) -> tuple[list[float], list[int]]:
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    if not vals:
+        return [], []
+    lo, hi = min(vals), max(vals)
+    if hi == lo:
+        hi = lo + 1
+    step = (hi - lo) / bins
+    counts = [0] * bins
+    for v in vals:
+        counts[min(bins - 1, int((v - lo) / step))] += 1
+    return [lo + i * step for i in range(bins + 1)], counts
+
+
+def histogram(
+    values: Iterable[float] | None = None,
+    bins: int = 30,
+    title: str = "",
+    marker: float | None = None,
+    *,
+    edges: list[float] | None = None,
+    counts: list[int] | None = None,
+) -> str:
+    """A histogram from raw values, or from precomputed `edges` (len bins+1) and `counts`; `marker` draws a line
+    (e.g. a threshold)."""
+    if edges is None or counts is None:
+        edges, counts = histogram_counts(values or [], bins)
+    if not counts:
+        return f"<figure><figcaption>{esc(title)}</figcaption><p class=muted>nothing to show</p></figure>"
+    width, height, pad = 640, 160, 30
+    top = max(counts) or 1
+    lo, hi = edges[0], edges[-1]
+    span = (hi - lo) or 1
+    bw = (width - 2 * pad) / len(counts)
+    bars = []
+    for i, c in enumerate(counts):
+        h = (height - 2 * pad) * c / top
+        bars.append(
+            f'<rect x="{pad + i * bw:.1f}" y="{height - pad - h:.1f}" width="{max(bw - 1, 0.5):.1f}" height="{h:.1f}" '
+            f'fill="{PALETTE[0]}"><title>{_fmt(edges[i])}–{_fmt(edges[i + 1])}: {c:,}</title></rect>'
+        )
+    axis = (
+        f'<text x="{pad}" y="{height - 8}">{_fmt(lo)}</text>'
+        f'<text x="{width - pad}" y="{height - 8}" text-anchor="end">{_fmt(hi)}</text>'
+        f'<text x="{pad}" y="{pad - 8}">max bin {top:,}</text>'
+    )
+    mark = ""
+    if marker is not None:
+        mx = pad + (width - 2 * pad) * (marker - lo) / span
+        mx = min(max(mx, pad), width - pad)
+        mark = (
+            f'<line x1="{mx:.1f}" y1="{pad - 4}" x2="{mx:.1f}" y2="{height - pad}" stroke="{PALETTE[3]}" '
+            f'stroke-width="2" stroke-dasharray="4 3"/><text x="{mx + 4:.1f}" y="{pad + 6}" fill="{PALETTE[3]}">'
+            f"{_fmt(marker)}</text>"
+        )
+    return (
+        f'<figure><figcaption>{esc(title)}</figcaption><svg viewBox="0 0 {width} {height}" width="{width}" '
+        f'height="{height}" class="chart">{"".join(bars)}{axis}{mark}</svg></figure>'
+    )
+
+
+def table(rows: list[dict], title: str = "") -> str:
+    if not rows:
+        return f"<p class=muted>{esc(title)}: none</p>" if title else ""
+    cols: list[str] = []
+    for r in rows:
+        cols += [c for c in r if c not in cols]
+    head = "".join(f"<th>{esc(c)}</th>" for c in cols)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{esc(_cell(r.get(c, '')))}</td>" for c in cols) + "</tr>" for r in rows
+    )
+    cap = f"<caption>{esc(title)}</caption>" if title else ""
+    return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return _fmt(v)
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, ensure_ascii=False)
+    return "" if v is None else str(v)
+
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:980px;color:#222}
+h1{font-size:1.6rem}h2{font-size:1.2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
+table{border-collapse:collapse;margin:.6rem 0}td,th{border:1px solid #ddd;padding:.25rem .5rem;text-align:left}
+th{background:#f5f5f5}caption{text-align:left;font-weight:600;padding:.2rem 0}figure{margin:.8rem 0}
+figcaption{font-weight:600;margin-bottom:.3rem}.chart text{font-size:11px;fill:#333}.muted{color:#888}
+.legend{font-size:12px}.key{display:inline-block;width:10px;height:10px;margin:0 4px 0 10px}
+.ok{color:#2a7a2a}.warn{color:#b35900}
+"""
+
+
+def page(title: str, sections: list[str]) -> str:
+    return (
+        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{esc(title)}</title>"
+        f"<style>{CSS}</style></head><body><h1>{esc(title)}</h1>{''.join(sections)}</body></html>\n"
+    )
+
+
+def write_json(path: Path, data: Any) -> None:
+    from curate.io import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
