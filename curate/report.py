@@ -188,3 +188,48 @@ def write_json(path: Path, data: Any) -> None:
     from curate.io import atomic_write_text
 
     atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+
+
+def render(run: dict[str, Any]) -> str:
+    """report.html: funnel, rejects by reason, per-source table, length histograms, then each stage's section."""
+    from curate.stages import STAGES, stage_module
+
+    name = run.get("pipeline", {}).get("name", "run")
+    ok = run["input_rows"] == run["kept_rows"] + run["rejected_rows"]
+    summary = (
+        f"<p>{run['input_rows']:,} rows in → <b>{run['kept_rows']:,} pairs kept</b>, {run['rejected_rows']:,} "
+        f"rejected. <span class={'ok' if ok else 'warn'}>Rows in = kept + rejected: {'yes' if ok else 'NO'}"
+        f"</span>. Pipeline <code>{esc(run.get('pipeline_file') or name)}</code>, seed "
+        f"{esc(run.get('pipeline', {}).get('seed'))}, curate {esc(run.get('curate_version'))}.</p>"
+    )
+    sections = [summary, "<h2>Funnel</h2>"]
+    sections.append(bar_chart({f"{s['stage']} (in)": s["rows_in"] for s in run["funnel"][:1]}
+                              | {f"after {s['stage']}": s["kept"] for s in run["funnel"]}, "Rows through the stages"))
+    sections.append(table(run["funnel"]))
+    sections.append("<h2>Rejects by reason</h2>")
+    sections.append(bar_chart(run["rejects_by_reason"], "Rejected rows per reason code"))
+    sections.append("<h2>Sources</h2>" + table(run["sources"]))
+    sections.append("<h2>Lengths (characters, kept pairs)</h2>")
+    for col, st in run.get("lengths", {}).items():
+        if st:
+            pct = ", ".join(f"{k} {v:,}" for k, v in st.items() if k.startswith("p"))
+            sections.append(
+                histogram(title=f"{col}: {pct}", edges=st["histogram"]["edges"], counts=st["histogram"]["counts"])
+            )
+    for step in run["steps"][1:]:
+        stage = step["stage"]
+        sections.append(f"<h2>Stage: {esc(stage)}</h2>")
+        sections.append(table([{"rows in": step["rows_in"], "kept": step["kept"], "rejected": step["rejected"]}]))
+        if step["rejects_by_reason"]:
+            sections.append(table([{"reason": k, "rows": v} for k, v in step["rejects_by_reason"].items()]))
+        section = getattr(stage_module(stage), "html_section", None) if stage in STAGES else None
+        if section is not None:
+            try:
+                sections.append(section(step["stats"]))
+            except Exception as exc:  # noqa: BLE001 - a broken chart must not lose the whole report
+                sections.append(f"<p class=warn>section failed to render: {esc(exc)}</p>")
+    if "export" in run:
+        exp = run["export"]
+        sections.append("<h2>Export</h2>" + table([{"split": k, "pairs": v} for k, v in exp.get("splits", {}).items()]))
+        sections.append(f"<p>Written to <code>{esc(exp.get('path'))}</code>.</p>")
+    return page(f"curate run report — {name}", sections)

@@ -1,0 +1,181 @@
+"""The `curate` command: parse options, call the library, print. No logic lives here.
+
+Errors the library raises on purpose (CurateError) become one red line on stderr and exit code 2. Anything else
+is a bug: one line too (set CURATE_DEBUG=1 for the traceback), exit code 1.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+
+from curate import __version__
+
+LAZY = {"review": "curate.review.commands:review", "train": "curate.train.commands:train"}
+
+
+class Main(click.Group):
+    """Subcommands from other packages are imported only when used, so `curate --help` stays instant."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *LAZY])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in LAZY:
+            module, attr = LAZY[name].split(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+    def invoke(self, ctx: click.Context):
+        from curate.errors import CurateError
+
+        try:
+            return super().invoke(ctx)
+        except CurateError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(2)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - no traceback reaches a user
+            if os.environ.get("CURATE_DEBUG"):
+                raise
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            click.secho(f"internal error: {type(exc).__name__}: {first} (CURATE_DEBUG=1 shows the traceback)",
+                        fg="red", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="curate")
+def main() -> None:
+    """Turn raw preference data into clean, deduplicated, balanced, reviewed, ORPO-ready datasets."""
+
+
+def parse_map(values: tuple[str, ...]) -> dict[str, str] | None:
+    from curate.errors import ConfigError
+
+    mapping: dict[str, str] = {}
+    for value in values:
+        for item in value.split(","):
+            if not item.strip():
+                continue
+            if "=" not in item:
+                raise ConfigError(f"--map {item!r}: expected FIELD=COLUMN, e.g. --map prompt=query,chosen=good")
+            field, column = (s.strip() for s in item.split("=", 1))
+            mapping[field] = column
+    return mapping or None
+
+
+MAP_HELP = "Column names for the canonical fields, e.g. prompt=query,chosen=good,rejected=bad (repeatable)."
+
+
+def _say(msg: str) -> None:
+    click.secho(f"· {msg}", fg="cyan", err=True)
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--map", "maps", multiple=True, help=MAP_HELP)
+def ingest(inputs: tuple[str, ...], out_dir: str, maps: tuple[str, ...]) -> None:
+    """Read raw preference files (any supported format) into canonical pairs."""
+    from curate.ingest import ingest as do_ingest
+
+    rep = do_ingest(list(inputs), out_dir, mapping=parse_map(maps))
+    for src, info in rep["sources"].items():
+        click.echo(f"{src}: {info['format']}, {info['rows_in']:,} rows in, {info['rows_kept']:,} kept")
+    click.echo(f"{rep['input_rows']:,} rows in → {rep['kept_rows']:,} kept, {rep['rejected_rows']:,} rejected")
+    for reason, n in rep["rejects_by_reason"].items():
+        click.echo(f"  {reason}: {n:,}")
+    click.echo(f"wrote {out_dir}/pairs.parquet, rejects.parquet, report.json")
+
+
+@main.command()
+@click.argument("pipeline_file", type=click.Path(dir_okay=False))
+@click.option("--input", "inputs", multiple=True, required=True, help="Input file, folder or glob (repeatable).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run folder.")
+@click.option("--map", "maps", multiple=True, help=MAP_HELP)
+@click.option("--set", "overrides", multiple=True, help="Override a pipeline setting: STAGE.KEY=VALUE (repeatable).")
+@click.option("--against", multiple=True, help="Reference set for decontamination (dedup.against; repeatable).")
+@click.option("--no-export", is_flag=True, help="Stop before the export step.")
+def run(pipeline_file: str, inputs: tuple[str, ...], out_dir: str, maps: tuple[str, ...],
+        overrides: tuple[str, ...], against: tuple[str, ...], no_export: bool) -> None:
+    """Run a pipeline file on INPUTs: ingest, its stages, export. Writes a run folder with report.html."""
+    import json
+
+    from curate.config import load
+    from curate.runner import run_pipeline
+
+    sets = list(overrides)
+    if against:
+        sets.append(f"dedup.against={json.dumps(list(against))}")
+    pipeline = load(pipeline_file, sets)
+    rep = run_pipeline(pipeline, list(inputs), out_dir, mapping=parse_map(maps), progress=_say,
+                       export=not no_export)
+    for step in rep["funnel"]:
+        click.echo(f"{step['stage']:>10}: {step['rows_in']:>9,} in  {step['kept']:>9,} kept  {step['rejected']:>9,} rejected")
+    click.echo(f"{rep['input_rows']:,} rows in → {rep['kept_rows']:,} pairs kept, {rep['rejected_rows']:,} rejected")
+    if "export" in rep:
+        click.echo(f"export: {rep['export']['path']} ({', '.join(f'{k} {v:,}' for k, v in rep['export']['splits'].items())})")
+    click.echo(f"report: {out_dir}/report.html")
+
+
+@main.command()
+@click.argument("source", type=click.Path(exists=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Export folder.")
+@click.option("--pipeline", "pipeline_file", type=click.Path(dir_okay=False), default=None,
+              help="Take [export] settings from this pipeline file (default: the run's own, else pipelines/default.toml).")
+@click.option("--set", "overrides", multiple=True, help="Override an export setting: export.KEY=VALUE.")
+def export(source: str, out_dir: str, pipeline_file: str | None, overrides: tuple[str, ...]) -> None:
+    """Write an ORPO-ready dataset folder from a run folder or a pairs Parquet file."""
+    from curate.config import load
+    from curate.export import export as do_export
+
+    pipeline = load(pipeline_file, list(overrides))
+    rep = do_export(source, out_dir, pipeline.export, pipeline=pipeline)
+    click.echo(f"wrote {out_dir}: " + ", ".join(f"{k} {v:,} pairs" for k, v in rep["splits"].items()))
+    if rep.get("review"):
+        click.echo("used reviewed pairs (review/pairs.parquet)")
+
+
+@main.command()
+@click.argument("path", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+def stats(path: str, as_json: bool) -> None:
+    """Counts by source (and language when known) and length percentiles of a pairs file or run folder."""
+    import json
+
+    from curate.stats import compute
+
+    result = compute(path)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[bold]{result['path']}[/bold]: {result['pairs']:,} pairs, {result['prompts']:,} prompts")
+    for key in ("by_source", "by_lang"):
+        if key in result:
+            t = Table(title=key.replace("_", " "))
+            t.add_column(key.split("_")[1])
+            t.add_column("pairs", justify="right")
+            for k, v in result[key].items():
+                t.add_row(str(k), f"{v:,}")
+            console.print(t)
+    t = Table(title="length (characters)")
+    t.add_column("field")
+    for q in ("min", "p5", "p25", "p50", "p75", "p95", "p99", "max"):
+        t.add_column(q, justify="right")
+    for field, st in result["lengths"].items():
+        if st:
+            t.add_row(field, *[f"{st[q]:,}" for q in ("min", "p5", "p25", "p50", "p75", "p95", "p99", "max")])
+    console.print(t)
+
+
+if __name__ == "__main__":
+    main()

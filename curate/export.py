@@ -1,0 +1,286 @@
+"""Export: canonical pairs → an ORPO-ready dataset folder that training jobs load.
+
+EXPORT_DIR/
+  hf/                        datasets.DatasetDict (train, test) saved with save_to_disk
+  trl/{train,test}.parquet   TRL conversational format: prompt = messages (system first when present),
+  trl/{train,test}.jsonl       chosen = [assistant message], rejected = [assistant message], + provenance columns
+  llamafactory/{train,test}.jsonl + dataset_info.json   LLaMA-Factory ShareGPT ranking format
+  README.md                  dataset card
+  manifest.json              pipeline, curate version, seed, input and output file hashes
+
+The split is by prompt_id (seeded), so no prompt lands in both splits. Nothing here carries a timestamp:
+the same pairs + config + seed give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from curate import __version__
+from curate.errors import InputError
+from curate.io import atomic_path, atomic_write_text, sha256_file
+
+SPLITS = ("train", "test")
+PROVENANCE = ("pair_id", "prompt_id", "source", "lang")
+
+
+@dataclass(frozen=True)
+class Config:
+    test_size: float = field(
+        default=0.05,
+        metadata={"help": "Test split: a fraction of pairs (< 1) or a number of pairs (>= 1), rounded to whole prompts."},
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of the train/test split (defaults to the pipeline seed)."})
+    formats: tuple[str, ...] = field(
+        default=("hf", "trl", "llamafactory"), metadata={"help": "Which outputs to write: hf, trl, llamafactory."}
+    )
+    name: str = field(default="curate-orpo", metadata={"help": "Dataset name used in the card and dataset_info.json."})
+    license: str = field(default="", metadata={"help": "Licence notes for the dataset card (from you: curate can't know them)."})
+    description: str = field(default="", metadata={"help": "Free text for the top of the dataset card."})
+
+    def validate(self) -> None:
+        if self.test_size < 0:
+            raise ValueError("test_size must be >= 0")
+        bad = sorted(set(self.formats) - {"hf", "trl", "llamafactory"})
+        if bad:
+            raise ValueError(f"unknown format {bad[0]!r} (known: hf, trl, llamafactory)")
+
+
+def resolve_pairs(path: str | Path) -> tuple[Path, Path | None]:
+    """A run folder (reviewed pairs preferred), a folder with pairs.parquet, or a Parquet file → (pairs, run dir)."""
+    p = Path(path)
+    if p.is_file() and p.suffix == ".parquet":
+        return p, None
+    if p.is_dir():
+        for candidate in (p / "review" / "pairs.parquet", p / "pairs.parquet"):
+            if candidate.is_file():
+                return candidate, p
+    raise InputError(f"{path}: not a run folder, a folder with pairs.parquet, or a .parquet file of pairs")
+
+
+def assign_splits(pairs: pl.LazyFrame, test_size: float, seed: int) -> pl.DataFrame:
+    """prompt_id → split. Prompts are shuffled with the seed and taken for test until test_size pairs are reached."""
+    counts = pairs.group_by("prompt_id").len().sort("prompt_id").collect()
+    n_pairs = int(counts["len"].sum())
+    target = test_size * n_pairs if test_size < 1 else min(test_size, n_pairs)
+    order = np.random.default_rng(seed).permutation(counts.height)
+    shuffled = counts[order]
+    before = shuffled["len"].cum_sum() - shuffled["len"]  # pairs already in test before this prompt
+    is_test = (before.to_numpy() < target) & (target > 0)
+    return shuffled.select("prompt_id").with_columns(
+        pl.Series("split", np.where(is_test, "test", "train"), dtype=pl.String)
+    )
+
+
+def to_trl(pairs: pl.LazyFrame) -> pl.LazyFrame:
+    names = pairs.collect_schema().names()
+    msg = pl.Struct({"role": pl.String, "content": pl.String})
+    system = pl.when(pl.col("system").is_not_null() & (pl.col("system") != "")).then(
+        pl.concat_list(pl.struct(pl.lit("system").alias("role"), pl.col("system").alias("content")))
+    ).otherwise(pl.lit([], dtype=pl.List(msg)))
+    reply = lambda c: pl.concat_list(pl.struct(pl.lit("assistant").alias("role"), pl.col(c).alias("content")))  # noqa: E731
+    return pairs.select(
+        pl.concat_list(system, pl.col("prompt").cast(pl.List(msg))).alias("prompt"),
+        reply("chosen").alias("chosen"),
+        reply("rejected").alias("rejected"),
+        *[pl.col(c) for c in PROVENANCE if c in names],
+    )
+
+
+def to_llamafactory(trl: pl.LazyFrame) -> pl.LazyFrame:
+    """ShareGPT ranking: conversations [{from, value}], chosen/rejected {from: gpt, value}, system apart."""
+    role = pl.element().struct.field("role")
+    turns = pl.col("prompt").list.filter(role != "system")
+    conv = turns.list.eval(
+        pl.struct(
+            pl.when(role == "user").then(pl.lit("human")).otherwise(pl.lit("gpt")).alias("from"),
+            pl.element().struct.field("content").alias("value"),
+        )
+    )
+    sys_turn = pl.col("prompt").list.filter(role == "system").list.first().struct.field("content")
+    gpt = lambda c: pl.struct(pl.lit("gpt").alias("from"), pl.col(c).list.first().struct.field("content").alias("value"))  # noqa: E731
+    return trl.select(conv.alias("conversations"), gpt("chosen").alias("chosen"), gpt("rejected").alias("rejected"),
+                      sys_turn.fill_null("").alias("system"))
+
+
+def export(
+    source: str | Path, out_dir: str | Path, cfg: Config | None = None, pipeline: Any = None
+) -> dict[str, Any]:
+    """Write the export folder; return a summary (split sizes, files) that also goes into the run report."""
+    cfg = cfg or Config()
+    pairs_path, run_dir = resolve_pairs(source)
+    out = Path(out_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    pairs = pl.scan_parquet(pairs_path)
+    splits = assign_splits(pairs, cfg.test_size, cfg.seed)
+    tagged = pairs.join(splits.lazy(), on="prompt_id", how="left", maintain_order="left")
+    counts: dict[str, int] = {}
+    tmp_parquet: dict[str, Path] = {}
+    work = Path(tempfile.mkdtemp(prefix="curate-export-"))
+    try:
+        for split in SPLITS:
+            part = to_trl(tagged.filter(pl.col("split") == split))
+            trl_path = work / f"{split}.parquet"
+            part.sink_parquet(trl_path, engine="streaming")
+            tmp_parquet[split] = trl_path
+            counts[split] = pl.scan_parquet(trl_path).select(pl.len()).collect().item()
+            if "trl" in cfg.formats:
+                _write(out / "trl" / f"{split}.parquet", lambda t, p=trl_path: shutil.copyfile(p, t))
+                _write(out / "trl" / f"{split}.jsonl", lambda t, p=trl_path: pl.scan_parquet(p).sink_ndjson(t))
+            if "llamafactory" in cfg.formats:
+                _write(
+                    out / "llamafactory" / f"{split}.jsonl",
+                    lambda t, p=trl_path: to_llamafactory(pl.scan_parquet(p)).sink_ndjson(t),
+                )
+        if "llamafactory" in cfg.formats:
+            atomic_write_text(out / "llamafactory" / "dataset_info.json", _dump(llamafactory_info(cfg.name)))
+        if "hf" in cfg.formats:
+            save_hf(tmp_parquet, out / "hf", work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    review = _review_provenance(run_dir)
+    summary = {"path": str(out), "pairs_file": str(pairs_path), "splits": counts, "review": review}
+    card = dataset_card(cfg, pairs, counts, run_dir, pipeline, review)
+    atomic_write_text(out / "README.md", card)
+    manifest = build_manifest(out, cfg, run_dir, pipeline, pairs_path, counts, review)
+    atomic_write_text(out / "manifest.json", _dump(manifest))
+    summary["manifest_sha256"] = sha256_file(out / "manifest.json")
+    return summary
+
+
+def _write(path: Path, fn) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fn(tmp)
+
+
+def _dump(obj: Any) -> str:
+    return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
+
+
+def llamafactory_info(name: str) -> dict[str, Any]:
+    entry = lambda split: {  # noqa: E731
+        "file_name": f"{split}.jsonl",
+        "formatting": "sharegpt",
+        "ranking": True,
+        "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected", "system": "system"},
+        "tags": {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt"},
+    }
+    return {f"{name}_train": entry("train"), f"{name}_test": entry("test")}
+
+
+def save_hf(parquet: dict[str, Path], target: Path, work: Path) -> None:
+    """DatasetDict.save_to_disk from the split Parquet files, via an Arrow cache on disk (memory stays flat).
+
+    `datasets` derives `_fingerprint` in state.json from temp paths; it is pinned to the content hash so that
+    the folder is byte-identical across runs."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    dd = datasets.DatasetDict(
+        {s: datasets.Dataset.from_parquet(str(p), cache_dir=str(work / "hf-cache"), keep_in_memory=False)
+         for s, p in parquet.items()}
+    )
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    dd.save_to_disk(str(tmp))
+    for split, p in parquet.items():
+        state_path = tmp / split / "state.json"
+        state = json.loads(state_path.read_text())
+        state["_fingerprint"] = sha256_file(p)[:16]
+        state_path.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+
+
+def _review_provenance(run_dir: Path | None) -> dict[str, Any] | None:
+    if run_dir is None or not (run_dir / "review" / "stats.json").is_file():
+        return None
+    return json.loads((run_dir / "review" / "stats.json").read_text())
+
+
+def dataset_card(cfg: Config, pairs: pl.LazyFrame, counts: dict[str, int], run_dir: Path | None, pipeline: Any,
+                 review: dict | None) -> str:
+    names = pairs.collect_schema().names()
+    by_source = pairs.group_by("source").len().sort("source").collect()
+    lines = [
+        "---",
+        f"pretty_name: {cfg.name}",
+        "tags: [orpo, dpo, preference, curate]",
+        "configs:",
+        "- config_name: default",
+        "  data_files:",
+        *[f"  - split: {s}\n    path: trl/{s}.parquet" for s in SPLITS],
+        "---",
+        "",
+        f"# {cfg.name}",
+        "",
+        cfg.description or "Preference pairs (prompt / chosen / rejected) prepared for ORPO/DPO training with curate.",
+        "",
+        "## Splits",
+        "",
+        "| split | pairs |",
+        "| --- | ---: |",
+        *[f"| {s} | {counts[s]:,} |" for s in SPLITS],
+        "",
+        "The split is by prompt: no prompt appears in both.",
+        "",
+    ]
+    if "lang" in names:
+        langs = pairs.group_by("lang").len().sort("lang").collect()
+        lines += ["## Languages", "", "| language | pairs |", "| --- | ---: |"]
+        lines += [f"| {l} | {n:,} |" for l, n in langs.iter_rows()] + [""]
+    lines += ["## Sources", "", "| source | pairs |", "| --- | ---: |"]
+    lines += [f"| `{s}` | {n:,} |" for s, n in by_source.iter_rows()] + [""]
+    lines += ["## Licence", "", cfg.license or "Not stated: set `[export] license` in the pipeline file.", ""]
+    if review:
+        lines += ["## Human review", "", "```json", json.dumps(review, indent=2, ensure_ascii=False), "```", ""]
+    if pipeline is not None:
+        lines += ["## Pipeline", "", f"File `{pipeline.path}`, seed {pipeline.seed}, curate {__version__}:", "",
+                  "```json", json.dumps(pipeline.raw, indent=2, ensure_ascii=False), "```", ""]
+    lines += [
+        "## Loading",
+        "",
+        "```python",
+        "from datasets import load_from_disk, load_dataset",
+        'dd = load_from_disk("hf")',
+        'dd = load_dataset("parquet", data_files={"train": "trl/train.parquet", "test": "trl/test.parquet"})',
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def build_manifest(out: Path, cfg: Config, run_dir: Path | None, pipeline: Any, pairs_path: Path,
+                   counts: dict[str, int], review: dict | None) -> dict[str, Any]:
+    inputs = []
+    if run_dir is not None and (run_dir / "inputs.json").is_file():
+        inputs = json.loads((run_dir / "inputs.json").read_text()).get("files", [])
+    outputs = {
+        str(p.relative_to(out)): sha256_file(p)
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.name != "manifest.json"
+    }
+    return {
+        "curate_version": __version__,
+        "pipeline_file": pipeline.path if pipeline is not None else None,
+        "pipeline": pipeline.raw if pipeline is not None else None,
+        "seed": cfg.seed,
+        "export": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
+        "pairs_sha256": sha256_file(pairs_path),
+        "splits": counts,
+        "inputs": inputs,
+        "outputs": outputs,
+        "review": review,
+    }

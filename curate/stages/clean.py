@@ -1,0 +1,158 @@
+"""Clean: normalise text and drop pairs that can't teach a preference.
+
+What and why: every text (system, prompt turns, replies) is NFC-normalised, its line endings made `\\n` and its
+leading/trailing whitespace trimmed (inner whitespace is kept: it matters in code). Pairs with an empty prompt or
+reply, identical replies (after id normalisation), or lengths outside the configured limits are rejected. Lengths
+are in characters; in tokens too when `tokenizer` names a local tokenizer (a `tokenizer.json` file or a folder
+`transformers` can load offline).
+
+Config: see `Config` below.
+Input columns: system, prompt, chosen, rejected.
+Output columns: none added; those texts are rewritten in place.
+Reasons: empty_prompt, empty_response, identical_responses, prompt_too_long, response_too_long,
+response_too_short, too_many_tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from curate.schema import normalise_expr
+from curate.stage import StageResult, split
+
+NAME = "clean"
+NEEDS = ("system", "prompt", "chosen", "rejected")
+ADDS: tuple[str, ...] = ()
+
+EMPTY_PROMPT = "empty_prompt"
+EMPTY_RESPONSE = "empty_response"
+IDENTICAL_RESPONSES = "identical_responses"
+PROMPT_TOO_LONG = "prompt_too_long"
+RESPONSE_TOO_LONG = "response_too_long"
+RESPONSE_TOO_SHORT = "response_too_short"
+TOO_MANY_TOKENS = "too_many_tokens"
+REASONS = (
+    EMPTY_PROMPT, EMPTY_RESPONSE, IDENTICAL_RESPONSES, PROMPT_TOO_LONG, RESPONSE_TOO_LONG, RESPONSE_TOO_SHORT,
+    TOO_MANY_TOKENS,
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    max_prompt_chars: int = field(
+        default=32_000, metadata={"help": "Reject pairs whose system + prompt turns exceed this many characters."}
+    )
+    max_response_chars: int = field(
+        default=32_000, metadata={"help": "Reject pairs where either reply exceeds this many characters."}
+    )
+    min_response_chars: int = field(
+        default=1, metadata={"help": "Reject pairs where either reply (trimmed) is shorter than this."}
+    )
+    tokenizer: str | None = field(
+        default=None,
+        metadata={"help": "Local tokenizer (tokenizer.json or a transformers folder) for token limits; none: chars only."},
+    )
+    max_tokens: int | None = field(
+        default=None,
+        metadata={"help": "With `tokenizer`: reject pairs whose prompt + longer reply exceed this many tokens."},
+    )
+
+    def validate(self) -> None:
+        if self.max_tokens is not None and self.tokenizer is None:
+            raise ValueError("max_tokens needs a tokenizer (set tokenizer = \"path/to/tokenizer.json\")")
+        if self.min_response_chars < 0 or self.max_response_chars < self.min_response_chars:
+            raise ValueError("need 0 <= min_response_chars <= max_response_chars")
+
+
+def _tidy(expr: pl.Expr) -> pl.Expr:
+    return expr.str.normalize("NFC").str.replace_all("\r\n?", "\n").str.strip_chars()
+
+
+def _load_tokenizer(spec: str):
+    from pathlib import Path
+
+    from curate.errors import ConfigError
+
+    path = Path(spec)
+    try:
+        if path.is_file():
+            from tokenizers import Tokenizer
+
+            tok = Tokenizer.from_file(str(path))
+            return lambda texts: [len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False)]
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        return lambda texts: [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
+    except Exception as exc:  # noqa: BLE001 - any loader failure is a config problem for the user
+        raise ConfigError(f"[clean] tokenizer {spec!r} can't be loaded offline: {str(exc).splitlines()[0]}") from None
+
+
+def run(frame: pl.LazyFrame | pl.DataFrame, cfg: Config) -> StageResult:
+    lf = frame.lazy().with_columns(
+        _tidy(pl.col("system")).replace("", None).alias("system"),
+        pl.col("prompt").list.eval(
+            pl.struct(pl.element().struct.field("role"), _tidy(pl.element().struct.field("content")).alias("content"))
+        ),
+        _tidy(pl.col("chosen")).alias("chosen"),
+        _tidy(pl.col("rejected")).alias("rejected"),
+    )
+    contents = pl.col("prompt").list.eval(pl.element().struct.field("content"))
+    prompt_chars = contents.list.eval(pl.element().str.len_chars()).list.sum().fill_null(0) + pl.col(
+        "system"
+    ).str.len_chars().fill_null(0)
+    chosen_len = pl.col("chosen").str.len_chars().fill_null(0)
+    rejected_len = pl.col("rejected").str.len_chars().fill_null(0)
+    longest = pl.max_horizontal(chosen_len, rejected_len)
+    shortest = pl.min_horizontal(chosen_len, rejected_len)
+    any_empty_turn = contents.list.eval(pl.element().fill_null("") == "").list.any().fill_null(True)
+
+    checks: list[tuple[str, pl.Expr, pl.Expr | str]] = [
+        (EMPTY_PROMPT, pl.col("prompt").list.len().fill_null(0).eq(0) | any_empty_turn, "a prompt turn is empty"),
+        (
+            EMPTY_RESPONSE,
+            shortest.eq(0),
+            pl.when(chosen_len.eq(0)).then(pl.lit("chosen reply is empty")).otherwise(pl.lit("rejected reply is empty")),
+        ),
+        (
+            IDENTICAL_RESPONSES,
+            normalise_expr(pl.col("chosen")) == normalise_expr(pl.col("rejected")),
+            "chosen and rejected are the same text",
+        ),
+        (
+            PROMPT_TOO_LONG,
+            prompt_chars > cfg.max_prompt_chars,
+            pl.format("prompt has {} characters (max_prompt_chars = {})", prompt_chars, pl.lit(cfg.max_prompt_chars)),
+        ),
+        (
+            RESPONSE_TOO_LONG,
+            longest > cfg.max_response_chars,
+            pl.format("a reply has {} characters (max_response_chars = {})", longest, pl.lit(cfg.max_response_chars)),
+        ),
+        (
+            RESPONSE_TOO_SHORT,
+            shortest < cfg.min_response_chars,
+            pl.format("a reply has {} characters (min_response_chars = {})", shortest, pl.lit(cfg.min_response_chars)),
+        ),
+    ]
+    if cfg.tokenizer and cfg.max_tokens:
+        count = _load_tokenizer(cfg.tokenizer)
+
+        def tokens(s: pl.Series) -> pl.Series:
+            return pl.Series(count([t or "" for t in s.to_list()]), dtype=pl.Int64)
+
+        prompt_text = pl.concat_str([pl.col("system").fill_null(""), contents.list.join("\n")], separator="\n")
+        n_tokens = prompt_text.map_batches(tokens, return_dtype=pl.Int64) + pl.max_horizontal(
+            pl.col("chosen").map_batches(tokens, return_dtype=pl.Int64),
+            pl.col("rejected").map_batches(tokens, return_dtype=pl.Int64),
+        )
+        checks.append(
+            (
+                TOO_MANY_TOKENS,
+                n_tokens > cfg.max_tokens,
+                pl.format("prompt + longer reply is {} tokens (max_tokens = {})", n_tokens, pl.lit(cfg.max_tokens)),
+            )
+        )
+    return split(lf, NAME, checks)
