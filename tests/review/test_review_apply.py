@@ -1,0 +1,144 @@
+"""Resolution policy and applying decisions: swap, drop, corrections, ties, disputes, conservation."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+
+from curate.errors import ConfigError, ConservationError
+from curate.review.apply import REASON_PENDING, REASON_REJECTED, ResolvePolicy, apply_decisions, resolve, resolve_pair
+
+
+def ans(user, vote, problems=(), rating=None, corrected=None, updated_at="2026-01-01T00:00:00"):
+    return {"user": user, "vote": vote, "problems": list(problems), "rating": rating, "corrected": corrected,
+            "updated_at": updated_at}
+
+
+P = ResolvePolicy()
+
+
+def test_majority_keeps_or_swaps():
+    assert resolve_pair([ans("a", "chosen"), ans("b", "chosen")], P)["review_decision"] == "chosen"
+    row = resolve_pair([ans("a", "rejected"), ans("b", "rejected"), ans("c", "chosen")], P)
+    assert row["review_decision"] == "rejected" and row["review_swapped"] and row["__drop"] is None
+    assert json.loads(row["review_vote_counts"]) == {"chosen": 1, "rejected": 2, "tie": 0, "both_bad": 0}
+
+
+def test_both_bad_and_unsafe_drop():
+    assert "both responses bad" in resolve_pair([ans("a", "both_bad")], P)["__drop"]
+    row = resolve_pair([ans("a", "chosen", ["unsafe"]), ans("b", "chosen")], P)
+    assert row["__drop"].startswith("flagged unsafe by 1 of 2")
+    # majority rule for flags: one flag out of two is not enough
+    assert resolve_pair([ans("a", "chosen", ["unsafe"]), ans("b", "chosen")],
+                        ResolvePolicy(problem_votes="majority"))["__drop"] is None
+    # a non-dropping problem is recorded but doesn't drop
+    row = resolve_pair([ans("a", "chosen", ["truncated"])], P)
+    assert row["__drop"] is None and row["review_problems"] == ["truncated"]
+
+
+def test_tie_and_disagreement_policies():
+    tie = [ans("a", "tie"), ans("b", "tie")]
+    assert resolve_pair(tie, P)["__drop"] is None
+    assert "tie policy is drop" in resolve_pair(tie, ResolvePolicy(tie="drop"))["__drop"]
+    split = [ans("a", "chosen"), ans("b", "rejected")]
+    row = resolve_pair(split, P)
+    assert row["review_decision"] == "disputed" and row["__drop"] is None and not row["review_swapped"]
+    assert "disagree" in resolve_pair(split, ResolvePolicy(disagreement="drop"))["__drop"]
+
+
+def test_correction_only_from_agreeing_annotators_latest_wins():
+    row = resolve_pair([
+        ans("a", "chosen", corrected="old fix", updated_at="2026-01-01T00:00:01"),
+        ans("b", "chosen", corrected="new fix ", updated_at="2026-01-01T00:00:02"),
+        ans("c", "rejected", corrected="dissent fix", updated_at="2026-01-01T00:00:09"),
+    ], P)
+    assert row["review_corrected"] and row["__correction"] == "new fix"
+    assert resolve_pair([ans("a", "chosen", corrected="x")], ResolvePolicy(corrections=False))["__correction"] is None
+    assert resolve_pair([ans("a", "chosen", corrected="   ")], P)["review_corrected"] is False
+
+
+def test_min_votes_leaves_pair_unreviewed():
+    row = resolve_pair([ans("a", "both_bad")], ResolvePolicy(min_votes=2))
+    assert row["review_decision"] is None and row["__drop"] is None and row["review_votes"] == 1
+
+
+def test_policy_validation_via_config_build():
+    from curate.config import build
+
+    with pytest.raises(ConfigError, match="drop_problems"):
+        build(ResolvePolicy, {"drop_problems": ["nonsense"]}, "review")
+    with pytest.raises(ConfigError, match="tie"):
+        build(ResolvePolicy, {"tie": "maybe"}, "review")
+
+
+def _pairs(pairs_factory):
+    return pairs_factory([
+        {"prompt": "keep me", "chosen": "c0", "rejected": "r0", "chosen_score": 2.0, "rejected_score": 1.0},
+        {"prompt": "swap me", "chosen": "c1", "rejected": "r1", "chosen_score": 2.0, "rejected_score": 1.0},
+        {"prompt": "drop me", "chosen": "c2", "rejected": "r2"},
+        {"prompt": "fix me", "chosen": "c3", "rejected": "r3"},
+        {"prompt": "nobody saw me", "chosen": "c4", "rejected": "r4"},
+        {"prompt": "unsafe", "chosen": "c5", "rejected": "r5"},
+    ])
+
+
+def _responses(pairs, votes):
+    rows = []
+    for i, (user, vote, problems, corrected) in votes:
+        rows.append({"pair_id": pairs["pair_id"][i], "user": user, "status": "submitted", "vote": vote,
+                     "problems": problems, "rating": None, "corrected": corrected, "updated_at": "t"})
+    rows.append({"pair_id": pairs["pair_id"][4], "user": "x", "status": "draft", "vote": "both_bad",
+                 "problems": [], "rating": None, "corrected": None, "updated_at": "t"})
+    return pl.DataFrame(rows, schema={"pair_id": pl.String, "user": pl.String, "status": pl.String, "vote": pl.String,
+                                      "problems": pl.List(pl.String), "rating": pl.Int64, "corrected": pl.String,
+                                      "updated_at": pl.String})
+
+
+VOTES = [
+    (0, ("a", "chosen", [], None)), (0, ("b", "chosen", [], None)),
+    (1, ("a", "rejected", [], None)), (1, ("b", "rejected", [], None)),
+    (2, ("a", "both_bad", [], None)), (2, ("b", "both_bad", [], None)),
+    (3, ("a", "rejected", [], "r3, polished")),
+    (5, ("a", "chosen", ["unsafe"], None)),
+]
+
+
+def test_apply_swaps_drops_corrects_and_conserves(pairs_factory):
+    pairs = _pairs(pairs_factory)
+    dec = resolve(_responses(pairs, VOTES), P)
+    out = apply_decisions(pairs, dec, P)
+    kept = {r["prompt"][0]["content"]: r for r in out.kept.to_dicts()}
+    assert set(kept) == {"keep me", "swap me", "fix me", "nobody saw me"}
+    assert kept["keep me"]["chosen"] == "c0" and not kept["keep me"]["review_swapped"]
+    s = kept["swap me"]
+    assert (s["chosen"], s["rejected"], s["chosen_score"], s["rejected_score"]) == ("r1", "c1", 1.0, 2.0)
+    f = kept["fix me"]
+    assert f["chosen"] == "r3, polished" and f["rejected"] == "c3" and f["review_replaced"] == "r3"
+    assert f["review_swapped"] and f["review_corrected"]
+    n = kept["nobody saw me"]  # a draft is not a vote
+    assert n["review_decision"] is None and n["review_votes"] == 0 and n["chosen"] == "c4"
+    assert out.rejects["reason"].to_list() == [REASON_REJECTED, REASON_REJECTED]
+    assert set(out.rejects["stage"]) == {"review"}
+    assert out.stats["pairs_in"] == 6 == out.stats["kept"] + out.stats["rejected"]
+    assert out.stats["swapped"] == 2 and out.stats["corrected"] == 1 and out.stats["unreviewed"] == 1
+    # pair ids are provenance: unchanged by swaps and corrections
+    assert set(out.kept["pair_id"]) | set(out.rejects["pair_id"]) == set(pairs["pair_id"])
+    assert out.kept.columns[: len(pairs.columns)] == pairs.columns
+
+
+def test_only_reviewed_rejects_pending(pairs_factory):
+    pairs = _pairs(pairs_factory)
+    policy = ResolvePolicy(only_reviewed=True)
+    out = apply_decisions(pairs, resolve(_responses(pairs, VOTES), policy), policy)
+    assert sorted(out.rejects["reason"].to_list()) == [REASON_PENDING, REASON_REJECTED, REASON_REJECTED]
+    assert out.kept.height == 3
+
+
+def test_conservation_error_is_raised(pairs_factory):
+    pairs = _pairs(pairs_factory)
+    dec = resolve(_responses(pairs, VOTES), P)
+    # a decisions table with a duplicated pair would invent rows: the law must catch it
+    with pytest.raises(ConservationError):
+        apply_decisions(pairs, pl.concat([dec, dec.head(1)]), P)

@@ -1,0 +1,63 @@
+"""Blind A/B mapping and record payloads: deterministic, balanced, reversible, hiding the source's label."""
+
+from __future__ import annotations
+
+from curate.review.settings import (
+    FIELD_A, FIELD_B, FIELD_PROMPT, META_MARGIN, VECTOR, a_is_chosen, mapping_frame, record_payload, suggestion,
+    unblind,
+)
+
+
+def test_mapping_is_deterministic_and_balanced():
+    ids = [f"{i:016x}" for i in range(2000)]
+    m1, m2 = mapping_frame(ids, seed=7), mapping_frame(ids, seed=7)
+    assert m1.equals(m2)
+    share = m1["a_is_chosen"].mean()
+    assert 0.45 < share < 0.55  # position of the chosen reply is a coin flip
+    other = mapping_frame(ids, seed=8)
+    assert (m1["a_is_chosen"] != other["a_is_chosen"]).sum() > 800  # the seed changes the draw
+
+
+def test_unblind_round_trip():
+    for a_chosen in (True, False):
+        picked_chosen = "a" if a_chosen else "b"
+        picked_rejected = "b" if a_chosen else "a"
+        assert unblind(picked_chosen, a_chosen) == "chosen"
+        assert unblind(picked_rejected, a_chosen) == "rejected"
+        assert unblind("tie", a_chosen) == "tie" and unblind("both_bad", a_chosen) == "both_bad"
+    assert unblind(None, True) is None
+
+
+def _row(**kw):
+    row = {"pair_id": "abc", "source": "s.jsonl", "system": "Be brief.", "prompt": [{"role": "user", "content": "你好"}],
+           "chosen": "GOOD", "rejected": "BAD!", "chosen_score": 9.0, "rejected_score": 3.0, "lang": "zh"}
+    row.update(kw)
+    return row
+
+
+def test_payload_places_replies_by_mapping_and_shows_system_first():
+    p = record_payload(_row(), a_chosen=True)
+    assert p["id"] == "abc"
+    assert p["fields"][FIELD_A] == "GOOD" and p["fields"][FIELD_B] == "BAD!"
+    assert p["fields"][FIELD_PROMPT][0] == {"role": "system", "content": "Be brief."}
+    q = record_payload(_row(), a_chosen=False, vector=[0.1, 0.2])
+    assert q["fields"][FIELD_A] == "BAD!" and q["fields"][FIELD_B] == "GOOD"
+    assert q["vectors"] == {VECTOR: [0.1, 0.2]}
+    # metadata never says which reply is the source's chosen one
+    assert "chosen" not in " ".join(map(str, q["metadata"])) and q["metadata"][META_MARGIN] == 6.0
+
+
+def test_suggestion_follows_scores_through_the_mapping():
+    assert suggestion(_row(), a_chosen=True)["value"] == "a"
+    assert suggestion(_row(), a_chosen=False)["value"] == "b"
+    # source scores that disagree with the source label still point at the higher-scored reply
+    assert suggestion(_row(chosen_score=1.0, rejected_score=2.0), a_chosen=True)["value"] == "b"
+    assert suggestion(_row(chosen_score=2.0, rejected_score=2.0), a_chosen=True)["value"] == "tie"
+    assert suggestion(_row(chosen_score=None), a_chosen=True) is None
+    assert record_payload(_row(), True, with_suggestion=False)["suggestions"] == []
+    s = suggestion(_row(), a_chosen=True)
+    assert 0.0 <= s["score"] <= 1.0 and s["score"] == round(6 / 12, 6)
+
+
+def test_a_is_chosen_depends_on_pair():
+    assert len({a_is_chosen(0, f"p{i}") for i in range(20)}) == 2
