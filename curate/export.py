@@ -188,10 +188,14 @@ def save_hf(parquet: dict[str, Path], target: Path, work: Path) -> None:
     import datasets
 
     datasets.disable_progress_bars()
-    dd = datasets.DatasetDict(
-        {s: datasets.Dataset.from_parquet(str(p), cache_dir=str(work / "hf-cache"), keep_in_memory=False)
-         for s, p in parquet.items()}
-    )
+    import pyarrow.parquet as pq
+
+    def load(p: Path) -> datasets.Dataset:
+        if pq.ParquetFile(p).metadata.num_rows == 0:  # from_parquet refuses an empty file
+            return datasets.Dataset(pq.read_table(p))
+        return datasets.Dataset.from_parquet(str(p), cache_dir=str(work / "hf-cache"), keep_in_memory=False)
+
+    dd = datasets.DatasetDict({s: load(p) for s, p in parquet.items()})
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     dd.save_to_disk(str(tmp))

@@ -62,11 +62,11 @@ def normalise_text(text: str | None) -> str:
 
 
 def _prompt_key_expr() -> pl.Expr:
-    turns = pl.col("prompt").list.eval(
+    turns = pl.col("prompt").cast(pl.List(MESSAGE)).list.eval(
         pl.element().struct.field("role") + _ROLE_SEP + normalise_expr(pl.element().struct.field("content"))
     )
     return pl.concat_str(
-        [normalise_expr(pl.col("system")).fill_null(""), turns.list.join(_TURN_SEP).fill_null("")],
+        [normalise_expr(pl.col("system").cast(pl.String)).fill_null(""), turns.list.join(_TURN_SEP).fill_null("")],
         separator=_FIELD_SEP,
     )
 
@@ -82,7 +82,9 @@ def id_exprs() -> list[pl.Expr]:
     """Expressions that (re)compute `prompt_id` and `pair_id` from the text columns."""
     prompt_key = _prompt_key_expr()
     pair_key = pl.concat_str(
-        [prompt_key, normalise_expr(pl.col("chosen")).fill_null(""), normalise_expr(pl.col("rejected")).fill_null("")],
+        [prompt_key, normalise_expr(pl.col("chosen").cast(pl.String)).fill_null(""),
+            normalise_expr(pl.col("rejected").cast(pl.String)).fill_null(""),
+        ],
         separator=_FIELD_SEP,
     )
     return [

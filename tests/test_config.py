@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import pytest
+
+from curate.config import load, parse_override
+from curate.errors import ConfigError
+
+from tests.conftest import REPO
+
+
+def write(tmp_path, text):
+    p = tmp_path / "p.toml"
+    p.write_text(text)
+    return p
+
+
+def test_default_pipeline_loads():
+    pipe = load(REPO / "pipelines" / "default.toml")
+    assert pipe.stages[0][0] == "clean"
+    assert pipe.export.seed == pipe.seed  # the pipeline seed reaches configs that have one
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[pipeline]\nstages = ["clean", "nosuch"]\n', "unknown stage 'nosuch'"),
+        ('[pipeline]\nstages = ["clean"]\n[clean]\nmax_chars = 1\n', "unknown key 'max_chars'"),
+        ('[pipeline]\nstages = ["clean"]\ncolour = 1\n', "unknown key 'colour'"),
+        ('[pipeline]\nstages = ["clean"]\n[clean]\nmax_prompt_chars = "many"\n', "expected an integer"),
+        ('[pipeline]\nstages = ["clean"]\n[export]\nformats = ["csv"]\n', "unknown format 'csv'"),
+        ('[pipeline]\nstages = []\n[clean]\nmax_prompt_chars = 3\n', "not listed in [pipeline] stages"),
+        ('[pipeline]\nstages = ["clean", "clean"]\n', "listed twice"),
+        ("[pipeline\n", "not valid TOML"),
+    ],
+)
+def test_errors_name_the_bad_key(tmp_path, text, message):
+    with pytest.raises(ConfigError) as exc:
+        load(write(tmp_path, text))
+    assert message in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_missing_pipeline_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load(tmp_path / "missing.toml")
+
+
+def test_overrides():
+    assert parse_override("clean.max_prompt_chars=100") == ("clean", "max_prompt_chars", 100)
+    assert parse_override("export.name=my-set") == ("export", "name", "my-set")
+    pipe = load(REPO / "pipelines" / "default.toml", ["clean.max_prompt_chars=100", "export.test_size=0.5"])
+    assert pipe.stage_config("clean").max_prompt_chars == 100
+    assert pipe.export.test_size == 0.5
+    with pytest.raises(ConfigError, match="STAGE.KEY=VALUE"):
+        parse_override("novalue")
