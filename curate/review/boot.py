@@ -1,0 +1,129 @@
+"""Entry point run by the argilla-server virtualenv's python (PYTHONPATH=<repo root>).
+
+Why a separate entry: the plugin must be registered (imported) before argilla_server builds its app or its rq
+worker runs a job, and this process must not import curate's own dependencies (polars etc. are not installed
+in that venv). Only the stdlib, argilla_server, sqlalchemy and numpy may be imported here.
+
+Usage:
+    python -m curate.review.boot setup < spec.json   # migrate, create indexes and accounts
+    python -m curate.review.boot server --host H --port P
+    python -m curate.review.boot worker
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+
+def _register() -> None:
+    import curate.review.search_engine  # noqa: F401  (registers the "curate-sql" engine)
+
+
+def _migrate() -> None:
+    import alembic.config
+    from argilla_server.database import ALEMBIC_CONFIG_FILE
+
+    alembic.config.main(argv=["-q", "-c", ALEMBIC_CONFIG_FILE, "upgrade", "head"])
+
+
+async def _create_users(users: list[dict]) -> None:
+    """Create each account unless its username exists; add it to its workspaces either way."""
+    from argilla_server.contexts import accounts
+    from argilla_server.database import AsyncSessionLocal
+    from argilla_server.models import User, Workspace, WorkspaceUser
+    from sqlalchemy import select
+
+    async with AsyncSessionLocal() as db:
+        for spec in users:
+            workspaces = []
+            for name in spec.get("workspaces", []):
+                ws = (await db.execute(select(Workspace).where(Workspace.name == name))).scalar_one_or_none()
+                if ws is None:
+                    ws = Workspace(name=name)
+                    db.add(ws)
+                    await db.flush()
+                workspaces.append(ws)
+            user = await accounts.get_user_by_username(db, spec["username"])
+            if user is None:
+                user = User(
+                    first_name=spec["username"],
+                    username=spec["username"],
+                    role=spec["role"],
+                    password_hash=accounts.hash_password(spec["password"]),
+                    api_key=spec["api_key"],
+                )
+                db.add(user)
+                await db.flush()
+            else:
+                user.password_hash = accounts.hash_password(spec["password"])
+                user.api_key = spec["api_key"]
+            for ws in workspaces:
+                link = (
+                    await db.execute(
+                        select(WorkspaceUser).where(
+                            WorkspaceUser.workspace_id == ws.id, WorkspaceUser.user_id == user.id
+                        )
+                    )
+                ).scalar_one_or_none()
+                if link is None:
+                    db.add(WorkspaceUser(workspace_id=ws.id, user_id=user.id))
+        await db.commit()
+
+
+def setup() -> None:
+    """Migrate the database, add the engine's indexes, create accounts (spec as JSON on stdin)."""
+    spec = json.load(sys.stdin)
+    try:
+        _migrate()
+    except SystemExit as exc:  # alembic exits on failure
+        if exc.code:
+            raise RuntimeError(f"database migration failed (alembic exit {exc.code})") from exc
+    from curate.review.search_engine import ensure_indexes_sync
+
+    ensure_indexes_sync()
+    asyncio.run(_create_users(spec.get("users", [])))
+
+
+def server(host: str, port: int) -> None:
+    import uvicorn
+
+    _register()
+    uvicorn.run("argilla_server:app", host=host, port=port, access_log=False, log_level="warning")
+
+
+def worker() -> None:
+    """One rq worker on both queues (argilla's default pool starts 2; one is plenty on a laptop)."""
+    _register()
+    from argilla_server.jobs.queues import DEFAULT_QUEUE, HIGH_QUEUE, REDIS_CONNECTION
+    from rq import Worker
+
+    Worker([HIGH_QUEUE, DEFAULT_QUEUE], connection=REDIS_CONNECTION).work(logging_level="WARNING")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="curate.review.boot")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("setup")
+    srv = sub.add_parser("server")
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=6900)
+    sub.add_parser("worker")
+    args = parser.parse_args(argv)
+    if args.cmd == "setup":
+        try:
+            setup()
+        except Exception as exc:  # one line for the launcher to show
+            print(f"{type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
+            return 1
+    elif args.cmd == "server":
+        server(args.host, args.port)
+    else:
+        worker()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

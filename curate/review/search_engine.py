@@ -1,0 +1,675 @@
+"""argilla-server search engine answering from Argilla's own tables with SQL (SQLite or PostgreSQL).
+
+Why: argilla-server 2.8.0 needs Elasticsearch/OpenSearch; neither can be installed on a curation laptop. The
+server picks its engine by name (`ARGILLA_SEARCH_ENGINE`), so this class, registered as "curate-sql" and
+imported before the app starts (curate/review/boot.py), replaces it without patching argilla_server. It keeps
+no index of its own: the database already holds records, responses, suggestions, metadata and vectors, so the
+write hooks are no-ops and every search is one SQL query (bound parameters only: the UI search box reaches it).
+Vectors are cached per vector settings in memory (numpy) for similarity search.
+
+Runs inside the argilla-server virtualenv: import only the stdlib, argilla_server, sqlalchemy and numpy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import threading
+from datetime import datetime, timezone
+from typing import Any, Iterable, List, Optional, Union
+from uuid import UUID
+
+import numpy as np
+from argilla_server.database import AsyncSessionLocal
+from argilla_server.enums import MetadataPropertyType, ResponseStatusFilter, SimilarityOrder, SortOrder
+from argilla_server.models import (
+    Dataset,
+    MetadataProperty,
+    Question,
+    Record,
+    Response,
+    Suggestion,
+    User,
+    Vector,
+    VectorSettings,
+)
+from argilla_server.search_engine.base import (
+    AndFilter,
+    Filter,
+    FloatMetadataMetrics,
+    IntegerMetadataMetrics,
+    MetadataFilterScope,
+    MetadataMetrics,
+    Order,
+    RangeFilter,
+    RecordFilterScope,
+    ResponseFilterScope,
+    SearchEngine,
+    SearchResponseItem,
+    SearchResponses,
+    SuggestionFilterScope,
+    TermsFilter,
+    TermsMetrics,
+    TextQuery,
+)
+from argilla_server.settings import settings
+from sqlalchemy import (
+    Float,
+    and_,
+    bindparam,
+    case,
+    exists,
+    false,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    text,
+    true,
+)
+from sqlalchemy.sql.elements import ColumnElement
+
+ENGINE_NAME = "curate-sql"
+VERSION = "1"
+
+# Extra indexes the engine's queries rely on (listing sorted per dataset, per-user response status, suggestions).
+INDEXES = (
+    "CREATE INDEX IF NOT EXISTS ix_curate_records_ds_inserted ON records (dataset_id, inserted_at, id)",
+    "CREATE INDEX IF NOT EXISTS ix_curate_records_ds_updated ON records (dataset_id, updated_at)",
+    "CREATE INDEX IF NOT EXISTS ix_curate_records_ds_status ON records (dataset_id, status)",
+    "CREATE INDEX IF NOT EXISTS ix_curate_responses_rec_user ON responses (record_id, user_id, status)",
+    "CREATE INDEX IF NOT EXISTS ix_curate_responses_user_status ON responses (user_id, status, record_id)",
+    "CREATE INDEX IF NOT EXISTS ix_curate_suggestions_rec_q ON suggestions (record_id, question_id)",
+)
+
+_RECORD_COLUMNS = {
+    "id": Record.id,
+    "external_id": Record.external_id,
+    "inserted_at": Record.inserted_at,
+    "updated_at": Record.updated_at,
+    "status": Record.status,
+}
+_TERM = re.compile(r'"([^"]+)"|(\S+)')
+
+
+def ensure_indexes_sync() -> None:
+    """Create INDEXES with argilla_server's synchronous engine (called once by boot setup)."""
+    from argilla_server.database import sync_engine
+
+    with sync_engine.begin() as conn:
+        for ddl in INDEXES:
+            conn.exec_driver_sql(ddl)
+
+
+def _is_pg() -> bool:
+    return bool(settings.database_is_postgresql)
+
+
+# ---------------------------------------------------------------------------------------------- JSON helpers
+def _sqlite_path(keys: Iterable[str]) -> str:
+    return "$" + "".join('."' + k.replace('"', "") + '"' for k in keys)
+
+
+def _json_values(col: ColumnElement, keys: tuple[str, ...]):
+    """A one-column selectable of the scalar(s) at `keys` in JSON `col`: each element for a list, else itself."""
+    if _is_pg():
+        node = col.op("#>")(literal(list(keys)).cast(_text_array())) if keys else col
+        arr = case((func.json_typeof(node) == "array", node), else_=func.json_build_array(node))
+        return func.json_array_elements_text(arr).table_valued("value").render_derived()
+    return func.json_each(col, _sqlite_path(keys)).table_valued("value", "type")
+
+
+def _text_array():
+    from sqlalchemy.dialects.postgresql import ARRAY
+    from sqlalchemy import Text
+
+    return ARRAY(Text)
+
+
+def _json_any_in(col: ColumnElement, keys: tuple[str, ...], values: list[str]) -> ColumnElement:
+    """True when the JSON value at `keys` (or any element of it, if a list) equals one of `values` as text."""
+    tv = _json_values(col, keys)
+    if _is_pg():
+        return exists(select(literal(1)).select_from(tv).where(tv.c.value.in_(values)))
+    # json_each yields native SQLite values; compare as text so numbers match their string form.
+    return exists(select(literal(1)).select_from(tv).where(func.cast(tv.c.value, _sa_text()).in_(values)))
+
+
+def _sa_text():
+    from sqlalchemy import Text
+
+    return Text
+
+
+def _json_num(col: ColumnElement, keys: tuple[str, ...]) -> ColumnElement:
+    """The JSON value at `keys` as a float, NULL when it is not a number."""
+    if _is_pg():
+        node = col.op("#>")(literal(list(keys)).cast(_text_array())) if keys else col
+        return case(
+            (func.json_typeof(node) == "number", func.cast(node.op("#>>")(literal("{}").cast(_text_array())), Float)),
+            else_=None,
+        )
+    path = _sqlite_path(keys)
+    return case(
+        (func.json_type(col, path).in_(("integer", "real")), func.json_extract(col, path)),
+        else_=None,
+    )
+
+
+def _json_scalar_text(col: ColumnElement, keys: tuple[str, ...]) -> ColumnElement:
+    """The JSON value at `keys` as text (for sorting terms)."""
+    if _is_pg():
+        return col.op("#>>")(literal(list(keys)).cast(_text_array()))
+    return func.json_extract(col, _sqlite_path(keys))
+
+
+def _range(expr: ColumnElement, ge: Any, le: Any) -> ColumnElement:
+    conds = [expr.is_not(None)]
+    if ge is not None:
+        conds.append(expr >= ge)
+    if le is not None:
+        conds.append(expr <= le)
+    return and_(*conds)
+
+
+def _as_datetime(value: Any) -> Any:
+    """Record date bounds arrive as ISO strings or epoch milliseconds (Elasticsearch's default)."""
+    if value is None or isinstance(value, datetime):
+        return value
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value / 1000, tz=timezone.utc).replace(tzinfo=None)
+    parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return parsed.astimezone(timezone.utc).replace(tzinfo=None) if parsed.tzinfo else parsed
+
+
+def _user_id(user: Optional[User]) -> Optional[UUID]:
+    return None if user is None else user.id
+
+
+# ---------------------------------------------------------------------------------------------- text search
+def _terms(query: str) -> tuple[list[str], list[str]]:
+    """Split a search-box query into required and excluded terms (quoted phrases kept whole; -term excludes).
+
+    Elasticsearch's simple_query_string with AND is the model; CJK text has no spaces, so each term is matched
+    as a substring, which is what a Chinese reader expects from a search box.
+    """
+    must: list[str] = []
+    must_not: list[str] = []
+    for phrase, word in _TERM.findall(query):
+        term = phrase or word
+        negate = False
+        if not phrase:
+            if term.startswith("-") and len(term) > 1:
+                negate, term = True, term[1:]
+            term = term.strip("+|*()~")
+        if term:
+            (must_not if negate else must).append(term.lower())
+    return must, must_not
+
+
+def _like_pattern(term: str) -> str:
+    return "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+class _TextSQL:
+    """Builds bound-parameter SQL fragments over the string leaves of records.fields (one field or all)."""
+
+    def __init__(self, field: Optional[str]):
+        self.field = field
+        self.n = 0
+        self.params: dict[str, Any] = {}
+
+    def _name(self, value: Any) -> str:
+        name = f"curate_q{self.n}"
+        self.n += 1
+        self.params[name] = value
+        return name
+
+    def _leaves(self) -> tuple[str, str]:
+        """FROM-clause and text expression enumerating the string leaves (JSON strings decoded, so CJK works)."""
+        if _is_pg():
+            base = "CAST(records.fields AS jsonb)"
+            if self.field is not None:
+                base = f"({base} -> :{self._name(self.field)})"
+            return (f"jsonb_path_query({base}, 'strict $.**') AS leaf(v)", "(leaf.v #>> '{}')")
+        path = self._name(_sqlite_path([self.field]) if self.field is not None else "$")
+        return (f"json_tree(records.fields, :{path}) AS leaf", "leaf.value")
+
+    def _leaf_filter(self) -> str:
+        return "jsonb_typeof(leaf.v) = 'string'" if _is_pg() else "leaf.type = 'text'"
+
+    def contains(self, term: str) -> str:
+        src, val = self._leaves()
+        p = self._name(_like_pattern(term))
+        op = "ILIKE" if _is_pg() else "LIKE"
+        return f"EXISTS (SELECT 1 FROM {src} WHERE {self._leaf_filter()} AND {val} {op} :{p} ESCAPE '\\')"
+
+    def occurrences(self, terms: list[str]) -> str:
+        """Score: occurrences of the terms in the text, damped by the text's length (short, dense hits first)."""
+        src, val = self._leaves()
+        parts = []
+        for term in terms:
+            t = self._name(term)
+            parts.append(f"(length(lower({val})) - length(replace(lower({val}), :{t}, ''))) / length(:{t})")
+        occ = " + ".join(parts) or "0"
+        total = "sum" if _is_pg() else "total"
+        return (
+            f"(SELECT CAST({total}({occ}) AS FLOAT) / (1.0 + CAST({total}(length({val})) AS FLOAT) / 500.0) "
+            f"FROM {src} WHERE {self._leaf_filter()})"
+        )
+
+
+# ---------------------------------------------------------------------------------------------- vector cache
+@dataclasses.dataclass
+class _Vectors:
+    key: tuple
+    ids: list[UUID]
+    matrix: np.ndarray  # rows L2-normalised, float32
+
+
+_VECTOR_CACHE: dict[UUID, _Vectors] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _forget_dataset(dataset_id: UUID) -> None:
+    with _CACHE_LOCK:
+        for key in [k for k, v in _VECTOR_CACHE.items() if v.key and v.key[0] == dataset_id]:
+            _VECTOR_CACHE.pop(key, None)
+
+
+# ---------------------------------------------------------------------------------------------- the engine
+@SearchEngine.register(engine_name=ENGINE_NAME)
+@dataclasses.dataclass
+class SQLSearchEngine(SearchEngine):
+    """Every SearchEngine method argilla-server 2.8.0 calls, answered from its database."""
+
+    @classmethod
+    async def new_instance(cls) -> "SQLSearchEngine":
+        return cls()
+
+    async def close(self) -> None:
+        return None
+
+    async def ping(self) -> bool:
+        async with AsyncSessionLocal() as db:
+            await db.execute(select(literal(1)))
+        return True
+
+    async def info(self) -> dict:
+        return {"engine": ENGINE_NAME, "version": VERSION, "database": "postgresql" if _is_pg() else "sqlite"}
+
+    # -- index lifecycle: the database is the index --------------------------------------------------------
+    async def create_index(self, dataset: Dataset) -> None:
+        async with AsyncSessionLocal() as db:
+            for ddl in INDEXES:
+                await db.execute(text(ddl))
+            await db.commit()
+
+    async def delete_index(self, dataset: Dataset) -> None:
+        _forget_dataset(dataset.id)
+
+    async def configure_metadata_property(self, dataset: Dataset, metadata_property: MetadataProperty) -> None:
+        return None
+
+    async def configure_index_vectors(self, vector_settings: VectorSettings) -> None:
+        _forget_dataset(vector_settings.dataset_id)
+
+    async def index_records(self, dataset: Dataset, records: Iterable[Record]) -> None:
+        _forget_dataset(dataset.id)
+
+    async def partial_record_update(self, record: Record, **update) -> None:
+        return None
+
+    async def delete_records(self, dataset: Dataset, records: Iterable[Record]) -> None:
+        _forget_dataset(dataset.id)
+
+    async def update_record_response(self, response: Response) -> None:
+        return None
+
+    async def delete_record_response(self, response: Response) -> None:
+        return None
+
+    async def update_record_suggestion(self, suggestion: Suggestion) -> None:
+        return None
+
+    async def delete_record_suggestion(self, suggestion: Suggestion) -> None:
+        return None
+
+    # -- progress and metrics ----------------------------------------------------------------------------
+    async def get_dataset_progress(self, dataset: Dataset) -> dict:
+        if dataset.is_draft:
+            return {}
+        stmt = select(Record.status, func.count()).where(Record.dataset_id == dataset.id).group_by(Record.status)
+        async with AsyncSessionLocal() as db:
+            rows = (await db.execute(stmt)).all()
+        counts = {str(getattr(status, "value", status)): n for status, n in rows}
+        return {"total": sum(counts.values()), **counts}
+
+    async def get_dataset_user_progress(self, dataset: Dataset, user: User) -> dict:
+        """Counts of this user's own responses by status (Elasticsearch also counted other users' responses)."""
+        if dataset.is_draft:
+            return {}
+        stmt = (
+            select(Response.status, func.count())
+            .join(Record, Record.id == Response.record_id)
+            .where(Record.dataset_id == dataset.id, Response.user_id == user.id)
+            .group_by(Response.status)
+        )
+        async with AsyncSessionLocal() as db:
+            rows = (await db.execute(stmt)).all()
+        counts = {str(getattr(status, "value", status)): n for status, n in rows}
+        return {"total": sum(counts.values()), **counts}
+
+    async def compute_metrics_for(self, metadata_property: MetadataProperty) -> MetadataMetrics:
+        keys = (metadata_property.name,)
+        where = Record.dataset_id == metadata_property.dataset_id
+        async with AsyncSessionLocal() as db:
+            if metadata_property.type == MetadataPropertyType.terms:
+                tv = _json_values(Record.metadata_, keys)
+                value = tv.c.value if _is_pg() else func.cast(tv.c.value, _sa_text())
+                stmt = (
+                    select(value.label("term"), func.count().label("n"))
+                    .select_from(Record)
+                    .join(tv, true())
+                    .where(where, value.is_not(None))
+                    .group_by(value)
+                    .order_by(func.count().desc(), value)
+                )
+                rows = (await db.execute(stmt)).all()
+                return TermsMetrics(
+                    total=sum(n for _, n in rows),
+                    values=[TermsMetrics.TermCount(term=str(t), count=n) for t, n in rows],
+                )
+            num = _json_num(Record.metadata_, keys)
+            lo, hi = (await db.execute(select(func.min(num), func.max(num)).where(where))).one()
+        if metadata_property.type == MetadataPropertyType.integer:
+            return IntegerMetadataMetrics(
+                min=None if lo is None else int(lo), max=None if hi is None else int(hi)
+            )
+        return FloatMetadataMetrics(min=lo, max=hi)
+
+    # -- filters -----------------------------------------------------------------------------------------
+    def _filter(self, dataset_id: UUID, flt: Optional[Filter]) -> ColumnElement:
+        if flt is None:
+            return true()
+        if isinstance(flt, AndFilter):
+            return and_(true(), *[self._filter(dataset_id, f) for f in flt.filters])
+        scope = flt.scope
+        if isinstance(scope, RecordFilterScope):
+            return self._record_filter(flt)
+        if isinstance(scope, MetadataFilterScope):
+            keys = (scope.metadata_property,)
+            if isinstance(flt, TermsFilter):
+                return _json_any_in(Record.metadata_, keys, [str(v) for v in flt.values])
+            return _range(_json_num(Record.metadata_, keys), flt.ge, flt.le)
+        if isinstance(scope, SuggestionFilterScope):
+            return self._suggestion_filter(dataset_id, flt)
+        if isinstance(scope, ResponseFilterScope):
+            return self._response_filter(flt)
+        raise ValueError(f"cannot process filter scope {scope}")
+
+    @staticmethod
+    def _record_filter(flt: Filter) -> ColumnElement:
+        prop = str(flt.scope.property)
+        col = _RECORD_COLUMNS.get(prop)
+        if col is None:
+            raise ValueError(f"cannot filter records by {prop!r}")
+        if isinstance(flt, TermsFilter):
+            values: list[Any] = list(flt.values)
+            if prop == "id":
+                values = [UUID(str(v)) for v in values]
+            return col.in_(values)
+        if prop in ("inserted_at", "updated_at"):
+            return _range(col, _as_datetime(flt.ge), _as_datetime(flt.le))
+        return _range(col, flt.ge, flt.le)
+
+    @staticmethod
+    def _question_id(dataset_id: UUID, name: str):
+        return (
+            select(Question.id)
+            .where(Question.dataset_id == dataset_id, Question.name == name)
+            .scalar_subquery()
+        )
+
+    def _suggestion_filter(self, dataset_id: UUID, flt: Filter) -> ColumnElement:
+        scope: SuggestionFilterScope = flt.scope
+        prop = str(scope.property or "value")
+        if prop in ("value", "score"):
+            col = Suggestion.value if prop == "value" else Suggestion.score
+            if isinstance(flt, TermsFilter):
+                cond = _json_any_in(col, (), [str(v) for v in flt.values])
+            else:
+                cond = _range(_json_num(col, ()), flt.ge, flt.le)
+        elif prop in ("agent", "type"):
+            col = Suggestion.agent if prop == "agent" else Suggestion.type
+            cond = col.in_(list(flt.values)) if isinstance(flt, TermsFilter) else false()
+        else:
+            raise ValueError(f"cannot filter suggestions by {prop!r}")
+        return exists(
+            select(literal(1)).where(
+                Suggestion.record_id == Record.id,
+                Suggestion.question_id == self._question_id(dataset_id, scope.question),
+                cond,
+            )
+        )
+
+    @staticmethod
+    def _response_filter(flt: Filter) -> ColumnElement:
+        scope: ResponseFilterScope = flt.scope
+        uid = _user_id(scope.user)
+        own = [Response.record_id == Record.id]
+        if uid is not None:
+            own.append(Response.user_id == uid)
+        if scope.question:
+            keys = (scope.question, "value")
+            if isinstance(flt, TermsFilter):
+                cond = _json_any_in(Response.values, keys, [str(v) for v in flt.values])
+            else:
+                cond = _range(_json_num(Response.values, keys), flt.ge, flt.le)
+            return exists(select(literal(1)).where(*own, cond))
+        if scope.property == "status" and isinstance(flt, TermsFilter):
+            values = [str(v) for v in flt.values]
+            parts = []
+            if ResponseStatusFilter.pending.value in values:
+                parts.append(not_(exists(select(literal(1)).where(*own))))
+            others = [v for v in values if v != ResponseStatusFilter.pending.value]
+            if others:
+                parts.append(exists(select(literal(1)).where(*own, Response.status.in_(others))))
+            return or_(false(), *parts)
+        raise ValueError(f"cannot process response filter scope {scope}")
+
+    # -- sorting -----------------------------------------------------------------------------------------
+    async def _order_by(self, db, dataset_id: UUID, sort: Optional[List[Order]]) -> list:
+        clauses: list = []
+        for order in sort or []:
+            scope = order.scope
+            if isinstance(scope, RecordFilterScope):
+                expr = _RECORD_COLUMNS.get(str(scope.property))
+                if expr is None:
+                    raise ValueError(f"cannot sort records by {scope.property!r}")
+            elif isinstance(scope, MetadataFilterScope):
+                mp_type = (
+                    await db.execute(
+                        select(MetadataProperty.settings).where(
+                            MetadataProperty.dataset_id == dataset_id,
+                            MetadataProperty.name == scope.metadata_property,
+                        )
+                    )
+                ).scalar_one_or_none()
+                keys = (scope.metadata_property,)
+                is_terms = (mp_type or {}).get("type") == MetadataPropertyType.terms.value
+                expr = _json_scalar_text(Record.metadata_, keys) if is_terms else _json_num(Record.metadata_, keys)
+            elif isinstance(scope, SuggestionFilterScope):
+                prop = str(scope.property or "value")
+                cols = {"value": None, "score": None, "agent": Suggestion.agent, "type": Suggestion.type}
+                if prop not in cols:
+                    raise ValueError(f"cannot sort by suggestion {prop!r}")
+                inner = cols[prop]
+                if inner is None:
+                    col = Suggestion.value if prop == "value" else Suggestion.score
+                    inner = _json_num(col, ())
+                expr = (
+                    select(func.max(inner))
+                    .where(
+                        Suggestion.record_id == Record.id,
+                        Suggestion.question_id == self._question_id(dataset_id, scope.question),
+                    )
+                    .scalar_subquery()
+                )
+            elif isinstance(scope, ResponseFilterScope):
+                uid = _user_id(scope.user)
+                conds = [Response.record_id == Record.id]
+                if uid is not None:
+                    conds.append(Response.user_id == uid)
+                inner = (
+                    _json_num(Response.values, (scope.question, "value")) if scope.question else Response.status
+                )
+                agg = func.avg(inner) if scope.question else func.max(inner)
+                expr = select(agg).where(*conds).scalar_subquery()
+            else:
+                raise ValueError(f"cannot sort by scope {scope}")
+            # Elasticsearch puts documents missing the sort value last in both directions.
+            clauses.append(expr.desc().nulls_last() if order.order == SortOrder.desc else expr.asc().nulls_last())
+        return clauses
+
+    # -- search ------------------------------------------------------------------------------------------
+    def _text(self, query: Optional[Union[TextQuery, str]]) -> tuple[list[ColumnElement], Optional[Any]]:
+        """WHERE conditions and a score column for a search-box query (both bound-parameter SQL)."""
+        if query is None:
+            return [], None
+        if isinstance(query, str):
+            query = TextQuery(q=query)
+        must, must_not = _terms(query.q)
+        if not must and not must_not:
+            return [], None
+        sql = _TextSQL(query.field)
+
+        def frag(s: str):
+            names = re.findall(r":(curate_q\d+)", s)
+            return text(s).bindparams(*[bindparam(n, sql.params[n]) for n in dict.fromkeys(names)])
+
+        conds = [frag(sql.contains(t)) for t in must] + [frag("NOT " + sql.contains(t)) for t in must_not]
+        score = frag(sql.occurrences(must) + " AS curate_score") if must else None
+        return conds, score
+
+    async def search(
+        self,
+        dataset: Dataset,
+        query: Optional[Union[TextQuery, str]] = None,
+        filter: Optional[Filter] = None,
+        sort: Optional[List[Order]] = None,
+        offset: int = 0,
+        limit: int = 100,
+        user_id: Optional[UUID] = None,
+    ) -> SearchResponses:
+        """Matching records with a total; text matches ranked by density unless a sort is given.
+
+        Without a sort, records come in insertion order (stable pages for the UI and the SDK).
+        """
+        text_conds, score = self._text(query)
+        where = and_(Record.dataset_id == dataset.id, self._filter(dataset.id, filter), *text_conds)
+        async with AsyncSessionLocal() as db:
+            order = await self._order_by(db, dataset.id, sort)
+            stmt = select(Record.id).where(where)
+            if score is not None:
+                stmt = stmt.add_columns(score)
+                if not order:
+                    order = [text("curate_score DESC")]
+            stmt = stmt.order_by(*order, Record.inserted_at.asc(), Record.id.asc()).offset(offset).limit(limit)
+            rows = (await db.execute(stmt)).all()
+            total = (await db.execute(select(func.count()).select_from(Record).where(where))).scalar_one()
+        items = [
+            SearchResponseItem(record_id=row[0], score=float(row[1]) if len(row) > 1 and row[1] is not None else None)
+            for row in rows
+        ]
+        return SearchResponses(items=items, total=total)
+
+    async def similarity_search(
+        self,
+        dataset: Dataset,
+        vector_settings: VectorSettings,
+        value: Optional[List[float]] = None,
+        record: Optional[Record] = None,
+        query: Optional[Union[TextQuery, str]] = None,
+        filter: Optional[Filter] = None,
+        max_results: int = 100,
+        order: SimilarityOrder = SimilarityOrder.most_similar,
+        threshold: Optional[float] = None,
+    ) -> SearchResponses:
+        """Brute-force cosine over the cached, normalised vectors; score = (1 + cos) / 2 like Elasticsearch."""
+        if bool(value) == bool(record):
+            raise ValueError("Must provide either vector value or record to compute the similarity search")
+        excluded = None
+        if not value:
+            excluded = record.id
+            value = record.vector_value_by_vector_settings(vector_settings)
+        if not value:
+            raise ValueError("Cannot find a vector value to apply with provided info")
+        cache = await self._vectors(dataset.id, vector_settings.id)
+        if not cache.ids:
+            return SearchResponses(items=[], total=0)
+        q = np.asarray(value, dtype=np.float32)
+        norm = float(np.linalg.norm(q))
+        if norm == 0:
+            return SearchResponses(items=[], total=0)
+        sims = cache.matrix @ (q / norm)
+        if order == SimilarityOrder.least_similar:
+            sims = -sims
+        mask = np.ones(len(cache.ids), dtype=bool)
+        if excluded is not None:
+            mask &= np.array([i != excluded for i in cache.ids])
+        text_conds, _ = self._text(query)
+        if filter is not None or text_conds:
+            where = and_(Record.dataset_id == dataset.id, self._filter(dataset.id, filter), *text_conds)
+            async with AsyncSessionLocal() as db:
+                allowed = set((await db.execute(select(Record.id).where(where))).scalars().all())
+            mask &= np.array([i in allowed for i in cache.ids])
+        idx = np.flatnonzero(mask)
+        if idx.size == 0:
+            return SearchResponses(items=[], total=0)
+        k = min(max_results, idx.size)
+        cand = sims[idx]
+        top = idx[np.argpartition(-cand, k - 1)[:k]] if k < idx.size else idx
+        top = top[np.argsort(-sims[top], kind="stable")]
+        items = []
+        for i in top:
+            score = (1.0 + float(sims[i])) / 2.0
+            if threshold is not None and score < threshold:
+                continue
+            items.append(SearchResponseItem(record_id=cache.ids[i], score=score))
+        return SearchResponses(items=items, total=len(items))
+
+    async def _vectors(self, dataset_id: UUID, settings_id: UUID) -> _Vectors:
+        """Vectors of one vector settings, cached; the key (count, last update) catches writes by other processes."""
+        async with AsyncSessionLocal() as db:
+            count, last = (
+                await db.execute(
+                    select(func.count(), func.max(Vector.updated_at)).where(Vector.vector_settings_id == settings_id)
+                )
+            ).one()
+            key = (dataset_id, count, last)
+            with _CACHE_LOCK:
+                cached = _VECTOR_CACHE.get(settings_id)
+            if cached is not None and cached.key == key:
+                return cached
+            rows = (
+                await db.execute(
+                    select(Vector.record_id, Vector.value)
+                    .join(Record, Record.id == Vector.record_id)
+                    .where(Vector.vector_settings_id == settings_id)
+                    .order_by(Record.inserted_at, Record.id)
+                )
+            ).all()
+        ids = [r[0] for r in rows]
+        if rows:
+            matrix = np.asarray([r[1] for r in rows], dtype=np.float32)
+            norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+            norms[norms == 0] = 1.0
+            matrix /= norms
+        else:
+            matrix = np.zeros((0, 0), dtype=np.float32)
+        fresh = _Vectors(key=key, ids=ids, matrix=matrix)
+        with _CACHE_LOCK:
+            _VECTOR_CACHE[settings_id] = fresh
+        return fresh
