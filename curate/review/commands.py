@@ -1,0 +1,218 @@
+"""`curate review …`: serve/stop the embedded Argilla, push pairs, pull decisions, show progress.
+
+Commands only parse, call the library and print; argilla/polars/rich are imported inside the commands so
+`curate --help` stays instant. CurateError handling (one red line, exit 2) is done by curate.cli's Main group.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+HOME_HELP = "Embedded server folder (default $CURATE_REVIEW_HOME or ~/.curate/review)."
+REMOTE_HELP = "Remote Argilla URL (HF Space, docker); also ARGILLA_API_URL. Skips the embedded server."
+
+
+def _home(home: str | None) -> Path:
+    from curate.review.push import default_home
+
+    return Path(home).expanduser() if home else default_home()
+
+
+def _remote_options(f):
+    f = click.option("--workspace", default=None, help="Workspace (default: the server's, or 'curate').")(f)
+    f = click.option("--api-key", default=None, envvar="ARGILLA_API_KEY", show_envvar=True,
+                     help="API key for --api-url.")(f)
+    f = click.option("--api-url", default=None, envvar="ARGILLA_API_URL", show_envvar=True, help=REMOTE_HELP)(f)
+    f = click.option("--home", default=None, type=click.Path(file_okay=False), help=HOME_HELP)(f)
+    return f
+
+
+def _connect(home, api_url, api_key, workspace):
+    from curate.review.push import connect
+
+    if api_url:
+        return connect(api_url=api_url, api_key=api_key, workspace=workspace)
+    return connect(home=_home(home), workspace=workspace)
+
+
+def _dataset_or_last(run_dir: str | None, dataset: str | None) -> str:
+    from curate.errors import ConfigError
+
+    if dataset:
+        return dataset
+    if run_dir:
+        meta = Path(run_dir) / "review" / "push.json"
+        if meta.is_file():
+            return json.loads(meta.read_text())["dataset"]
+    raise ConfigError("--dataset is required (no earlier push recorded in RUN_DIR/review/push.json)")
+
+
+@click.group()
+def review() -> None:
+    """Human review in Argilla: serve, push, annotate in the browser, pull."""
+
+
+@review.command()
+@click.option("--home", default=None, type=click.Path(file_okay=False), help=HOME_HELP)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (keep 127.0.0.1 unless needed).")
+@click.option("--port", default=6900, show_default=True, type=int)
+@click.option("--database-url", default=None, help="postgresql://user:pass@host/db (default: SQLite under --home).")
+@click.option("--annotators", default="", help="Annotator accounts to create, comma-separated (e.g. ann1,ann2).")
+@click.option("--workspace", default="curate", show_default=True)
+@click.option("--detach", is_flag=True, help="Return once the server answers; stop it with `curate review stop`.")
+def serve(home, host, port, database_url, annotators, workspace, detach) -> None:
+    """Start an embedded Argilla server (real argilla-server + Redis + worker, no Elasticsearch)."""
+    from curate.review import server
+
+    home_path = _home(home)
+    names = [n.strip() for n in annotators.split(",") if n.strip()]
+    info = server.start(home_path, host=host, port=port, database_url=database_url, annotators=names,
+                        workspace=workspace, detach=detach)
+    click.secho(f"Argilla is up at {info.api_url}  (workspace {info.workspace!r}, home {info.home})", fg="green")
+    click.echo("Sign in with (also stored, mode 0600, in credentials.json under the home):")
+    for acc in (info.owner, *info.annotators):
+        click.echo(f"  {acc.role:<9} {acc.username:<12} password {acc.password}   api key {acc.api_key}")
+    if detach:
+        click.echo(f"Stop it with: curate review stop --home {info.home}")
+        return
+    click.echo("Press Ctrl-C to stop.")
+    server.wait(home_path)
+
+
+@review.command()
+@click.option("--home", default=None, type=click.Path(file_okay=False), help=HOME_HELP)
+def stop(home) -> None:
+    """Stop a detached embedded server."""
+    from curate.review import server
+
+    home_path = _home(home)
+    was = server.running(home_path)
+    server.stop(home_path)
+    click.echo(f"stopped the review server in {home_path}" if was else f"no review server was running in {home_path}")
+
+
+@review.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--dataset", required=True, help="Argilla dataset name (created on first push, reused after).")
+@_remote_options
+@click.option("--min-submitted", default=1, show_default=True, type=int,
+              help="Submitted answers each record needs (2+ gives overlap for agreement).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the blind A/B order.")
+@click.option("--batch-size", default=200, show_default=True, type=int, help="Records per request (max 500).")
+@click.option("--vectors/--no-vectors", default=True, show_default=True, help="Embed prompts for 'Find similar'.")
+@click.option("--suggestions/--no-suggestions", default=True, show_default=True,
+              help="Pre-fill 'better' from source scores when present (turn off for a strictly blind review).")
+def push(run_dir, dataset, home, api_url, api_key, workspace, min_submitted, seed, batch_size, vectors,
+         suggestions) -> None:
+    """Push RUN_DIR/pairs.parquet for blind pairwise review. Safe to re-run: sends only new pairs."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from curate.review.push import PushOptions, push as do_push
+
+    opts = PushOptions(dataset=dataset, min_submitted=min_submitted, seed=seed, batch_size=batch_size,
+                       vectors=vectors, suggestions=suggestions)
+    opts.validate()
+    conn = _connect(home, api_url, api_key, workspace)
+    columns = (TextColumn("pushing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task("push", total=None)
+
+        def on_progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        result = do_push(run_dir, conn, opts, progress=on_progress)
+    verb = "created" if result.created_dataset else "updated"
+    click.secho(
+        f"{verb} dataset {result.dataset!r} in workspace {result.workspace!r} at {result.api_url}: "
+        f"{result.sent} records sent, {result.already} already there ({result.pairs} pairs)",
+        fg="green",
+    )
+    click.echo(f"vectors: {result.vectors or 'none'}; {result.seconds:.1f} s")
+    click.echo(f"Annotate at {result.api_url}, then: curate review pull {run_dir} --dataset {result.dataset}")
+
+
+@review.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--dataset", default=None, help="Dataset name (default: the one last pushed from RUN_DIR).")
+@_remote_options
+@click.option("--tie", type=click.Choice(["keep", "drop"]), default="keep", show_default=True,
+              help="A pair resolved as Tie: keep it as the source labelled it, or drop it.")
+@click.option("--disagreement", type=click.Choice(["keep", "drop"]), default="keep", show_default=True,
+              help="No strict majority (e.g. 1 vs 1): keep the source's label (decision 'disputed') or drop.")
+@click.option("--drop-problem", "drop_problems", multiple=True, default=("unsafe",), show_default=True,
+              help="Problem label that drops a pair when flagged (repeatable).")
+@click.option("--problem-votes", type=click.Choice(["any", "majority"]), default="any", show_default=True,
+              help="Flags needed to drop: any annotator, or a majority of those who submitted.")
+@click.option("--min-votes", default=1, show_default=True, type=int,
+              help="Submitted answers a pair needs to count as reviewed.")
+@click.option("--only-reviewed", is_flag=True,
+              help="Reject unreviewed pairs (reason review_pending) instead of keeping them unchanged.")
+@click.option("--no-corrections", is_flag=True, help="Ignore annotators' corrected replies.")
+@click.option("--seed", default=None, type=int, help="Blind-order seed, if RUN_DIR/review/mapping.parquet is gone.")
+def pull(run_dir, dataset, home, api_url, api_key, workspace, tie, disagreement, drop_problems, problem_votes,
+         min_votes, only_reviewed, no_corrections, seed) -> None:
+    """Fetch answers, resolve each pair, write RUN_DIR/review/{pairs,rejects,responses}.parquet + stats.json."""
+    from curate.config import build
+    from curate.review.apply import ResolvePolicy
+    from curate.review.pull import pull as do_pull
+
+    policy = build(
+        ResolvePolicy,
+        {"tie": tie, "disagreement": disagreement, "drop_problems": list(drop_problems),
+         "problem_votes": problem_votes, "min_votes": min_votes, "only_reviewed": only_reviewed,
+         "corrections": not no_corrections},
+        "curate review pull",
+    )
+    name = _dataset_or_last(run_dir, dataset)
+    conn = _connect(home, api_url, api_key, workspace)
+    result = do_pull(run_dir, conn, name, policy, seed=seed)
+    s = result.stats
+    click.secho(
+        f"{s['pairs_in']} pairs: {s['kept']} kept, {s['rejected']} rejected; {s['reviewed']} reviewed "
+        f"({s['swapped']} swapped, {s['corrected']} corrected), {s['unreviewed']} not reviewed yet",
+        fg="green",
+    )
+    better = s["agreement"]["better"]
+    if better["items"]:
+        alpha = "n/a" if better["alpha"] is None else f"{better['alpha']:.3f}"
+        click.echo(f"agreement on 'better' over {better['items']} shared records: "
+                   f"{better['percent']:.1%} (Krippendorff's alpha {alpha})")
+    click.echo(f"wrote {result.out_dir}/pairs.parquet, rejects.parquet, responses.parquet, stats.json")
+
+
+@review.command()
+@click.argument("run_dir", required=False, type=click.Path(exists=True, file_okay=False))
+@click.option("--dataset", default=None, help="Dataset name (default: the one last pushed from RUN_DIR, or all).")
+@_remote_options
+def status(run_dir, dataset, home, api_url, api_key, workspace) -> None:
+    """Progress per annotator (records completed, responses by status)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from curate.review.pull import list_datasets, progress
+
+    conn = _connect(home, api_url, api_key, workspace)
+    try:
+        names = [_dataset_or_last(run_dir, dataset)]
+    except Exception:  # noqa: BLE001 - no dataset named: show every dataset in the workspace
+        names = list_datasets(conn)
+    console = Console()
+    if not names:
+        console.print(f"no datasets in workspace {conn.workspace!r} at {conn.api_url}")
+        return
+    for name in names:
+        p = progress(conn, name)
+        table = Table(title=f"{name}: {p.get('completed', 0)} of {p.get('total', 0)} records completed")
+        for col in ("annotator", "submitted", "draft", "discarded", "on completed records"):
+            table.add_column(col, justify="left" if col == "annotator" else "right")
+        for user, d in sorted(p.get("users", {}).items()):
+            done, pend = d.get("completed", {}), d.get("pending", {})
+            total = {k: done.get(k, 0) + pend.get(k, 0) for k in ("submitted", "draft", "discarded")}
+            table.add_row(user, str(total["submitted"]), str(total["draft"]), str(total["discarded"]),
+                          str(sum(done.values())))
+        if not p.get("users"):
+            table.add_row("(no responses yet)", "0", "0", "0", "0")
+        console.print(table)

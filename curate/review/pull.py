@@ -1,0 +1,219 @@
+"""Pull annotators' answers from Argilla, keep them raw, resolve them and write the reviewed pairs.
+
+Writes under RUN_DIR/review/ (each file atomically):
+- responses.parquet: every response on the server, raw — one row per (record, user): pair_id, record id,
+  user, status (submitted / draft / discarded), the A/B answer, the unblinded vote, problems, rating,
+  corrected text, the raw values as JSON, inserted_at/updated_at. Sorted by (pair_id, user) for stable bytes.
+- decisions.parquet: one row per reviewed pair (see apply.py for the rules).
+- pairs.parquet: the kept pairs (swapped/corrected as decided, with review_* columns).
+- rejects.parquet: the dropped pairs, stage "review", reason review_rejected / review_pending, detail.
+- stats.json: dataset, workspace, api url, counts, agreement per question, per-annotator stats, the policy.
+
+Pairs nobody reviewed yet are kept unchanged with review_decision = null (so pulling early never loses data);
+`only_reviewed` rejects them as review_pending instead. Rows in = kept + rejected, checked.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from curate.errors import InputError, ServiceError
+from curate.io import atomic_path, atomic_write_text
+from curate.review import settings as S
+from curate.review.agreement import agreement_report, annotator_stats
+from curate.review.apply import ResolvePolicy, apply_decisions, resolve
+from curate.review.push import LIST_PAGE, Connection, _first_line, find_dataset, read_pairs
+
+RESPONSES_SCHEMA = pl.Schema(
+    {
+        "pair_id": pl.String,
+        "record_id": pl.String,
+        "user": pl.String,
+        "status": pl.String,
+        "better": pl.String,
+        "vote": pl.String,
+        "problems": pl.List(pl.String),
+        "rating": pl.Int64,
+        "corrected": pl.String,
+        "values": pl.String,
+        "inserted_at": pl.String,
+        "updated_at": pl.String,
+    }
+)
+
+
+@dataclass(frozen=True)
+class PullResult:
+    dataset: str
+    responses: int
+    stats: dict[str, Any]
+    out_dir: Path
+
+
+def fetch_raw(conn: Connection, dataset: Any) -> list[dict[str, Any]]:
+    """Every record's external id, server id and responses, straight from the REST API (owner key)."""
+    records: list[dict[str, Any]] = []
+    offset = 0
+    while True:
+        try:
+            resp = conn.client.http_client.get(
+                f"/api/v1/datasets/{dataset.id}/records",
+                params={"offset": offset, "limit": LIST_PAGE, "include": ["responses"]},
+            )
+            resp.raise_for_status()
+        except Exception as exc:  # noqa: BLE001
+            raise ServiceError(f"Argilla at {conn.api_url}: fetching responses failed: {_first_line(exc)}") from None
+        items = resp.json()["items"]
+        records.extend(items)
+        if len(items) < LIST_PAGE:
+            return records
+        offset += len(items)
+
+
+def usernames(conn: Connection) -> dict[str, str]:
+    """user id → username (responses carry ids only)."""
+    try:
+        return {str(u.id): u.username for u in conn.client.api.users.list()}
+    except Exception as exc:  # noqa: BLE001
+        raise ServiceError(f"Argilla at {conn.api_url}: listing users failed: {_first_line(exc)}") from None
+
+
+def _value(values: dict[str, Any] | None, name: str) -> Any:
+    if not values or name not in values or values[name] is None:
+        return None
+    v = values[name]
+    return v.get("value") if isinstance(v, dict) else v
+
+
+def responses_frame(raw: list[dict[str, Any]], names: dict[str, str], mapping: dict[str, bool]) -> pl.DataFrame:
+    """Raw records → the long responses table, unblinded with `mapping` (pair_id → a_is_chosen)."""
+    rows = []
+    for rec in raw:
+        pid = rec.get("external_id")
+        if pid is None:
+            continue
+        pid = str(pid)
+        for r in rec.get("responses") or []:
+            values = r.get("values") or {}
+            better = _value(values, S.Q_BETTER)
+            problems = _value(values, S.Q_PROBLEMS)
+            rating = _value(values, S.Q_RATING)
+            corrected = _value(values, S.Q_CORRECTED)
+            vote = S.unblind(better, mapping[pid]) if better is not None and pid in mapping else None
+            rows.append(
+                {
+                    "pair_id": pid,
+                    "record_id": str(rec.get("id")),
+                    "user": names.get(str(r.get("user_id")), str(r.get("user_id"))),
+                    "status": r.get("status"),
+                    "better": better,
+                    "vote": vote,
+                    "problems": sorted(problems) if isinstance(problems, list) else [],
+                    "rating": int(rating) if rating is not None else None,
+                    "corrected": corrected if isinstance(corrected, str) and corrected.strip() else None,
+                    "values": json.dumps(values, sort_keys=True, ensure_ascii=False),
+                    "inserted_at": r.get("inserted_at"),
+                    "updated_at": r.get("updated_at"),
+                }
+            )
+    frame = pl.DataFrame(rows, schema=RESPONSES_SCHEMA) if rows else pl.DataFrame(schema=RESPONSES_SCHEMA)
+    return frame.sort("pair_id", "user")
+
+
+def load_mapping(run_dir: Path, pairs: pl.DataFrame, seed: int | None) -> dict[str, bool]:
+    """The blind mapping written by push; rebuilt from the seed (push.json, or `seed`) when it is missing."""
+    path = run_dir / "review" / "mapping.parquet"
+    if path.is_file() and seed is None:
+        m = pl.read_parquet(path)
+        return dict(zip(m["pair_id"].to_list(), m["a_is_chosen"].to_list()))
+    if seed is None:
+        meta = run_dir / "review" / "push.json"
+        if not meta.is_file():
+            raise InputError(
+                f"{path} not found: pull needs the blind mapping from push (or pass --seed used for push)"
+            )
+        seed = int(json.loads(meta.read_text())["seed"])
+    m = S.mapping_frame(pairs["pair_id"], seed)
+    return dict(zip(m["pair_id"].to_list(), m["a_is_chosen"].to_list()))
+
+
+def pull(
+    run_dir: str | Path,
+    conn: Connection,
+    dataset_name: str,
+    policy: ResolvePolicy | None = None,
+    seed: int | None = None,
+) -> PullResult:
+    """Fetch, keep raw, resolve, apply, write RUN_DIR/review/*. See the module docstring."""
+    policy = policy or ResolvePolicy()
+    policy.validate()
+    run_dir = Path(run_dir)
+    pairs = read_pairs(run_dir)
+    dataset = find_dataset(conn, dataset_name)
+    if dataset is None:
+        raise InputError(f"dataset {dataset_name!r} not found in workspace {conn.workspace!r} at {conn.api_url}")
+    S.check_compatible(dataset)
+    mapping = load_mapping(run_dir, pairs, seed)
+    raw = fetch_raw(conn, dataset)
+    responses = responses_frame(raw, usernames(conn), mapping)
+    on_server = {str(r["external_id"]) for r in raw if r.get("external_id") is not None}
+    # answers to records that aren't pairs of this run can't be applied; count them, don't use them
+    foreign = responses.filter(~pl.col("pair_id").is_in(pairs["pair_id"].to_list()))
+    ours = responses.filter(pl.col("pair_id").is_in(pairs["pair_id"].to_list()))
+
+    decisions = resolve(ours, policy)
+    applied = apply_decisions(pairs, decisions, policy)
+
+    status_counts = ours.group_by("status").len().sort("status") if ours.height else None
+    stats: dict[str, Any] = {
+        "dataset": dataset_name,
+        "workspace": conn.workspace,
+        "api_url": conn.api_url,
+        "records_on_server": len(on_server),
+        "pairs_on_server": int(pairs["pair_id"].is_in(list(on_server)).sum()),
+        "responses": dict(zip(status_counts["status"], status_counts["len"])) if status_counts is not None else {},
+        "responses_for_other_records": foreign.height,
+        "responses_until": ours["updated_at"].drop_nulls().max() if ours.height else None,
+        **applied.stats,
+        "agreement": agreement_report(ours),
+        "annotators": annotator_stats(ours, decisions),
+        "policy": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(policy).items()},
+    }
+
+    out = run_dir / "review"
+    out.mkdir(parents=True, exist_ok=True)
+    for name, frame in (
+        ("responses.parquet", responses),
+        ("decisions.parquet", decisions.drop("__drop", "__correction")),
+        ("pairs.parquet", applied.kept),
+        ("rejects.parquet", applied.rejects),
+    ):
+        with atomic_path(out / name) as tmp:
+            frame.write_parquet(tmp)
+    atomic_write_text(out / "stats.json", json.dumps(stats, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    return PullResult(dataset=dataset_name, responses=responses.height, stats=stats, out_dir=out)
+
+
+def progress(conn: Connection, dataset_name: str) -> dict[str, Any]:
+    """Dataset progress (total/completed/pending) and per-annotator response counts by status."""
+    dataset = find_dataset(conn, dataset_name)
+    if dataset is None:
+        raise InputError(f"dataset {dataset_name!r} not found in workspace {conn.workspace!r} at {conn.api_url}")
+    try:
+        return dataset.progress(with_users_distribution=True)
+    except Exception as exc:  # noqa: BLE001
+        raise ServiceError(f"Argilla at {conn.api_url}: progress failed: {_first_line(exc)}") from None
+
+
+def list_datasets(conn: Connection) -> list[str]:
+    """Names of the datasets in the connection's workspace."""
+    try:
+        ws = conn.client.workspaces(name=conn.workspace)
+        return sorted(d.name for d in ws.datasets) if ws is not None else []
+    except Exception as exc:  # noqa: BLE001
+        raise ServiceError(f"Argilla at {conn.api_url}: listing datasets failed: {_first_line(exc)}") from None

