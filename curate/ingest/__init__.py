@@ -1,0 +1,270 @@
+"""Ingest: read preference data in any of the common formats and write canonical pairs.
+
+`ingest(inputs, out_dir)` expands the inputs (files, folders, globs, `datasets.save_to_disk` folders), detects
+each source's format family (`detect.py`), converts its rows with that family's module (flat, conversational,
+hh, sharegpt, openai) and streams the results, batch by batch, to `out_dir/pairs.parquet` (canonical schema,
+`curate.schema.PAIR_SCHEMA`) and `out_dir/rejects.parquet` (the same columns plus stage/reason/detail), then
+writes `out_dir/report.json`. Per-row problems become rejects with a reason code (`reasons.py`); whole-file
+problems raise `InputError`. Every input row ends up in exactly one of the two files.
+
+Deterministic: sources in the order given (folders and globs sorted), rows in file order, no clocks or
+randomness in the outputs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate.errors import InputError
+from curate.ingest import readers
+from curate.ingest.detect import FAMILIES, SAMPLE_ROWS, Plan, check_mapping, detect
+from curate.ingest.messages import score, string
+from curate.ingest.reasons import NOT_AN_OBJECT, REASONS, STAGE, RowError
+from curate.io import atomic_path, atomic_write_text
+from curate.schema import PAIR_SCHEMA, REJECT_COLUMNS, conform, with_ids
+
+__all__ = ["ingest", "FAMILIES", "REASONS"]
+
+_MSG = pa.struct([("role", pa.string()), ("content", pa.string())])
+
+
+def _dumps(value: Any) -> str:
+    if readers.orjson is not None:
+        return readers.orjson.dumps(value, option=readers.orjson.OPT_NON_STR_KEYS, default=str).decode("utf-8")
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def _schemas() -> tuple[pa.Schema, pa.Schema]:
+    pairs = pl.DataFrame(schema=PAIR_SCHEMA)
+    rejects = pairs.with_columns([pl.lit(None, dtype=t).alias(n) for n, t in REJECT_COLUMNS.items()])
+    return pairs.to_arrow().schema, rejects.to_arrow().schema
+
+
+class _Sink:
+    """Accumulates one batch of kept rows and rejects, then appends them to the two Parquet writers."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.rows: list[int] = []
+        self.system: list[str | None] = []
+        self.offsets: list[int] = [0]  # prompt turns, flattened: Arrow list offsets + roles + contents
+        self.roles: list[str] = []
+        self.contents: list[str] = []
+        self.chosen: list[str] = []
+        self.rejected: list[str] = []
+        self.cs: list[float | None] = []
+        self.rs: list[float | None] = []
+        self.meta: list[str] = []
+        self.r_rows: list[int] = []
+        self.r_reason: list[str] = []
+        self.r_detail: list[str] = []
+        self.r_meta: list[str] = []
+
+    def keep(self, idx: int, system: str | None, turns: list[dict[str, str]], chosen: str, rejected: str,
+             cs: float | None, rs: float | None, meta: str) -> None:
+        self.rows.append(idx)
+        self.system.append(system)
+        for t in turns:
+            self.roles.append(t["role"])
+            self.contents.append(t["content"])
+        self.offsets.append(len(self.roles))
+        self.chosen.append(chosen)
+        self.rejected.append(rejected)
+        self.cs.append(cs)
+        self.rs.append(rs)
+        self.meta.append(meta)
+
+    def reject(self, row: int, reason: str, detail: str, raw: str) -> None:
+        self.r_rows.append(row)
+        self.r_reason.append(reason)
+        self.r_detail.append(detail)
+        self.r_meta.append(raw)
+
+    def pairs_table(self, schema: pa.Schema) -> pa.Table | None:
+        n = len(self.rows)
+        if not n:
+            return None
+        tbl = pa.table(
+            {
+                "source": pa.array([self.name] * n, pa.string()),
+                "source_row": pa.array(self.rows, pa.int64()),
+                "system": pa.array(self.system, pa.string()),
+                "prompt": pa.ListArray.from_arrays(
+                    pa.array(self.offsets, pa.int32()),
+                    pa.StructArray.from_arrays(
+                        [pa.array(self.roles, pa.string()), pa.array(self.contents, pa.string())],
+                        fields=list(_MSG),
+                    ),
+                ),
+                "chosen": pa.array(self.chosen, pa.string()),
+                "rejected": pa.array(self.rejected, pa.string()),
+                "chosen_score": pa.array(self.cs, pa.float64()),
+                "rejected_score": pa.array(self.rs, pa.float64()),
+                "meta": pa.array(self.meta, pa.string()),
+            }
+        )
+        return conform(with_ids(pl.from_arrow(tbl))).collect().to_arrow().cast(schema)
+
+    def rejects_table(self, schema: pa.Schema) -> pa.Table | None:
+        n = len(self.r_rows)
+        if not n:
+            return None
+        given = {
+            "source": pa.array([self.name] * n, pa.string()),
+            "source_row": pa.array(self.r_rows, pa.int64()),
+            "meta": pa.array(self.r_meta, pa.string()),
+            "stage": pa.array([STAGE] * n, pa.string()),
+            "reason": pa.array(self.r_reason, pa.string()),
+            "detail": pa.array(self.r_detail, pa.string()),
+        }
+        cols = [given[f.name].cast(f.type) if f.name in given else pa.nulls(n, f.type) for f in schema]
+        return pa.Table.from_arrays(cols, schema=schema)
+
+
+def _convert_batch(batch: list[readers.Record], plan: Plan, sink: _Sink) -> None:
+    """Convert one batch, in row order. Flat triples without history (the common case at scale) take a fast
+    path: a few type checks and no per-field function calls (about 4x faster); a row that doesn't pass them goes
+    through the family's full checks, which give the same result for rows that do."""
+    f = plan.fields
+    if plan.family == "flat" and "history" not in f:
+        pc, cc, rc, sc = f["prompt"], f["chosen"], f["rejected"], f.get("system")
+        cs_col, rs_col = f.get("chosen_score"), f.get("rejected_score")
+        consumed = plan.consumed
+        roles, contents, offsets = sink.roles, sink.contents, sink.offsets
+        num = (float, int, type(None))
+        for rec in batch:
+            idx, row, err = rec
+            if err is None and type(row) is dict:
+                p, c, r = row.get(pc), row.get(cc), row.get(rc)
+                s = row.get(sc) if sc else None
+                if (type(p) is str and type(c) is str and type(r) is str and (s is None or type(s) is str)
+                        and (cs_col is None or type(row.get(cs_col)) in num)
+                        and (rs_col is None or type(row.get(rs_col)) in num)):
+                    cstr, rstr = c.strip(), r.strip()
+                    if cstr and rstr and cstr != rstr and p.strip():
+                        sink.rows.append(idx)
+                        sink.system.append(s if s and s.strip() else None)
+                        roles.append("user")
+                        contents.append(p)
+                        offsets.append(len(roles))
+                        sink.chosen.append(c)
+                        sink.rejected.append(r)
+                        v = row.get(cs_col) if cs_col else None
+                        sink.cs.append(None if v is None else float(v))
+                        v = row.get(rs_col) if rs_col else None
+                        sink.rs.append(None if v is None else float(v))
+                        if len(row) == len(consumed) and all(k in consumed for k in row):
+                            sink.meta.append("{}")
+                        else:
+                            sink.meta.append(_dumps({k: v for k, v in row.items() if k not in consumed}))
+                        continue
+            _convert_row(rec, plan, sink)
+    else:
+        for rec in batch:
+            _convert_row(rec, plan, sink)
+
+
+def _convert_row(rec: readers.Record, plan: Plan, sink: _Sink) -> None:
+    idx, row, err = rec
+    if err is not None:
+        sink.reject(idx, *err)
+        return
+    if not isinstance(row, dict):
+        sink.reject(idx, NOT_AN_OBJECT, f"row {idx} is a JSON {type(row).__name__}, not an object",
+                    readers.raw_text(_dumps(row)))
+        return
+    fields = plan.fields
+    sys_col = fields.get("system")
+    cs_col = fields.get("chosen_score")
+    rs_col = fields.get("rejected_score")
+    try:
+        system = string(row.get(sys_col), sys_col, required=False) if sys_col else None
+        system, turns, chosen, rejected = plan.convert(row, fields, system or None)
+        cs = score(row.get(cs_col), cs_col) if cs_col else None
+        rs = score(row.get(rs_col), rs_col) if rs_col else None
+    except RowError as e:
+        sink.reject(idx, e.reason, f"row {idx}: {e.detail}", readers.raw_text(_dumps(row)))
+        return
+    meta = {k: v for k, v in row.items() if k not in plan.consumed}
+    if plan.extra_meta is not None:
+        meta.update(plan.extra_meta(row, fields))
+    sink.keep(idx, system, turns, chosen, rejected, cs, rs, _dumps(meta))
+
+
+def _plan_for(src: readers.Source, mapping: dict[str, str]) -> Plan:
+    """Detect from the first rows that parse as objects (reading on only while none has)."""
+    sample: list[dict[str, Any]] = []
+    first_error: str | None = None
+    for batch in readers.read(src):
+        for _, row, err in batch:
+            if err is None and isinstance(row, dict):
+                sample.append(row)
+                if len(sample) >= SAMPLE_ROWS:
+                    break
+            elif first_error is None:
+                first_error = err[1] if err else f"a JSON {type(row).__name__}, not an object"
+        if sample:
+            break
+    if not sample:
+        raise InputError(f"{src.name}: no row is a JSON object (first problem: {first_error})")
+    return detect(sample, mapping, src.name)
+
+
+def ingest(inputs: list[str | Path], out_dir: str | Path, mapping: dict[str, str] | None = None) -> dict:
+    """Read every input, detect each file's format family, convert rows to canonical pairs, and write
+    out_dir/pairs.parquet, out_dir/rejects.parquet and out_dir/report.json.
+
+    Returns the report: input_rows, kept_rows, rejected_rows, rejects_by_reason, sources ({source: {format,
+    rows_in, rows_kept, rows_rejected, rejects_by_reason, fields}}) and skipped (files in folders that aren't
+    data). Raises InputError (one line naming the file) for whole-file problems; every file is checked and its
+    format detected before any row is written, so a bad file fails fast.
+    """
+    mapping = check_mapping(mapping)
+    sources, skipped = readers.expand(list(inputs))
+    plans = [(src, _plan_for(src, mapping)) for src in sources]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pairs_schema, rejects_schema = _schemas()
+    per_source: dict[str, dict[str, Any]] = {}
+    with atomic_path(out / "pairs.parquet") as tp, atomic_path(out / "rejects.parquet") as tr:
+        with pq.ParquetWriter(tp, pairs_schema, compression="zstd") as pw, \
+                pq.ParquetWriter(tr, rejects_schema, compression="zstd") as rw:
+            for src, plan in plans:
+                stats = {"format": plan.family, "reader": src.kind, "rows_in": 0, "rows_kept": 0,
+                         "rows_rejected": 0, "rejects_by_reason": {}, "fields": dict(plan.fields)}
+                for batch in readers.read(src):
+                    sink = _Sink(src.name)
+                    _convert_batch(batch, plan, sink)
+                    stats["rows_in"] += len(batch)
+                    stats["rows_kept"] += len(sink.rows)
+                    stats["rows_rejected"] += len(sink.r_rows)
+                    for r in sink.r_reason:
+                        stats["rejects_by_reason"][r] = stats["rejects_by_reason"].get(r, 0) + 1
+                    if (t := sink.pairs_table(pairs_schema)) is not None:
+                        pw.write_table(t)
+                    if (t := sink.rejects_table(rejects_schema)) is not None:
+                        rw.write_table(t)
+                stats["rejects_by_reason"] = dict(sorted(stats["rejects_by_reason"].items()))
+                per_source[src.name] = stats
+    by_reason: dict[str, int] = {}
+    for s in per_source.values():
+        for r, n in s["rejects_by_reason"].items():
+            by_reason[r] = by_reason.get(r, 0) + n
+    report = {
+        "stage": STAGE,
+        "input_rows": sum(s["rows_in"] for s in per_source.values()),
+        "kept_rows": sum(s["rows_kept"] for s in per_source.values()),
+        "rejected_rows": sum(s["rows_rejected"] for s in per_source.values()),
+        "rejects_by_reason": dict(sorted(by_reason.items())),
+        "sources": per_source,
+        "skipped": skipped,
+        "mapping": mapping,
+    }
+    atomic_write_text(out / "report.json", json.dumps(report, ensure_ascii=False, indent=2) + "\n")
+    return report

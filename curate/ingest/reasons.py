@@ -1,0 +1,51 @@
+"""Reason codes for rows the ingest step rejects, in one place (each has its own test in tests/test_ingest_reasons.py).
+
+A reason names the check that failed; `detail` on the reject row says where (field, line, message index).
+"""
+
+from __future__ import annotations
+
+STAGE = "ingest"
+
+INVALID_UTF8 = "invalid_utf8"  # the line/row holds bytes that are not UTF-8 (or a lone surrogate escape)
+MALFORMED_JSON = "malformed_json"  # the line does not parse as JSON (e.g. a truncated last line)
+MALFORMED_CSV = "malformed_csv"  # a CSV record with more fields than the header
+NOT_AN_OBJECT = "not_an_object"  # a JSON value that is not an object ({...}), e.g. a bare list or number
+MISSING_FIELD = "missing_field"  # a field the detected format needs is absent or null
+EMPTY_FIELD = "empty_field"  # a prompt turn or reply is empty or only whitespace
+WRONG_TYPE = "wrong_type"  # a structure has the wrong type (messages not a list, a message not an object, ...)
+NON_STRING_CONTENT = "non_string_content"  # a text field or message content is not a string (or text parts)
+BAD_SCORE = "bad_score"  # a score is present but not a number
+UNKNOWN_ROLE = "unknown_role"  # a message role we can't map to system/user/assistant (tool, observation, ...)
+ROLES_OUT_OF_ORDER = "roles_out_of_order"  # turns don't alternate user/assistant from a user turn
+PROMPT_NOT_ENDING_ON_USER = "prompt_not_ending_on_user"  # the conversation before the replies ends on an assistant turn
+CONVERSATIONS_DIVERGE = "conversations_diverge"  # chosen/rejected carry whole conversations that differ before the reply
+MALFORMED_TRANSCRIPT = "malformed_transcript"  # an HH-RLHF transcript without "Human:"/"Assistant:" turns
+IDENTICAL_RESPONSES = "identical_responses"  # chosen == rejected (after trimming): nothing to learn
+
+REASONS: dict[str, str] = {
+    INVALID_UTF8: "the row holds bytes that are not valid UTF-8",
+    MALFORMED_JSON: "the line does not parse as JSON",
+    MALFORMED_CSV: "the CSV record has more fields than the header",
+    NOT_AN_OBJECT: "the JSON value is not an object",
+    MISSING_FIELD: "a field the format needs is missing or null",
+    EMPTY_FIELD: "a prompt turn or reply is empty",
+    WRONG_TYPE: "a field has the wrong structure",
+    NON_STRING_CONTENT: "a text field is not a string",
+    BAD_SCORE: "a score is not a number",
+    UNKNOWN_ROLE: "a message role is not system/user/assistant",
+    ROLES_OUT_OF_ORDER: "turns do not alternate user/assistant",
+    PROMPT_NOT_ENDING_ON_USER: "the prompt ends on an assistant turn",
+    CONVERSATIONS_DIVERGE: "chosen and rejected conversations differ before the reply",
+    MALFORMED_TRANSCRIPT: "an HH-RLHF transcript lacks Human/Assistant turns",
+    IDENTICAL_RESPONSES: "chosen and rejected are the same text",
+}
+
+
+class RowError(Exception):
+    """A per-row problem: the row goes to the rejects with this reason and detail, never up to the user."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
