@@ -5,9 +5,13 @@ worker runs a job, and this process must not import curate's own dependencies (p
 in that venv). Only the stdlib, argilla_server, sqlalchemy and numpy may be imported here.
 
 Usage:
-    python -m curate.review.boot setup < spec.json   # migrate, create indexes and accounts
-    python -m curate.review.boot server --host H --port P
+    python -m curate.review.boot setup < spec.json                  # migrate, add indexes, create accounts
+    python -m curate.review.boot server --host H --port P [--setup SPEC]  # (setup first, then) serve
     python -m curate.review.boot worker
+
+`server --setup SPEC` runs the setup in the server's own process (one ~8 s argilla_server import instead of
+two); SPEC holds passwords, so it is deleted as soon as it is read. A failed setup prints one line starting with
+SETUP_FAILED and exits with code 3, which the launcher turns into a ServiceError.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 
 
@@ -71,11 +76,17 @@ async def _create_users(users: list[dict]) -> None:
                 if link is None:
                     db.add(WorkspaceUser(workspace_id=ws.id, user_id=user.id))
         await db.commit()
+    # Pooled asyncpg connections are bound to this event loop; the server runs its own, so drop them.
+    from argilla_server.database import async_engine
+
+    await async_engine.dispose()
 
 
-def setup() -> None:
-    """Migrate the database, add the engine's indexes, create accounts (spec as JSON on stdin)."""
-    spec = json.load(sys.stdin)
+SETUP_FAILED = "SETUP_FAILED:"
+
+
+def setup(spec: dict) -> None:
+    """Migrate the database, add the engine's indexes, create the accounts in spec["users"]."""
     try:
         _migrate()
     except SystemExit as exc:  # alembic exits on failure
@@ -87,10 +98,23 @@ def setup() -> None:
     asyncio.run(_create_users(spec.get("users", [])))
 
 
-def server(host: str, port: int) -> None:
+def _setup_or_exit(spec: dict) -> None:
+    try:
+        setup(spec)
+    except Exception as exc:  # one line for the launcher to show
+        print(f"{SETUP_FAILED} {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr, flush=True)
+        sys.exit(3)
+
+
+def server(host: str, port: int, spec_path: str | None = None) -> None:
     import uvicorn
 
     _register()
+    if spec_path:
+        with open(spec_path) as fh:
+            spec = json.load(fh)
+        os.unlink(spec_path)
+        _setup_or_exit(spec)
     uvicorn.run("argilla_server:app", host=host, port=port, access_log=False, log_level="warning")
 
 
@@ -110,16 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     srv = sub.add_parser("server")
     srv.add_argument("--host", default="127.0.0.1")
     srv.add_argument("--port", type=int, default=6900)
+    srv.add_argument("--setup", default=None, help="JSON accounts spec to set up first (deleted once read)")
     sub.add_parser("worker")
     args = parser.parse_args(argv)
     if args.cmd == "setup":
-        try:
-            setup()
-        except Exception as exc:  # one line for the launcher to show
-            print(f"{type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
-            return 1
+        _setup_or_exit(json.load(sys.stdin))
     elif args.cmd == "server":
-        server(args.host, args.port)
+        server(args.host, args.port, args.setup)
     else:
         worker()
     return 0

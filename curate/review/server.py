@@ -17,7 +17,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -31,8 +30,7 @@ from curate.errors import ServiceError
 
 ENGINE_NAME = "curate-sql"
 REPO_ROOT = Path(__file__).resolve().parents[2]
-START_TIMEOUT_S = 90.0
-SETUP_TIMEOUT_S = 300.0
+START_TIMEOUT_S = 180.0  # includes the first migration
 STOP_TIMEOUT_S = 15.0
 
 
@@ -232,7 +230,7 @@ def _env(home: Path, db_url: str, redis_port: int, tmpdir: Path) -> dict[str, st
 
 
 def _spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    with open(log, "ab") as fh:
+    with open(log, "wb") as fh:
         # Own session: a Ctrl-C in the terminal reaches only the launcher, which stops the children in order.
         return subprocess.Popen(
             cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
@@ -365,26 +363,13 @@ def start(
                 raise ServiceError(f"Redis won't start: {_last_line(home / 'logs' / 'redis.log', 'no output')}")
             time.sleep(0.05)
 
-        spec = {
-            "users": [
-                {**asdict(a), "workspaces": [workspace]} for a in (owner, *accounts)
-            ]
-        }
-        try:
-            setup = subprocess.run(
-                [str(python), "-m", "curate.review.boot", "setup"],
-                input=json.dumps(spec), env=env, capture_output=True, text=True, timeout=SETUP_TIMEOUT_S,
-            )
-        except subprocess.TimeoutExpired:
-            raise ServiceError(f"database migration timed out after {SETUP_TIMEOUT_S:.0f} s ({_safe_url(db_url)})") from None
-        (home / "logs" / "setup.log").write_text(setup.stdout + setup.stderr)
-        if setup.returncode != 0:
-            reason = _last_line(home / "logs" / "setup.log", f"exit {setup.returncode}")
-            raise ServiceError(f"database migration failed ({_safe_url(db_url)}): {reason}")
+        spec = {"users": [{**asdict(a), "workspaces": [workspace]} for a in (owner, *accounts)]}
+        spec_path = tmpdir / "setup.json"
+        _write_private(spec_path, spec)
         _write_private(home / "credentials.json", creds)
-
         server = _spawn(
-            [str(python), "-m", "curate.review.boot", "server", "--host", host, "--port", str(port)],
+            [str(python), "-m", "curate.review.boot", "server", "--host", host, "--port", str(port),
+             "--setup", str(spec_path)],
             env,
             home / "logs" / "server.log",
         )
@@ -396,7 +381,12 @@ def start(
         deadline = time.monotonic() + START_TIMEOUT_S
         while not _status_ok(api_url):
             if server.poll() is not None:
-                raise ServiceError(f"argilla-server exited: {_last_line(home / 'logs' / 'server.log', 'no output')}")
+                log = home / "logs" / "server.log"
+                failed = [ln for ln in log.read_text(errors="replace").splitlines() if ln.startswith("SETUP_FAILED:")]
+                if failed:
+                    reason = failed[-1].removeprefix("SETUP_FAILED:").strip()[:300]
+                    raise ServiceError(f"database migration failed ({_safe_url(db_url)}): {reason}")
+                raise ServiceError(f"argilla-server exited: {_last_line(log, 'no output')}")
             if time.monotonic() > deadline:
                 raise ServiceError(f"argilla-server did not answer on {api_url} within {START_TIMEOUT_S:.0f} s")
             time.sleep(0.1)
