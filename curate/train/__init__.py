@@ -1,0 +1,18 @@
+"""ORPO fine-tuning on a curate export (`curate train`), with TRL doing the training.
+
+Layout: `presets/` (readable TOML recipes), `accelerate/` (DeepSpeed ZeRO-3 and FSDP launch configs), `spec.py`
+(preset + overrides → the effective configuration), `preflight.py` (what the data looks like to the model before any
+GPU time is spent), `trainer.py` (builds TRL's ORPOTrainer and writes the outputs), `fused.py` (opt-in fused ORPO
+loss from liger-kernel, GPU only), `card.py` (model card), `launch.py` (the entry point `accelerate launch` runs),
+`tiny.py` (a tiny Gemma2 + locally trained tokenizer for tests), `commands.py` (the click command).
+
+Importing this package stays cheap: torch, transformers and TRL are imported inside the functions that use them.
+"""
+
+from __future__ import annotations
+
+from curate.errors import CurateError
+
+
+class TrainError(CurateError):
+    """The training step can't start or failed: bad export, bad preset or override, model can't be loaded."""

@@ -1,0 +1,95 @@
+"""`curate train`: parse, call curate.train, print. No torch/TRL import until the command runs.
+
+Register with `main.add_command(train)` in curate/cli.py. Errors are CurateError subclasses (TrainError), which the
+`curate` group prints as one line with exit code 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+def _print_preflight(pre) -> None:
+    click.echo(click.style("pre-flight", bold=True) + f": {pre.pairs} training pairs, max_length {pre.max_length}")
+    click.echo("one training example, chat template applied (prompt + chosen reply):")
+    click.echo("─" * 60)
+    click.echo(pre.example.rstrip("\n"))
+    click.echo("─" * 60)
+    click.echo(f"tokens per pair (prompt + longer reply): min {pre.length_min}, median {pre.length_median:g}, "
+               f"p95 {pre.length_p95}, max {pre.length_max}")
+    click.echo(f"pairs over max_length (would be truncated): {pre.truncated}")
+    for warning in pre.warnings:
+        click.echo(click.style(f"warning: {warning}", fg="yellow"), err=True)
+
+
+@click.command("train")
+@click.argument("export_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--model", "model", default=None, metavar="NAME_OR_PATH",
+              help="Base model (hub name or local folder); defaults to the preset's model.")
+@click.option("--preset", required=True, metavar="PRESET",
+              help="gemma2-9b-chinese-chat (8 GPUs, full), gemma2-9b-lora (1 GPU, LoRA), tiny-cpu, or a .toml path.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Run folder: model or adapter, metrics, plot, model card, effective config.")
+@click.option("--set", "overrides", multiple=True, metavar="TABLE.KEY=VALUE",
+              help="Override a preset value, e.g. --set orpo.beta=0.1 --set curate.method=lora (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Print the pre-flight checks and the launch command; train nothing.")
+@click.option("--resume", is_flag=True, help="Continue from the last checkpoint in OUT/checkpoints.")
+def train(export_dir: Path, model: str | None, preset: str, out_dir: Path, overrides: tuple[str, ...],
+          dry_run: bool, resume: bool) -> None:
+    """ORPO fine-tune on a curate export (EXPORT_DIR, e.g. RUN_DIR/export) with TRL."""
+    import subprocess
+
+    from curate.train import TrainError, launch
+    from curate.train import spec as specmod
+    from curate.train.preflight import manifest_sha256
+
+    spec = specmod.resolve(preset, overrides, model)
+    manifest_sha256(export_dir)  # fail early on something that isn't an export
+    if not dry_run and not resume and (out_dir / "train_config.json").exists():
+        raise TrainError(f"{out_dir} already holds a training run; use another --out, or --resume to continue it")
+    multi = spec["preset"]["num_processes"] > 1
+    argv = launch.command(spec, export_dir, out_dir, resume) if multi else \
+        launch.single_command(export_dir, out_dir, resume)
+
+    from curate.train.trainer import run_preflight
+
+    click.echo(f"preset {spec['preset']['name']}: {spec['preset']['description']}")
+    click.echo(f"model {spec['preset']['model']} · method {spec['curate']['method']} · "
+               f"fused loss {'on' if spec['curate']['fused_loss'] else 'off'} · "
+               f"{spec['preset']['num_processes']} process(es)")
+    try:
+        pre = run_preflight(export_dir, spec)
+    except TrainError as exc:
+        if not dry_run:
+            raise
+        click.echo(click.style(f"warning: pre-flight skipped: {exc}", fg="yellow"), err=True)
+        pre = None
+    if pre is not None:
+        _print_preflight(pre)
+    click.echo(("launch: " if multi else "equivalent command: ") + launch.render(argv))
+    if dry_run:
+        return
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    specmod.save(spec, out_dir / "train_config.json")
+    if pre is not None:
+        import json
+
+        (out_dir / "preflight.json").write_text(json.dumps(pre.as_dict(), indent=2, ensure_ascii=False) + "\n",
+                                                encoding="utf-8")
+    if multi:
+        code = subprocess.run(argv, check=False).returncode
+        if code != 0:
+            raise TrainError(f"accelerate launch exited with code {code} (see its output above)")
+        click.echo(f"done: {out_dir}")
+        return
+
+    from curate.train.trainer import train as run_training
+
+    result = run_training(export_dir, out_dir, spec, resume=resume)
+    final = result.metrics.get("summary", {}).get("final", {})
+    shown = ", ".join(f"{k} {final[k]:.4g}" for k in ("loss", "nll_loss", "reward_accuracy") if k in final)
+    click.echo(f"trained {result.global_step} steps ({shown}); {result.model_dir.name} in {result.model_dir}")
+    click.echo(f"metrics: {out_dir / 'metrics.json'}, plot: {out_dir / 'metrics.png'}, card: {out_dir / 'README.md'}")

@@ -1,0 +1,96 @@
+"""Presets, --set overrides and their errors, and the shipped accelerate configs."""
+
+from __future__ import annotations
+
+import pytest
+
+from curate.errors import CurateError
+from curate.train import TrainError
+from curate.train import spec as S
+
+
+def test_shipped_presets_resolve():
+    assert S.preset_names() == ["gemma2-9b-chinese-chat", "gemma2-9b-lora", "tiny-cpu"]
+    for name in S.preset_names():
+        spec = S.resolve(name, model="some/model")
+        assert spec["preset"]["name"] == name and spec["preset"]["model"] == "some/model"
+
+
+def test_seed_recipe_values():
+    spec = S.resolve("gemma2-9b-chinese-chat")
+    o = spec["orpo"]
+    assert spec["preset"]["model"] == "google/gemma-2-9b-it"
+    assert (o["beta"], o["learning_rate"], o["lr_scheduler_type"], o["warmup_steps"]) == (0.05, 3e-6, "cosine", 0.1)
+    assert (o["num_train_epochs"], o["max_length"], o["optim"], o["bf16"]) == (3, 8192, "paged_adamw_32bit", True)
+    assert o["activation_checkpointing"] is True and spec["curate"]["method"] == "full"
+    global_batch = o["per_device_train_batch_size"] * o["gradient_accumulation_steps"] * spec["preset"]["num_processes"]
+    assert global_batch == 128
+    assert S.accelerate_config_path(spec).name == "deepspeed-zero3.yaml"
+
+
+def test_lora_preset_is_one_gpu_lora():
+    spec = S.resolve("gemma2-9b-lora")
+    assert spec["preset"]["num_processes"] == 1 and spec["curate"]["method"] == "lora"
+    assert spec["lora"]["r"] == 16 and spec["orpo"]["activation_checkpointing"] is True
+
+
+def test_set_overrides_any_table():
+    spec = S.resolve("tiny-cpu", ["orpo.beta=0.25", "lora.r=2", "curate.method=lora", "preset.description=x y",
+                                  "orpo.optim=adamw_torch_fused"], model="m")
+    assert spec["orpo"]["beta"] == 0.25 and spec["lora"]["r"] == 2 and spec["curate"]["method"] == "lora"
+    assert spec["preset"]["description"] == "x y" and spec["orpo"]["optim"] == "adamw_torch_fused"
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("orpo.betta=0.1", "orpo.betta: unknown key"),
+    ("lora.rank=8", "lora.rank: unknown key"),
+    ("curate.metod=lora", "curate.metod: unknown key"),
+    ("trainer.beta=1", "unknown table 'trainer'"),
+    ("beta=0.1", "expected TABLE.KEY=VALUE"),
+    ("curate.method=dpo", "curate.method: 'dpo' is not one of full, lora, qlora"),
+    ("curate.fused_loss=3", "curate.fused_loss: expected bool"),
+    ("preset.num_processes=0", "must be at least 1"),
+    ("orpo.output_dir=/tmp/x", "use --out instead"),
+    ("preset.accelerate_config=nope.yaml", "'nope.yaml' not found"),
+])
+def test_bad_override_is_one_line_error(override, needle):
+    with pytest.raises(TrainError) as info:
+        S.resolve("gemma2-9b-chinese-chat", [override])
+    assert isinstance(info.value, CurateError)
+    assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_unknown_preset_and_missing_model():
+    with pytest.raises(TrainError, match="unknown preset 'gemma7'.*tiny-cpu"):
+        S.resolve("gemma7")
+    with pytest.raises(TrainError, match="names no model: pass --model"):
+        S.resolve("tiny-cpu")
+
+
+def test_user_preset_file(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text('[preset]\nmodel = "x/y"\n[orpo]\nbeta = 0.3\n[extra]\na = 1\n')
+    with pytest.raises(TrainError, match=r"unknown table \[extra\]"):
+        S.resolve(str(path))
+    path.write_text('[preset]\nmodel = "x/y"\n[orpo]\nbeta = 0.3\n')
+    assert S.resolve(str(path))["orpo"]["beta"] == 0.3
+
+
+def test_save_and_load_roundtrip(tmp_path):
+    spec = S.resolve("gemma2-9b-lora", ["orpo.beta=0.2"])
+    S.save(spec, tmp_path / "train_config.json")
+    assert S.load(tmp_path / "train_config.json") == spec
+
+
+def test_shipped_accelerate_configs_parse_with_accelerate():
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.utils import DistributedType
+
+    kinds = {}
+    for path in sorted(S.ACCELERATE_DIR.glob("*.yaml")):
+        cfg = load_config_from_file(str(path))
+        kinds[path.name] = cfg.distributed_type
+        assert cfg.mixed_precision == "bf16" and cfg.num_processes == 8
+    assert kinds == {"deepspeed-zero3.yaml": DistributedType.DEEPSPEED, "fsdp.yaml": DistributedType.FSDP}
+    ds = load_config_from_file(str(S.ACCELERATE_DIR / "deepspeed-zero3.yaml"))
+    assert ds.deepspeed_config["zero_stage"] == 3
