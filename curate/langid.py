@@ -1,0 +1,317 @@
+"""Language and script identification for Chinese/English preference data, as Polars expressions.
+
+Why not a statistical detector first: langdetect reads Traditional Chinese as Korean and code-mixed text as
+Catalan (../shared/notes/measured-facts.md), and any per-text Python detector is far too slow for the
+20,000 pairs/s target. Chinese vs English is a question of *script*, so it is answered by counting characters with
+Polars regexes (vectorised, multi-threaded); a statistical detector (lingua) is asked only about Latin-script text
+that a cheap English heuristic can't settle.
+
+How a text is labelled (`zh-Hans`, `zh-Hant`, `en`, `mixed`, `other`):
+
+1. Only the first `max_chars` characters are read. Fenced and inline code, URLs, e-mail addresses, LaTeX math,
+   HTML tags, code-looking lines (`import x`, `def f(`, ...) and identifiers (`pd.read_csv`, `snake_case`) are
+   removed, so code inside a Chinese answer doesn't make it English.
+2. Units are counted: each Han character, each kana / Hangul character, each run of Latin letters (a word) and
+   each run of other letters (Cyrillic, Arabic, ...). A Chinese word is ~1.5 characters, so counting Han
+   characters against English *words* makes the share roughly a share of meaning, and a few Chinese names in
+   English prose stay a small share.
+3. No units left (code only, numbers only, empty) → `other` (method `empty`).
+   Kana + Hangul ≥ `kana_min` of the CJK characters → `other` (Japanese or Korean, not Chinese).
+   Han share ≥ `zh_min` → Chinese; Han share ≥ `mixed_min` → `mixed`; below → not Chinese (step 5).
+4. Simplified vs Traditional: characters are checked against two tables built once from OpenCC itself —
+   characters that OpenCC's s2t changes but t2s keeps (Simplified-only) and the reverse (Traditional-only).
+   When one count is more than twice the other the larger wins; neither present → `neutral_script` (the text
+   reads the same in both scripts); otherwise the text is converted with OpenCC t2s and s2t (phrase-aware) and
+   the conversion that changes fewer characters names the script it already is in (the round trip).
+5. Not Chinese: more non-Latin words than Latin words → `other`. Latin text with ≥ `en_word_share` English
+   function words ("the", "is", "you", ...) among ≥ 3 words → `en` without a detector; 1–3 ASCII-only words
+   ("OK", "Thanks!") → `en` (too short for any detector; English is the prior for ASCII in zh/en data); the rest
+   (accented Latin, long text with few English function words) → lingua restricted to `lingua_languages`:
+   English → `en`, anything else → `other`.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+LABELS = ("zh-Hans", "zh-Hant", "en", "mixed", "other")
+ZH_LABELS = ("zh-Hans", "zh-Hant")
+
+# Regexes are Rust-regex syntax (Polars); no look-around there, hence the explicit alternatives.
+_NOISE = [
+    r"(?s)```.*?```",  # fenced code blocks
+    r"(?s)```.*",  # an unclosed fence (or one cut by max_chars) runs to the end
+    r"`[^`\n]*`",  # inline code
+    r"(?i)(?:https?://|ftp://|www\.)\S+",  # URLs
+    r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+\.[A-Za-z0-9.-]+",  # e-mail addresses
+    r"(?s)\$\$.*?\$\$",  # display math
+    r"\$[^$\n]{1,300}\$",  # inline math
+    r"(?s)\\\[.*?\\\]",
+    r"(?s)\\\(.*?\\\)",
+    r"<[^<>\n]{1,200}>",  # HTML/XML tags
+    # Lines that look like code even without fences (common in scraped data): keyword-led or ending in ; { }
+    r"(?m)^[ \t]*(?:import|from|def|class|return|print|elif|else:|try:|except|#include|public|private|"
+    r"static|var|let|const|function|SELECT|INSERT|>>>|\$ )(?-u:\b)[^\n]*$",
+    r"(?m)^[^\n\p{Han}]*[;{}]\s*$",
+    # identifiers: ASCII words joined by . _ ( [ = : / \ (pd.read_csv(x), snake_case, a=b, 43.2, e.g)
+    r"[A-Za-z0-9_]*(?:[A-Za-z0-9][._(\[=:/\\]+[A-Za-z0-9_]+)+[)\]]*",
+]
+_HAN = r"\p{Han}"
+_KANA_HANGUL = r"[\p{Hiragana}\p{Katakana}\p{Hangul}]"
+_LATIN_WORD = r"\p{Latin}+"
+_OTHER_WORD = r"[\p{L}&&[^\p{Latin}\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]]+"
+_NON_ASCII_LATIN = r"[\p{Latin}&&[^A-Za-z]]"
+# Frequent English function words: they make up ~30-50% of English prose and almost none of other languages'.
+_EN_WORDS = (
+    "the a an and or but of to in on at for with from by about as is are was were be been being it its this that "
+    "these those you your i me my we our they their he she his her not no can could will would should do does did "
+    "what how which who why when where if there have has had so all any some more than then just"
+).split()
+# ASCII word boundaries: Unicode \b defeats the regex DFA and is ~8x slower here.
+_EN_WORD_RE = r"(?i)(?-u:\b)(?:" + "|".join(_EN_WORDS) + r")(?-u:\b)"
+
+# Code-point ranges OpenCC knows (CJK Unified Ideographs, Ext A, Ext B-F); compatibility ideographs excluded
+# because OpenCC normalises them both ways.
+_CJK_RANGES = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0x20000, 0x2A6DF), (0x2A700, 0x2EBEF))
+
+
+@dataclass(frozen=True)
+class Params:
+    """Thresholds of the rules above (the language stage's Config carries the same fields)."""
+
+    max_chars: int = 2000
+    zh_min: float = 0.5
+    mixed_min: float = 0.15
+    kana_min: float = 0.1
+    en_word_share: float = 0.1
+    neutral_script: str = "zh-Hans"
+    lingua_languages: tuple[str, ...] = ("en", "fr", "de", "es", "pt", "it", "nl", "id", "vi", "tr", "pl", "sv")
+
+
+@functools.lru_cache(maxsize=1)
+def script_tables() -> tuple[str, str]:
+    """(Simplified-only, Traditional-only) characters, derived from OpenCC's own character conversions.
+
+    Every CJK code point is converted once in a single call per direction (joined by newlines, which no OpenCC
+    phrase spans); ~0.1 s, cached for the process.
+    """
+    import opencc
+
+    chars = [chr(c) for lo, hi in _CJK_RANGES for c in range(lo, hi + 1)]
+    joined = "\n".join(chars)
+    to_simp = opencc.OpenCC("t2s").convert(joined).split("\n")
+    to_trad = opencc.OpenCC("s2t").convert(joined).split("\n")
+    if not (len(to_simp) == len(to_trad) == len(chars)):  # pragma: no cover - would be an OpenCC change
+        raise RuntimeError("OpenCC changed line structure while converting single characters")
+    simp = "".join(c for c, s, t in zip(chars, to_simp, to_trad) if t != c and s == c)
+    trad = "".join(c for c, s, t in zip(chars, to_simp, to_trad) if s != c and t == c)
+    return simp, trad
+
+
+def _char_class(chars: str) -> str:
+    """A compact regex class for a set of characters (runs of consecutive code points become ranges)."""
+    points = sorted({ord(c) for c in chars})
+    parts: list[str] = []
+    i = 0
+    while i < len(points):
+        j = i
+        while j + 1 < len(points) and points[j + 1] == points[j] + 1:
+            j += 1
+        parts.append(chr(points[i]) if i == j else f"{chr(points[i])}-{chr(points[j])}")
+        i = j + 1
+    return "[" + "".join(parts) + "]"
+
+
+@functools.lru_cache(maxsize=1)
+def _script_classes() -> tuple[str, str]:
+    simp, trad = script_tables()
+    return _char_class(simp), _char_class(trad)
+
+
+def clean_text_expr(text: pl.Expr, max_chars: int) -> pl.Expr:
+    """The part of a text that carries natural language: a prefix with code, URLs, math and tags removed."""
+    out = text.fill_null("").str.head(max_chars)
+    for pattern in _NOISE:
+        out = out.str.replace_all(pattern, " ")
+    return out
+
+
+FEATURES = ("han", "kana", "latin", "otherw", "enw", "accent", "simp", "trad")
+
+
+def feature_exprs(clean: pl.Expr, prefix: str) -> list[pl.Expr]:
+    """Counts the rules work from, one column each (`{prefix}han`, ...), all vectorised regex counts.
+
+    Separate columns rather than one struct: Polars re-evaluates a struct expression for each field read.
+    """
+    simp_class, trad_class = _script_classes()
+    return [
+        clean.str.count_matches(_HAN).alias(prefix + "han"),
+        clean.str.count_matches(_KANA_HANGUL).alias(prefix + "kana"),
+        clean.str.count_matches(_LATIN_WORD).alias(prefix + "latin"),
+        clean.str.count_matches(_OTHER_WORD).alias(prefix + "otherw"),
+        clean.str.count_matches(_EN_WORD_RE).alias(prefix + "enw"),
+        clean.str.contains(_NON_ASCII_LATIN).alias(prefix + "accent"),
+        clean.str.count_matches(simp_class).alias(prefix + "simp"),
+        clean.str.count_matches(trad_class).alias(prefix + "trad"),
+    ]
+
+
+def units_expr(prefix: str) -> pl.Expr:
+    return sum(pl.col(prefix + n) for n in ("han", "kana", "latin", "otherw"))  # type: ignore[return-value]
+
+
+# Pre-labels: final labels, or one of these two markers that a second, per-text pass resolves.
+NEEDS_LINGUA = "?lingua"
+NEEDS_OPENCC = "?opencc"
+
+
+def prelabel_expr(prefix: str, p: Params) -> pl.Expr:
+    """Label from the counts alone; NEEDS_LINGUA / NEEDS_OPENCC where the counts can't decide."""
+    han, kana, latin, otherw, enw, accent, simp, trad = (pl.col(prefix + n) for n in FEATURES)
+    units = units_expr(prefix)
+    han_share = han / pl.when(units > 0).then(units).otherwise(1)
+    cjk = han + kana
+    script = (
+        pl.when((simp == 0) & (trad == 0))
+        .then(pl.lit(p.neutral_script))
+        .when(trad > 2 * simp)
+        .then(pl.lit("zh-Hant"))
+        .when(simp > 2 * trad)
+        .then(pl.lit("zh-Hans"))
+        .otherwise(pl.lit(NEEDS_OPENCC))
+    )
+    return (
+        pl.when(units == 0)
+        .then(pl.lit("other"))
+        .when((kana >= 2) & (kana >= p.kana_min * cjk))
+        .then(pl.lit("other"))
+        .when(han_share >= p.zh_min)
+        .then(script)
+        .when(han_share >= p.mixed_min)
+        .then(pl.lit("mixed"))
+        .when(otherw > latin)
+        .then(pl.lit("other"))
+        .when((latin >= 3) & (enw >= p.en_word_share * latin))
+        .then(pl.lit("en"))
+        .when((latin <= 3) & ~accent)
+        .then(pl.lit("en"))
+        .otherwise(pl.lit(NEEDS_LINGUA))
+    )
+
+
+def method_expr(prefix: str, pre: pl.Expr) -> pl.Expr:
+    """How the label was reached: empty / script / opencc / lingua (for lang_detail and the report)."""
+    return (
+        pl.when(units_expr(prefix) == 0)
+        .then(pl.lit("empty"))
+        .when(pre == NEEDS_LINGUA)
+        .then(pl.lit("lingua"))
+        .when(pre == NEEDS_OPENCC)
+        .then(pl.lit("opencc"))
+        .otherwise(pl.lit("script"))
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def lingua_detector(languages: tuple[str, ...]) -> Any:
+    """A lingua detector for the given ISO 639-1 codes (English always included); built once per process."""
+    from lingua import IsoCode639_1, LanguageDetectorBuilder
+
+    codes = {IsoCode639_1.from_str(c) for c in (*languages, "en")}
+    return LanguageDetectorBuilder.from_iso_codes_639_1(*sorted(codes, key=str)).build()
+
+
+def _lingua_labels(texts: list[str], languages: tuple[str, ...]) -> list[str]:
+    if not texts:
+        return []
+    from lingua import Language
+
+    found = lingua_detector(languages).detect_languages_in_parallel_of(texts)
+    return ["en" if lang == Language.ENGLISH else "other" for lang in found]
+
+
+@functools.lru_cache(maxsize=2)
+def _converter(config: str) -> Any:
+    import opencc
+
+    return opencc.OpenCC(config)
+
+
+def opencc_script(text: str, neutral: str = "zh-Hans") -> str:
+    """Simplified or Traditional by OpenCC round trip: the conversion that changes fewer characters wins."""
+    to_simp = _converter("t2s").convert(text)
+    to_trad = _converter("s2t").convert(text)
+    trad_evidence = sum(a != b for a, b in zip(text, to_simp)) + abs(len(text) - len(to_simp))
+    simp_evidence = sum(a != b for a, b in zip(text, to_trad)) + abs(len(text) - len(to_trad))
+    if trad_evidence == simp_evidence:
+        return neutral
+    return "zh-Hant" if trad_evidence > simp_evidence else "zh-Hans"
+
+
+def resolve(pre: pl.Series, clean: pl.Series, p: Params) -> pl.Series:
+    """Replace the NEEDS_* markers with final labels (lingua / OpenCC on those texts only)."""
+    pre_list = pre.to_list()
+    need_l = [i for i, v in enumerate(pre_list) if v == NEEDS_LINGUA]
+    need_o = [i for i, v in enumerate(pre_list) if v == NEEDS_OPENCC]
+    if not need_l and not need_o:
+        return pre
+    texts = clean.to_list()
+    for i, label in zip(need_l, _lingua_labels([texts[i] for i in need_l], p.lingua_languages)):
+        pre_list[i] = label
+    for i in need_o:
+        pre_list[i] = opencc_script(texts[i], p.neutral_script)
+    return pl.Series(pre.name, pre_list, dtype=pl.String)
+
+
+def resolve_expr(pre: pl.Expr, clean: pl.Expr, p: Params) -> pl.Expr:
+    """`resolve` as an element-wise expression, so a LazyFrame stays lazy and streams."""
+    return pl.struct(pre.alias("pre"), clean.alias("clean")).map_batches(
+        lambda s: resolve(s.struct.field("pre"), s.struct.field("clean"), p),
+        return_dtype=pl.String,
+        is_elementwise=True,
+    )
+
+
+def annotate(frame: pl.LazyFrame, texts: dict[str, pl.Expr], p: Params = Params()) -> pl.LazyFrame:
+    """Add, for each named text expression, `lang_{name}` plus working columns `__{name}_*` (features,
+    `__{name}_by` = method); the caller drops the working columns (`working_columns(frame)`) when done."""
+    lf = frame.with_columns([clean_text_expr(e, p.max_chars).alias(f"__{n}_clean") for n, e in texts.items()])
+    lf = lf.with_columns([f for n in texts for f in feature_exprs(pl.col(f"__{n}_clean"), f"__{n}_")])
+    lf = lf.with_columns([prelabel_expr(f"__{n}_", p).alias(f"__{n}_pre") for n in texts])
+    return lf.with_columns(
+        [resolve_expr(pl.col(f"__{n}_pre"), pl.col(f"__{n}_clean"), p).alias(f"lang_{n}") for n in texts]
+        + [method_expr(f"__{n}_", pl.col(f"__{n}_pre")).alias(f"__{n}_by") for n in texts]
+    )
+
+
+def working_columns(names: list[str]) -> list[str]:
+    return [n for n in names if n.startswith("__")]
+
+
+def detect(texts: list[str | None], p: Params = Params()) -> list[str]:
+    """Labels for a list of Python strings (tests, review helpers)."""
+    frame = pl.LazyFrame({"text": texts}, schema={"text": pl.String})
+    return annotate(frame, {"text": pl.col("text")}, p).collect()["lang_text"].to_list()
+
+
+def family(label: str | None) -> str | None:
+    """zh-Hans / zh-Hant → zh; en → en; others → themselves."""
+    if label is None:
+        return None
+    return "zh" if label in ZH_LABELS else label
+
+
+def explain(text: str, p: Params = Params()) -> dict[str, Any]:
+    """The counts, method and label for one text, for debugging a surprising label."""
+    frame = pl.LazyFrame({"text": [text]}, schema={"text": pl.String})
+    row = annotate(frame, {"t": pl.col("text")}, p).collect().row(0, named=True)
+    return {"lang": row["lang_t"], "by": row["__t_by"], **{n: row[f"__t_{n}"] for n in FEATURES},
+            "clean": row["__t_clean"]}
+
+
+__all__ = ["LABELS", "Params", "annotate", "detect", "explain", "family", "opencc_script", "script_tables"]

@@ -1,0 +1,338 @@
+"""Language stage: label the prompt, both replies and the pair with zh-Hans / zh-Hant / en / mixed / other.
+
+Why: a bilingual chat model's builder must know and choose the zh/en mix (the balance stage does the choosing)
+and must not train on a Chinese question answered in English. Labels come from script counts first
+(curate/langid.py explains the rules and why); lingua is asked only about Latin-script text the counts can't
+settle, and OpenCC round trips settle Simplified vs Traditional when the character tables disagree.
+
+Which text is labelled:
+    lang_prompt    all user turns of `prompt`, joined (the system prompt is left out: system prompts are often
+                   English boilerplate even in Chinese chats, and a last turn like "continue" says little)
+    lang_chosen    `chosen`;  lang_rejected: `rejected`
+
+The pair's `lang` (the rule):
+    1. the prompt's label; if the prompt has no natural-language text at all (code or numbers only), the chosen
+       reply's label;
+    2. `mismatch` when the prompt is Chinese (zh-Hans/zh-Hant) and the chosen reply is English, or the reverse,
+       unless the prompt matches `mismatch_exempt` (translation requests are answered in the other language on
+       purpose) or the chosen reply is shorter than `mismatch_min_units`. `mixed` and `other` never mismatch; the rejected reply is not compared (a wrong-language
+       rejected reply is a useful preference signal). With `mismatch = "reject"` these pairs are rejected
+       (reason `language_mismatch`) instead of being kept with lang = "mismatch".
+
+Config: see `Config` (each field's help). Input columns: prompt, chosen, rejected (system and text columns are
+rewritten only when `convert` is set). Output columns: lang_prompt, lang_chosen, lang_rejected, lang,
+lang_detail (JSON: per text the method — script / opencc / lingua / empty —, Han share and the counts of
+Simplified-only and Traditional-only characters; the original pair_id when converted), script_converted
+(null, "t2s" or "s2t"). Reasons: `language_mismatch`.
+
+Script conversion (`convert = "t2s"` or `"s2t"`): every text of a kept pair that has a text labelled in the
+source script is converted with OpenCC (phrase-aware), its labels are rewritten to the target script, and
+pair_id / prompt_id are recomputed because they hash the text (so dedup, which runs later, sees a Traditional
+copy of a Simplified pair as an exact duplicate). The old pair_id stays in lang_detail.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import polars as pl
+
+from curate import langid
+from curate.schema import PAIR_SCHEMA, id_exprs
+from curate.stage import StageResult, reject
+
+NAME = "language"
+NEEDS = ("prompt", "chosen", "rejected")
+ADDS = ("lang_prompt", "lang_chosen", "lang_rejected", "lang", "lang_detail", "script_converted")
+
+LANGUAGE_MISMATCH = "language_mismatch"
+REASONS = (LANGUAGE_MISMATCH,)
+
+PAIR_LABELS = (*langid.LABELS, "mismatch")
+TEXTS = ("prompt", "chosen", "rejected")
+_P = langid.Params()
+
+DEFAULT_EXEMPT = (
+    r"(?i)翻译|翻譯|译成|譯成|译为|譯為|英译|中译|英譯|中譯|translat|"
+    r"用英文|用英语|用英語|用中文|用汉语|用漢語|in english|in chinese|into english|into chinese"
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    mismatch: Literal["reject", "flag"] = field(
+        default="reject",
+        metadata={"help": "Pairs whose chosen reply is English for a Chinese prompt (or the reverse): 'reject' "
+                  "them (reason language_mismatch) or 'flag' them (kept, lang = 'mismatch')."},
+    )
+    mismatch_exempt: str = field(
+        default=DEFAULT_EXEMPT,
+        metadata={"help": "Regex (Rust syntax) on the prompt; matching prompts never mismatch (translation "
+                  "requests). Empty string: no exemption."},
+    )
+    mismatch_min_units: int = field(
+        default=4,
+        metadata={"help": "A chosen reply shorter than this many units (Han characters + words) never "
+                  "mismatches: 'OK', 'Tom and Ralph' or a number say too little about its language."},
+    )
+    convert: Literal["none", "t2s", "s2t"] = field(
+        default="none",
+        metadata={"help": "Convert script with OpenCC: 't2s' Traditional → Simplified, 's2t' the reverse, for "
+                  "pairs with a text in the source script; recorded in script_converted, ids recomputed."},
+    )
+    max_chars: int = field(
+        default=_P.max_chars, metadata={"help": "Characters read from the start of each text for labelling."}
+    )
+    zh_min: float = field(
+        default=_P.zh_min,
+        metadata={"help": "Han share of units (Han chars + words in other scripts) at or above which a text is "
+                  "Chinese."},
+    )
+    mixed_min: float = field(
+        default=_P.mixed_min,
+        metadata={"help": "Han share at or above which (and below zh_min) a text is 'mixed'; below it the text "
+                  "is not Chinese."},
+    )
+    kana_min: float = field(
+        default=_P.kana_min,
+        metadata={"help": "Share of kana/Hangul among CJK characters from which a text is Japanese/Korean "
+                  "('other')."},
+    )
+    en_word_share: float = field(
+        default=_P.en_word_share,
+        metadata={"help": "Share of English function words among Latin words that labels Latin text 'en' "
+                  "without a detector; below it lingua decides."},
+    )
+    neutral_script: Literal["zh-Hans", "zh-Hant"] = field(
+        default="zh-Hans",
+        metadata={"help": "Label for Chinese text with no script-specific characters (reads the same in both)."},
+    )
+    lingua_languages: tuple[str, ...] = field(
+        default=_P.lingua_languages,
+        metadata={"help": "ISO 639-1 codes lingua chooses among for unsettled Latin-script text (English is "
+                  "always included); anything but English becomes 'other'."},
+    )
+
+    def validate(self) -> None:
+        if not 0.0 < self.mixed_min <= self.zh_min <= 1.0:
+            raise ValueError(f"need 0 < mixed_min <= zh_min <= 1, got mixed_min={self.mixed_min}, "
+                             f"zh_min={self.zh_min}")
+        if self.max_chars < 1:
+            raise ValueError(f"max_chars must be at least 1, got {self.max_chars}")
+        from lingua import IsoCode639_1
+
+        for code in self.lingua_languages:
+            try:
+                IsoCode639_1.from_str(code)
+            except ValueError:
+                raise ValueError(f"lingua_languages: {code!r} is not an ISO 639-1 code lingua knows") from None
+
+    @property
+    def params(self) -> langid.Params:
+        return langid.Params(
+            max_chars=self.max_chars, zh_min=self.zh_min, mixed_min=self.mixed_min, kana_min=self.kana_min,
+            en_word_share=self.en_word_share, neutral_script=self.neutral_script,
+            lingua_languages=tuple(self.lingua_languages),
+        )
+
+
+def prompt_text_expr() -> pl.Expr:
+    """All user turns of the prompt joined by newlines (the text `lang_prompt` describes)."""
+    return (
+        pl.col("prompt")
+        .list.eval(pl.element().filter(pl.element().struct.field("role") == "user").struct.field("content"))
+        .list.join("\n")
+        .fill_null("")
+    )
+
+
+def _family(col: str) -> pl.Expr:
+    c = pl.col(col)
+    return pl.when(c.is_in(list(langid.ZH_LABELS))).then(pl.lit("zh")).otherwise(c)
+
+
+def _detail_expr() -> pl.Expr:
+    parts = []
+    for t in TEXTS:
+        pre = f"__{t}_"
+        units = langid.units_expr(pre)
+        share = (pl.col(pre + "han") / pl.when(units > 0).then(units).otherwise(1)).round(3)
+        parts.append(
+            pl.struct(
+                pl.col(pre + "by").alias("by"),
+                share.alias("han"),
+                pl.col(pre + "simp").alias("simp"),
+                pl.col(pre + "trad").alias("trad"),
+            ).alias(t)
+        )
+    return pl.struct(parts).struct.json_encode()
+
+
+def label(frame: pl.LazyFrame | pl.DataFrame, cfg: Config) -> pl.LazyFrame:
+    """Add the lang_* columns, the pair's `lang` (mismatch included) and working columns (`__*`)."""
+    lf = frame.lazy()
+    lf = langid.annotate(
+        lf, {"prompt": prompt_text_expr(), "chosen": pl.col("chosen"), "rejected": pl.col("rejected")}, cfg.params
+    )
+    fam_p, fam_c = _family("lang_prompt"), _family("lang_chosen")
+    mismatch = (
+        fam_p.is_in(["zh", "en"])
+        & fam_c.is_in(["zh", "en"])
+        & (fam_p != fam_c)
+        & (langid.units_expr("__chosen_") >= cfg.mismatch_min_units)
+    )
+    if cfg.mismatch_exempt:
+        mismatch = mismatch & ~prompt_text_expr().str.contains(cfg.mismatch_exempt)
+    base = pl.when(pl.col("__prompt_by") == "empty").then(pl.col("lang_chosen")).otherwise(pl.col("lang_prompt"))
+    return lf.with_columns(
+        pl.when(mismatch).then(pl.lit("mismatch")).otherwise(base).alias("lang"),
+    )
+
+
+def run(frame: pl.LazyFrame | pl.DataFrame, cfg: Config) -> StageResult:
+    """Label languages; reject or flag mismatched pairs; optionally convert script.
+
+    The labels (and the stats) are computed in one collect over the text columns only; they are joined back to
+    the lazy input by row number, so the wide input still streams through to the runner's Parquet writer.
+    """
+    lf = frame.lazy().with_row_index("__row")
+    labelled = label(lf.select("__row", "source", "prompt", "chosen", "rejected"), cfg)
+    label_cols = ["lang_prompt", "lang_chosen", "lang_rejected", "lang"]
+    labels = labelled.select(
+        "__row", "source", *label_cols, _detail_expr().alias("lang_detail"), *[f"__{t}_by" for t in TEXTS]
+    ).collect()
+    stats = stats_of(labels, cfg)
+    names = [n for n in lf.collect_schema().names() if n != "__row" and n not in ADDS]
+    out_cols = names + list(ADDS)
+    lf = lf.join(
+        labels.select("__row", *label_cols, "lang_detail").lazy(), on="__row", how="left", maintain_order="left"
+    ).with_columns(pl.lit(None, dtype=pl.String).alias("script_converted"))
+    is_mismatch = pl.col("lang") == "mismatch"
+    if cfg.mismatch == "reject":
+        kept = lf.filter(~is_mismatch)
+        rejected = lf.filter(is_mismatch).select(out_cols)
+        detail_text = pl.format("prompt is {}, chosen reply is {}", pl.col("lang_prompt"), pl.col("lang_chosen"))
+        rejects = reject(rejected, NAME, LANGUAGE_MISMATCH, detail_text)
+    else:
+        kept = lf
+        rejects = reject(lf.filter(pl.lit(False)).select(out_cols), NAME, LANGUAGE_MISMATCH, "")
+    if cfg.convert != "none":
+        kept = _convert(kept, cfg.convert)
+        stats["converted"] = int(
+            labels.filter(
+                pl.any_horizontal([pl.col(f"lang_{t}") == _SOURCE_SCRIPT[cfg.convert] for t in TEXTS])
+                & ((pl.col("lang") != "mismatch") | pl.lit(cfg.mismatch == "flag"))
+            ).height
+        )
+    return StageResult(kept.select(out_cols), rejects, stats)
+
+
+_SOURCE_SCRIPT = {"t2s": "zh-Hant", "s2t": "zh-Hans"}
+
+
+def _counts(series: pl.Series, labels: tuple[str, ...]) -> dict[str, int]:
+    vc = dict(series.value_counts().iter_rows())
+    return {k: int(vc.get(k, 0)) for k in labels if vc.get(k, 0)}
+
+
+def stats_of(df: pl.DataFrame, cfg: Config) -> dict[str, Any]:
+    """Label counts per text and per pair, mix per source, methods used, mismatches (conversions added by run)."""
+    by_source: dict[str, dict[str, int]] = {}
+    for (src,), part in df.group_by(["source"]):
+        by_source[str(src)] = _counts(part["lang"], PAIR_LABELS)
+    methods: dict[str, int] = {}
+    for t in TEXTS:
+        for k, v in _counts(df[f"__{t}_by"], ("script", "opencc", "lingua", "empty")).items():
+            methods[k] = methods.get(k, 0) + v
+    return {
+        "rows": df.height,
+        "pairs": _counts(df["lang"], PAIR_LABELS),
+        "prompt": _counts(df["lang_prompt"], langid.LABELS),
+        "chosen": _counts(df["lang_chosen"], langid.LABELS),
+        "rejected": _counts(df["lang_rejected"], langid.LABELS),
+        "by_source": dict(sorted(by_source.items())),
+        "methods": methods,
+        "mismatch": int((df["lang"] == "mismatch").sum()),
+        "mismatch_policy": cfg.mismatch,
+        "converted": 0,
+        "convert": cfg.convert,
+    }
+
+
+@functools.lru_cache(maxsize=2)
+def _opencc(config: str) -> Any:
+    import opencc
+
+    return opencc.OpenCC(config)
+
+
+def _convert_series(s: pl.Series, config: str) -> pl.Series:
+    conv = _opencc(config)
+    return pl.Series(s.name, [None if v is None else conv.convert(v) for v in s.to_list()], dtype=pl.String)
+
+
+def _convert_prompt(s: pl.Series, config: str) -> pl.Series:
+    conv = _opencc(config)
+    out = [
+        None if msgs is None else [{"role": m["role"], "content": None if m["content"] is None
+                                    else conv.convert(m["content"])} for m in msgs]
+        for msgs in s.to_list()
+    ]
+    return pl.Series(s.name, out, dtype=s.dtype)
+
+
+def _convert(lf: pl.LazyFrame, config: str) -> pl.LazyFrame:
+    """Convert every text of pairs that have a text in the source script; relabel; recompute ids.
+
+    The pairs to convert are split off, converted and put back in input order (by `__row`), so OpenCC runs on
+    those rows only.
+    """
+    source = _SOURCE_SCRIPT[config]
+    target = "zh-Hans" if config == "t2s" else "zh-Hant"
+    needs = pl.any_horizontal([pl.col(f"lang_{t}") == source for t in TEXTS])
+
+    def conv(name: str, fn: Any = _convert_series, dtype: Any = pl.String) -> pl.Expr:
+        return pl.col(name).map_batches(lambda s: fn(s, config), return_dtype=dtype, is_elementwise=True)
+
+    todo = lf.filter(needs)
+    done = todo.with_columns(
+        pl.concat_str(pl.col("lang_detail").str.strip_suffix("}"), pl.lit(',"converted_from":"'),
+                      pl.col("pair_id"), pl.lit('"}')).alias("lang_detail"),
+        conv("system"),
+        conv("prompt", _convert_prompt, PAIR_SCHEMA["prompt"]),
+        conv("chosen"),
+        conv("rejected"),
+        *[pl.col(c).replace(source, target) for c in ("lang_prompt", "lang_chosen", "lang_rejected", "lang")],
+        pl.lit(config, dtype=pl.String).alias("script_converted"),
+    ).with_columns(id_exprs())
+    rest = lf.filter(~needs)
+    return pl.concat([rest, done.select(rest.collect_schema().names())]).sort("__row")
+
+
+def html_section(stats: dict[str, Any]) -> str:
+    """Language mix of pairs overall and per source, plus the labels of each text and how they were reached."""
+    from curate import report
+
+    parts = [
+        report.bar_chart({k: float(v) for k, v in stats.get("pairs", {}).items()}, "Pairs by language"),
+        report.stacked_bars(
+            {src: {k: float(v) for k, v in mix.items()} for src, mix in stats.get("by_source", {}).items()},
+            "Language mix per source",
+        ),
+        report.table(
+            [
+                {"text": t, **{lab: stats.get(t, {}).get(lab, 0) for lab in langid.LABELS}}
+                for t in TEXTS
+            ],
+            "Labels per text",
+        ),
+        report.table(
+            [{"mismatched pairs": stats.get("mismatch", 0), "policy": stats.get("mismatch_policy", ""),
+              "converted pairs": stats.get("converted", 0), "convert": stats.get("convert", "none"),
+              **{f"by {k}": v for k, v in stats.get("methods", {}).items()}}],
+            "Mismatches, conversions and methods",
+        ),
+    ]
+    return "\n".join(parts)
