@@ -1,0 +1,318 @@
+"""The review flow against a live embedded Argilla server: push → two annotators answer through the REST API →
+pull → apply; idempotent re-push; an interrupted push resumed; SQLite and PostgreSQL.
+
+The server fixtures (`argilla_server` on SQLite, `argilla_server_pg` on PostgreSQL) come from
+tests/e2e/conftest.py; every test uses its own dataset name, so tests share one server.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from curate.errors import ConfigError, ServiceError
+from curate.review import settings as S
+from curate.review.apply import REASON_REJECTED, ResolvePolicy
+from curate.review.pull import pull
+from curate.review.push import PushOptions, connect, find_dataset, push
+
+pytestmark = pytest.mark.e2e
+
+# What each pair's two annotators answer, in the pair's own terms (unblinded by the test via the mapping).
+# (ann1 answer, ann2 answer); an answer is (vote, problems, corrected) or "draft:<vote>" or None.
+SCENARIO = {
+    "keep": (("chosen", [], None), ("chosen", ["truncated"], None)),
+    "swap": (("rejected", [], None), ("rejected", [], None)),
+    "both bad": (("both_bad", [], None), ("both_bad", [], None)),
+    "unsafe": (("chosen", ["unsafe"], None), ("chosen", [], None)),
+    "correct": (("rejected", [], "polished better reply"), ("rejected", [], None)),
+    "tie": (("tie", [], None), ("tie", [], None)),
+    "split": (("chosen", [], None), ("rejected", [], None)),
+    "draft only": ("draft:both_bad", None),
+    "untouched": (None, None),
+}
+
+
+def _pairs(pairs_factory) -> pl.DataFrame:
+    rows = []
+    for i, name in enumerate(SCENARIO):
+        zh = i % 2 == 1
+        rows.append(
+            {
+                "prompt": f"请解释{name}的意思（第{i}题）" if zh else f"Explain '{name}' (question {i})",
+                "system": "你是一个乐于助人的助手。" if zh else ("You are terse." if i % 3 == 0 else None),
+                "chosen": f"chosen reply {i}",
+                "rejected": f"rejected reply {i}",
+                "chosen_score": 9.0 if i % 2 == 0 else None,
+                "rejected_score": 2.0 if i % 2 == 0 else None,
+                "lang": "zh" if zh else "en",
+                "dup_cluster_size": 1 + i % 3,
+            }
+        )
+    return pairs_factory(rows)
+
+
+def _run_dir(tmp_path: Path, pairs: pl.DataFrame) -> Path:
+    run = tmp_path / "run"
+    run.mkdir()
+    pairs.write_parquet(run / "pairs.parquet")
+    return run
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def _client(info, account):
+    import argilla as rg
+
+    return rg.Argilla(api_url=info.api_url, api_key=account.api_key)
+
+
+def _server_records(conn, dataset) -> list[dict]:
+    resp = conn.client.http_client.get(f"/api/v1/datasets/{dataset.id}/records",
+                                       params={"limit": 1000, "include": ["responses", "suggestions", "vectors"]})
+    resp.raise_for_status()
+    return resp.json()["items"]
+
+
+def _answer(info, run: Path, pairs: pl.DataFrame, conn, dataset) -> None:
+    """Two annotators answer through the REST API as the UI would (A/B, after the blind mapping)."""
+    mapping = pl.read_parquet(run / "review" / "mapping.parquet")
+    a_chosen = dict(zip(mapping["pair_id"], mapping["a_is_chosen"]))
+    server_id = {r["external_id"]: r["id"] for r in _server_records(conn, dataset)}
+    names = list(SCENARIO)
+    ann = {a.username: _client(info, a) for a in info.annotators[:2]}
+    for i, pid in enumerate(pairs["pair_id"]):
+        for user, answer in zip(ann, SCENARIO[names[i]]):
+            if answer is None:
+                continue
+            status = "submitted"
+            if isinstance(answer, str):
+                status, vote = "draft", answer.split(":", 1)[1]
+                problems, corrected = [], None
+            else:
+                vote, problems, corrected = answer
+            if vote == "chosen":
+                better = "a" if a_chosen[pid] else "b"
+            elif vote == "rejected":
+                better = "b" if a_chosen[pid] else "a"
+            else:
+                better = vote
+            values = {S.Q_BETTER: {"value": better}}
+            if problems:
+                values[S.Q_PROBLEMS] = {"value": problems}
+            if corrected:
+                values[S.Q_CORRECTED] = {"value": corrected}
+            values[S.Q_RATING] = {"value": 4}
+            resp = ann[user].http_client.post(f"/api/v1/records/{server_id[pid]}/responses",
+                                              json={"values": values, "status": status})
+            assert resp.status_code == 201, resp.text
+
+
+def _flow(info, tmp_path, pairs_factory, *, vectors: bool) -> None:
+    pairs = _pairs(pairs_factory)
+    run = _run_dir(tmp_path, pairs)
+    name = _name("flow")
+    conn = connect(home=info.home)
+    seen = []
+    result = push(run, conn, PushOptions(dataset=name, min_submitted=2, seed=3, batch_size=4, vectors=vectors),
+                  progress=lambda done, total: seen.append((done, total)))
+    assert result.created_dataset and result.sent == pairs.height and result.already == 0
+    assert seen[0] == (0, 9) and seen[-1] == (9, 9) and len(seen) == 4  # 3 batches of ≤4, plus the start
+    dataset = find_dataset(conn, name)
+
+    # the design: chat prompt + two blind responses, four questions, metadata, distribution
+    st = dataset.settings
+    assert [f.name for f in st.fields] == [S.FIELD_PROMPT, S.FIELD_A, S.FIELD_B]
+    assert [q.name for q in st.questions] == [S.Q_BETTER, S.Q_PROBLEMS, S.Q_RATING, S.Q_CORRECTED]
+    assert {q.name: q.required for q in st.questions} == {S.Q_BETTER: True, S.Q_PROBLEMS: False,
+                                                           S.Q_RATING: False, S.Q_CORRECTED: False}
+    assert st.distribution.min_submitted == 2 and "Response A" in st.guidelines
+    assert {m.name for m in st.metadata} >= {S.META_LANG, S.META_SOURCE, S.META_DUP_SIZE, S.META_MARGIN}
+    assert ([v.name for v in st.vectors] == [S.VECTOR]) is vectors
+
+    records = {r["external_id"]: r for r in _server_records(conn, dataset)}
+    mapping = pl.read_parquet(run / "review" / "mapping.parquet")
+    assert set(records) == set(pairs["pair_id"]) == set(mapping["pair_id"])
+    assert 0 < mapping["a_is_chosen"].sum() < pairs.height  # both orders occur
+    for row in pairs.to_dicts():
+        rec = records[row["pair_id"]]
+        a_chosen = mapping.filter(pl.col("pair_id") == row["pair_id"])["a_is_chosen"].item()
+        assert rec["fields"][S.FIELD_A] == (row["chosen"] if a_chosen else row["rejected"])
+        assert rec["fields"][S.FIELD_B] == (row["rejected"] if a_chosen else row["chosen"])
+        chat = rec["fields"][S.FIELD_PROMPT]
+        assert chat[-1]["content"] == row["prompt"][-1]["content"]
+        assert (chat[0] == {"role": "system", "content": row["system"]}) is (row["system"] is not None)
+        assert rec["metadata"][S.META_LANG] == row["lang"]
+        if row["chosen_score"] is not None:
+            sugg = rec["suggestions"][0]
+            assert sugg["value"] == ("a" if a_chosen else "b") and sugg["agent"] == S.SUGGESTION_AGENT
+            assert rec["metadata"][S.META_MARGIN] == pytest.approx(7.0)
+        else:
+            assert rec["suggestions"] == []
+        if vectors:
+            assert len(rec["vectors"][S.VECTOR]) == 384
+
+    # an annotator sees the records (and nothing that says which reply the source chose)
+    ann1 = _client(info, info.annotators[0])
+    me_ds = ann1.datasets(name=name, workspace=info.workspace)
+    listed = ann1.http_client.post(f"/api/v1/me/datasets/{me_ds.id}/records/search",
+                                   params={"include": ["responses"], "limit": 50}, json={})
+    assert listed.status_code == 200, listed.text
+    payload = json.dumps(listed.json())
+    assert listed.json()["total"] == pairs.height
+    assert "chosen reply" in payload  # the texts are there …
+    assert '"chosen"' not in payload and "a_is_chosen" not in payload  # … but not the label
+
+    _answer(info, run, pairs, conn, dataset)
+    res = pull(run, conn, name)
+    kept = pl.read_parquet(run / "review" / "pairs.parquet")
+    rejects = pl.read_parquet(run / "review" / "rejects.parquet")
+    responses = pl.read_parquet(run / "review" / "responses.parquet")
+    stats = json.loads((run / "review" / "stats.json").read_text())
+    assert kept.height + rejects.height == pairs.height  # conservation
+    by_row = {r["source_row"]: r for r in kept.to_dicts()}
+
+    def find(label: str) -> dict:
+        return by_row[list(SCENARIO).index(label)]
+
+    keep = find("keep")
+    assert (keep["chosen"], keep["review_decision"], keep["review_problems"]) == ("chosen reply 0", "chosen", ["truncated"])
+    swap = find("swap")
+    assert (swap["chosen"], swap["rejected"], swap["review_swapped"]) == ("rejected reply 1", "chosen reply 1", True)
+    fixed = find("correct")
+    assert fixed["chosen"] == "polished better reply" and fixed["review_replaced"] == "rejected reply 4"
+    assert fixed["rejected"] == "chosen reply 4" and fixed["review_corrected"]
+    assert find("tie")["review_decision"] == "tie"
+    assert find("split")["review_decision"] == "disputed" and find("split")["chosen"] == "chosen reply 6"
+    for label in ("draft only", "untouched"):
+        row = find(label)
+        assert row["review_decision"] is None and row["review_votes"] == 0
+    assert sorted(rejects["reason"]) == [REASON_REJECTED, REASON_REJECTED]
+    assert set(rejects["stage"]) == {"review"}
+    details = " | ".join(rejects["detail"])
+    assert "both responses bad (2 of 2 votes)" in details and "flagged unsafe by 1 of 2" in details
+
+    # raw responses: 7 pairs × 2 submitted + 1 draft, with users, statuses, timestamps and raw values
+    assert responses.height == 15
+    assert sorted(set(responses["user"])) == [info.annotators[0].username, info.annotators[1].username]
+    assert responses["status"].value_counts().sort("status").rows() == [("draft", 1), ("submitted", 14)]
+    assert responses["inserted_at"].null_count() == 0 and responses["updated_at"].null_count() == 0
+    assert json.loads(responses["values"][0])[S.Q_BETTER]["value"] in S.BETTER_LABELS
+
+    assert stats["dataset"] == name and stats["api_url"] == info.api_url
+    assert (stats["pairs_in"], stats["kept"], stats["rejected"], stats["reviewed"]) == (9, 7, 2, 7)
+    assert stats["responses"] == {"draft": 1, "submitted": 14}
+    better = stats["agreement"]["better"]
+    assert better["items"] == 7 and better["percent"] == pytest.approx(6 / 7)
+    assert better["alpha"] is not None and 0.5 < better["alpha"] < 1
+    assert stats["agreement"]["problems"]["unsafe"]["percent"] == pytest.approx(6 / 7)
+    users = {u["user"]: u for u in stats["annotators"]}
+    assert users[info.annotators[0].username]["submitted"] == 7 and users[info.annotators[0].username]["draft"] == 1
+    assert res.responses == 15
+
+    # a stricter policy drops the tie and the disputed pair too; the raw answers don't change
+    pull(run, conn, name, ResolvePolicy(tie="drop", disagreement="drop"))
+    rejects = pl.read_parquet(run / "review" / "rejects.parquet")
+    assert rejects.height == 4 and pl.read_parquet(run / "review" / "pairs.parquet").height == 5
+
+
+def test_flow_sqlite(argilla_server, tmp_path, pairs_factory):
+    _flow(argilla_server, tmp_path, pairs_factory, vectors=True)
+
+
+def test_flow_postgresql(argilla_server_pg, tmp_path, pairs_factory):
+    _flow(argilla_server_pg, tmp_path, pairs_factory, vectors=False)
+
+
+def test_repush_is_idempotent_and_adds_only_new_pairs(argilla_server, tmp_path, pairs_factory):
+    pairs = _pairs(pairs_factory)
+    run = _run_dir(tmp_path, pairs.head(5))
+    name = _name("repush")
+    conn = connect(home=argilla_server.home)
+    opts = PushOptions(dataset=name, vectors=False)
+    assert push(run, conn, opts).sent == 5
+    again = push(run, conn, opts)
+    assert (again.sent, again.already, again.created_dataset) == (0, 5, False)
+    pairs.write_parquet(run / "pairs.parquet")  # the run grew: 4 new pairs
+    more = push(run, conn, opts)
+    assert (more.sent, more.already) == (4, 5)
+    ids = [r["external_id"] for r in _server_records(conn, find_dataset(conn, name))]
+    assert sorted(ids) == sorted(pairs["pair_id"]) and len(ids) == len(set(ids))
+    # changing the blind order of records already shown is refused
+    with pytest.raises(ConfigError, match="--seed 0"):
+        push(run, conn, PushOptions(dataset=name, seed=1, vectors=False))
+
+
+class Interrupted(RuntimeError):
+    pass
+
+
+def test_interrupted_push_resumes(argilla_server, tmp_path, pairs_factory):
+    pairs = _pairs(pairs_factory)
+    run = _run_dir(tmp_path, pairs)
+    name = _name("resume")
+    conn = connect(home=argilla_server.home)
+    opts = PushOptions(dataset=name, batch_size=2, vectors=False)
+
+    def die_after_two_batches(done: int, total: int) -> None:
+        if done >= 4:
+            raise Interrupted("simulated Ctrl-C after 2 batches")
+
+    with pytest.raises(Interrupted):
+        push(run, conn, opts, progress=die_after_two_batches)
+    dataset = find_dataset(conn, name)
+    assert len(_server_records(conn, dataset)) == 4
+    resumed = push(run, conn, opts)
+    assert (resumed.already, resumed.sent) == (4, 5)
+    ids = [r["external_id"] for r in _server_records(conn, dataset)]
+    assert sorted(ids) == sorted(pairs["pair_id"])
+
+
+def test_cli_push_remote_status_and_pull(argilla_server, tmp_path, pairs_factory):
+    """The CLI against the server as a *remote* one (--api-url/--api-key), then status and pull via the home."""
+    from curate.cli import main
+
+    pairs = _pairs(pairs_factory)
+    run = _run_dir(tmp_path, pairs)
+    name = _name("cli")
+    runner = CliRunner()
+    owner = argilla_server.owner
+    r = runner.invoke(main, ["review", "push", str(run), "--dataset", name, "--api-url", argilla_server.api_url,
+                             "--api-key", owner.api_key, "--workspace", argilla_server.workspace, "--no-vectors",
+                             "--min-submitted", "2"])
+    assert r.exit_code == 0, r.output
+    assert f"created dataset {name!r}" in r.output and "9 records sent" in r.output
+    r = runner.invoke(main, ["review", "push", str(run), "--dataset", name, "--home", str(argilla_server.home),
+                             "--no-vectors", "--min-submitted", "2"])
+    assert r.exit_code == 0 and "0 records sent, 9 already there" in r.output
+    conn = connect(home=argilla_server.home)
+    _answer(argilla_server, run, pairs, conn, find_dataset(conn, name))
+    r = runner.invoke(main, ["review", "status", str(run), "--home", str(argilla_server.home)])
+    assert r.exit_code == 0, r.output
+    assert argilla_server.annotators[0].username in r.output and "7 of 9 records completed" in r.output
+    r = runner.invoke(main, ["review", "pull", str(run), "--home", str(argilla_server.home), "--only-reviewed",
+                             "--tie", "drop"])
+    assert r.exit_code == 0, r.output
+    assert "9 pairs: 4 kept, 5 rejected" in r.output and "agreement on 'better'" in r.output
+    reasons = pl.read_parquet(run / "review" / "rejects.parquet")["reason"].to_list()
+    assert sorted(reasons) == ["review_pending", "review_pending", "review_rejected", "review_rejected",
+                               "review_rejected"]
+
+
+def test_unreachable_server_is_one_line_error(tmp_path):
+    with pytest.raises(ServiceError, match="can't reach Argilla at http://127.0.0.1:9"):
+        connect(api_url="http://127.0.0.1:9", api_key="nope")
+    with pytest.raises(ConfigError, match="needs --api-key"):
+        connect(api_url="http://127.0.0.1:9", api_key=None)
+
+
+def test_wrong_key_is_one_line_error(argilla_server):
+    with pytest.raises(ServiceError, match="can't reach Argilla"):
+        connect(api_url=argilla_server.api_url, api_key="not-a-key")
