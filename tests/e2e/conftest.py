@@ -1,0 +1,79 @@
+"""Live embedded Argilla servers for the end-to-end tests, started once per test session.
+
+`argilla_server` runs on SQLite under a temporary home; `argilla_server_pg` on the PostgreSQL database named by
+$CURATE_TEST_PG_URL (CI exports it from scripts/ci_services.sh; locally run that script yourself). Both have the
+annotators "ann1" and "ann2". Tests share a server, so each uses its own dataset names.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from curate.review import server
+from curate.review.server import Account, ServerInfo
+
+ANNOTATORS = ("ann1", "ann2")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def client(info: ServerInfo, account: Account | None = None):
+    """An argilla SDK client signed in as `account` (the owner by default)."""
+    import argilla as rg
+
+    account = account or info.owner
+    return rg.Argilla(api_url=info.api_url, api_key=account.api_key, timeout=120)
+
+
+def pg_url() -> str:
+    url = os.environ.get("CURATE_TEST_PG_URL")
+    if not url:
+        pytest.fail(
+            "CURATE_TEST_PG_URL is not set: run `export CURATE_TEST_PG_URL=\"$(bash scripts/ci_services.sh | tail -n1)\"`"
+        )
+    return url
+
+
+def _serve(home: Path, database_url: str | None) -> ServerInfo:
+    return server.start(home, port=free_port(), database_url=database_url, annotators=ANNOTATORS, detach=True)
+
+
+@pytest.fixture(scope="session")
+def argilla_server(tmp_path_factory) -> ServerInfo:
+    home = tmp_path_factory.mktemp("argilla-sqlite")
+    info = _serve(home, None)
+    try:
+        yield info
+    finally:
+        server.stop(home)
+
+
+@pytest.fixture(scope="session")
+def argilla_server_pg(tmp_path_factory) -> ServerInfo:
+    url = pg_url()
+    home = tmp_path_factory.mktemp("argilla-pg")
+    info = _serve(home, url)
+    try:
+        yield info
+    finally:
+        server.stop(home)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_server(request) -> ServerInfo:
+    """Each test using this runs once per database."""
+    return request.getfixturevalue("argilla_server" if request.param == "sqlite" else "argilla_server_pg")
+
+
+@pytest.fixture(name="client")
+def client_fixture():
+    """The `client(info, account)` helper as a fixture."""
+    return client
