@@ -1,0 +1,445 @@
+"""Balance stage: reach a target language mix (e.g. 70% Chinese, 30% English) by downsampling, seeded.
+
+Why: a bilingual chat model's builder chooses the mix instead of inheriting whatever the sources happened to
+hold. Rows are only dropped (never duplicated) unless `upsample = true`.
+
+How, in order:
+1. Groups. Each pair's `lang` (from the language stage) maps to a quota group: zh-Hans and zh-Hant form `zh`
+   unless the target names `zh-Hans` / `zh-Hant` separately; `en` is `en`. `mixed`, `other` and `mismatch`
+   follow their policy: `keep` (kept, outside the quota), `drop` (rejected, reason `balance_language_dropped`)
+   or `count` (a quota group of its own; the target must name it). A quota group the target doesn't name has
+   target 0: all its rows are dropped.
+2. Source caps (`max_per_source`, `source_caps`): a source over its cap loses rows, each language keeping its
+   share within the source.
+3. Quotas. Downsampling: the largest total the target allows is min(rows_g / target_g); each group's quota is
+   that total times its target, rounded by largest remainder (so the achieved mix is within one row of the
+   target), then capped by `max_rows` (counting rows kept outside the quota). If reaching the target would drop
+   more than `max_drop_fraction` of the rows entering the stage, the stage fails and says which mix is
+   reachable within that budget. Upsampling (`upsample = true`): the total is max(rows_g / target_g) (or
+   `max_rows`); groups under their quota get copies of their rows, the rest are downsampled.
+4. Which rows go: within a group, each source keeps its share of the group (largest remainder). Within a
+   source, rows are dropped in this order: members of larger near-duplicate clusters first (`dup_cluster_size`,
+   when the dedup stage ran), then lower score margins (chosen_score - rejected_score, when scores exist; a
+   missing margin counts as the group's median), then a seeded random order. Copies (upsampling) are taken in
+   the reverse order: smallest clusters, widest margins first.
+
+Config: see `Config`. Input columns: lang, source (+ dup_cluster_size, chosen_score, rejected_score when
+present). Output columns: balance_copy_of (null for original rows; for a copy, the pair_id of the row it
+copies — copies get a fresh pair_id derived from the original's and the copy number, so ids stay unique).
+Reasons: `balance_downsampled` (detail names the quota or cap that dropped the row), `balance_language_dropped`.
+
+Conservation with upsampling: rows out = rows kept + rows rejected − copies; `stats["copies"]` says how many.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import polars as pl
+
+from curate.errors import ConfigError, InputError
+from curate.stage import StageResult, no_rejects, reject
+
+NAME = "balance"
+NEEDS = ("lang", "source")
+ADDS = ("balance_copy_of",)
+
+BALANCE_DOWNSAMPLED = "balance_downsampled"
+BALANCE_LANGUAGE_DROPPED = "balance_language_dropped"
+REASONS = (BALANCE_DOWNSAMPLED, BALANCE_LANGUAGE_DROPPED)
+
+Policy = Literal["keep", "drop", "count"]
+_QUOTA_KEYS = ("zh", "zh-Hans", "zh-Hant", "en", "mixed", "other", "mismatch")
+_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class Config:
+    target: dict[str, float] = field(
+        default_factory=lambda: {"zh": 0.5, "en": 0.5},
+        metadata={"help": "Target share per language group, summing to 1: zh (zh-Hans + zh-Hant) or zh-Hans and "
+                  "zh-Hant separately, en, and mixed/other/mismatch when their policy is 'count'."},
+    )
+    mixed: Policy = field(
+        default="keep",
+        metadata={"help": "Pairs labelled mixed: 'keep' (outside the quota), 'drop', or 'count' as a group."},
+    )
+    other: Policy = field(default="keep", metadata={"help": "Pairs labelled other: keep / drop / count."})
+    mismatch: Policy = field(
+        default="drop", metadata={"help": "Pairs flagged mismatch by the language stage: keep / drop / count."}
+    )
+    upsample: bool = field(
+        default=False,
+        metadata={"help": "Reach the target by copying rows of under-represented groups instead of dropping "
+                  "(copies are marked in balance_copy_of and get fresh pair ids)."},
+    )
+    max_rows: int | None = field(
+        default=None, metadata={"help": "At most this many pairs leave the stage (quota rows + rows kept outside)."}
+    )
+    max_per_source: int | None = field(
+        default=None, metadata={"help": "At most this many pairs from any one source (applied before the quota)."}
+    )
+    source_caps: dict[str, int] = field(
+        default_factory=dict,
+        metadata={"help": "Per-source caps, e.g. { \"data/big.jsonl\" = 1000 }; override max_per_source."},
+    )
+    max_drop_fraction: float = field(
+        default=0.5,
+        metadata={"help": "Fail (saying which mix is reachable) when reaching the target would drop more than "
+                  "this share of the rows entering the stage."},
+    )
+    prefer_drop_duplicates: bool = field(
+        default=True, metadata={"help": "Drop members of larger near-duplicate clusters first (dup_cluster_size)."}
+    )
+    prefer_drop_low_margin: bool = field(
+        default=True, metadata={"help": "Then drop pairs with a lower chosen_score - rejected_score first."}
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of the random order among otherwise equal rows."})
+
+    def validate(self) -> None:
+        if not self.target:
+            raise ValueError("target is empty; e.g. target = { zh = 0.7, en = 0.3 }")
+        for key, share in self.target.items():
+            if key not in _QUOTA_KEYS:
+                raise ValueError(f"target: unknown group {key!r} (known: {', '.join(_QUOTA_KEYS)})")
+            if share < 0:
+                raise ValueError(f"target.{key}: share must be >= 0, got {share}")
+        if "zh" in self.target and ("zh-Hans" in self.target or "zh-Hant" in self.target):
+            raise ValueError("target: name either zh or zh-Hans/zh-Hant, not both")
+        total = sum(self.target.values())
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"target shares must sum to 1, they sum to {total:g}")
+        for name in ("mixed", "other", "mismatch"):
+            policy = getattr(self, name)
+            if policy == "count" and name not in self.target:
+                raise ValueError(f"{name} = 'count' needs a share for {name!r} in target")
+            if policy != "count" and name in self.target:
+                raise ValueError(f"target names {name!r} but {name} = {policy!r}; set {name} = 'count'")
+        if not 0.0 <= self.max_drop_fraction <= 1.0:
+            raise ValueError(f"max_drop_fraction must be within [0, 1], got {self.max_drop_fraction}")
+        for name in ("max_rows", "max_per_source"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        for src, cap in self.source_caps.items():
+            if cap < 0:
+                raise ValueError(f"source_caps.{src}: must be >= 0, got {cap}")
+
+
+def group_of(lang: str | None, cfg: Config) -> str | None:
+    """Quota group of a pair label; None = kept outside the quota; "" = dropped by policy."""
+    if lang in ("zh-Hans", "zh-Hant"):
+        return lang if ("zh-Hans" in cfg.target or "zh-Hant" in cfg.target) else "zh"
+    if lang == "en":
+        return "en"
+    policy = getattr(cfg, lang, "keep") if lang in ("mixed", "other", "mismatch") else "keep"
+    if policy == "count":
+        return lang
+    return "" if policy == "drop" else None
+
+
+def _largest_remainder(total: int, weights: dict[str, float], caps: dict[str, int] | None = None) -> dict[str, int]:
+    """Split integer `total` in proportion to `weights` (largest remainder; ties by key), honouring caps.
+
+    Hand-written because no installed library apportions with caps; it is ~20 lines.
+    """
+    keys = sorted(weights)
+    wsum = sum(weights[k] for k in keys)
+    if total <= 0 or wsum <= 0:
+        return {k: 0 for k in keys}
+    exact = {k: total * weights[k] / wsum for k in keys}
+    out = {k: int(math.floor(exact[k] + _EPS)) for k in keys}
+    if caps:
+        out = {k: min(out[k], caps[k]) for k in keys}
+    left = total - sum(out.values())
+    order = sorted(keys, key=lambda k: (-(exact[k] - math.floor(exact[k] + _EPS)), k))
+    while left > 0:
+        progressed = False
+        for k in order:
+            if left == 0:
+                break
+            if caps is None or out[k] < caps[k]:
+                out[k] += 1
+                left -= 1
+                progressed = True
+        if not progressed:
+            break
+    return out
+
+
+def _fmt_mix(mix: dict[str, float]) -> str:
+    return " / ".join(f"{k} {v:.2f}" for k, v in mix.items())
+
+
+def _quota_total(counts: dict[str, int], target: dict[str, float], upsample: bool) -> float:
+    """Largest total (downsampling) or smallest total without drops (upsampling) that meets the target."""
+    ratios = [counts.get(g, 0) / t for g, t in target.items() if t > 0]
+    if not ratios:
+        return 0.0
+    return max(ratios) if upsample else min(ratios)
+
+
+def _drops_for(mix: dict[str, float], counts: dict[str, int]) -> int:
+    total = _quota_total(counts, mix, upsample=False)
+    quota = _largest_remainder(int(math.floor(total + _EPS)), mix, caps=counts)
+    return sum(counts.values()) - sum(quota.values())
+
+
+def reachable_mix(counts: dict[str, int], target: dict[str, float], budget: int) -> dict[str, float]:
+    """The mix closest to `target` on the line from the current mix that drops at most `budget` rows."""
+    n = sum(counts.values())
+    keys = sorted(set(counts) | set(target))
+    current = {k: counts.get(k, 0) / n if n else 0.0 for k in keys}
+    goal = {k: target.get(k, 0.0) for k in keys}
+
+    def mix_at(lam: float) -> dict[str, float]:
+        return {k: (1 - lam) * current[k] + lam * goal[k] for k in keys}
+
+    lo, hi = 0.0, 1.0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if _drops_for(mix_at(mid), {k: counts.get(k, 0) for k in keys}) <= budget:
+            lo = mid
+        else:
+            hi = mid
+    return mix_at(lo)
+
+
+def _priority(df: pl.DataFrame, cfg: Config) -> pl.DataFrame:
+    """Add `__drop_rank`: 0 = dropped first. Larger clusters, lower margins, then seeded random order."""
+    import numpy as np
+
+    rng = np.random.default_rng(cfg.seed)
+    keys: list[pl.Expr] = []
+    desc: list[bool] = []
+    df = df.with_columns(pl.Series("__rand", rng.random(df.height)))
+    if cfg.prefer_drop_duplicates and "dup_cluster_size" in df.columns:
+        keys.append(pl.col("dup_cluster_size").fill_null(1))
+        desc.append(True)
+    if cfg.prefer_drop_low_margin and {"chosen_score", "rejected_score"} <= set(df.columns):
+        margin = pl.col("chosen_score") - pl.col("rejected_score")
+        df = df.with_columns(margin.fill_null(margin.median().over("__group")).fill_null(0.0).alias("__margin"))
+        keys.append(pl.col("__margin"))
+        desc.append(False)
+    keys += [pl.col("__rand"), pl.col("__row")]
+    desc += [False, False]
+    return df.sort(keys, descending=desc).with_columns(
+        pl.int_range(pl.len()).over("__group", "source").alias("__drop_rank")
+    )
+
+
+def _select(part: pl.DataFrame, keep: int) -> tuple[list[int], list[int]]:
+    """Rows (by __row) kept and dropped from one (group, source) part, sorted by drop rank."""
+    ordered = part.sort("__drop_rank")["__row"].to_list()
+    n_drop = len(ordered) - keep
+    return ordered[n_drop:], ordered[:n_drop]
+
+
+def plan(df: pl.DataFrame, cfg: Config) -> tuple[pl.DataFrame, list[tuple[int, int]], dict[str, Any]]:
+    """Decide per row: (`__row`, reason or null, detail) for rejected rows, copies to make, and stats."""
+    if "lang" not in df.columns:
+        raise InputError("balance: the input has no `lang` column; run the language stage before balance")
+    groups = [group_of(v, cfg) for v in df["lang"].to_list()]
+    df = df.with_columns(pl.Series("__group", groups, dtype=pl.String))
+    rows_in = df.height
+    decisions: dict[int, tuple[str, str]] = {}
+
+    # 1. policy drops
+    for r, lang in df.filter(pl.col("__group") == "").select("__row", "lang").iter_rows():
+        decisions[r] = (BALANCE_LANGUAGE_DROPPED, f"lang {lang} dropped by [balance] {lang} = 'drop'")
+    live = df.filter(pl.col("__group") != "" if True else True)
+    live = df.filter(pl.col("__group").is_null() | (pl.col("__group") != ""))
+    live = _priority(live, cfg)
+
+    # 2. source caps (each language keeps its share within the source)
+    cap_drops = 0
+    caps = {}
+    for (src,), part in live.group_by(["source"]):
+        cap = cfg.source_caps.get(str(src), cfg.max_per_source)
+        if cap is None or part.height <= cap:
+            continue
+        caps[str(src)] = cap
+        sizes = dict(part.group_by("lang").len().iter_rows())
+        keep = _largest_remainder(cap, {str(k): float(v) for k, v in sizes.items()}, caps={str(k): v for k, v in sizes.items()})
+        for (lang,), sub in part.group_by(["lang"]):
+            _, dropped = _select(sub, keep[str(lang)])
+            for r in dropped:
+                decisions[r] = (BALANCE_DOWNSAMPLED, f"source cap: {src} capped at {cap} of {part.height} pairs")
+            cap_drops += len(dropped)
+    live = live.filter(~pl.col("__row").is_in(list(decisions)))
+
+    # 3. quotas
+    quota_rows = live.filter(pl.col("__group").is_not_null())
+    outside = live.height - quota_rows.height
+    counts = {str(k): int(v) for k, v in quota_rows.group_by("__group").len().iter_rows()}
+    target = {g: cfg.target.get(g, 0.0) for g in sorted(set(counts) | set(cfg.target))}
+    n_quota = sum(counts.values())
+    total = _quota_total(counts, target, cfg.upsample)
+    if not cfg.upsample:
+        drop_needed = n_quota - sum(
+            _largest_remainder(int(math.floor(total + _EPS)), target, caps={g: counts.get(g, 0) for g in target}).values()
+        )
+        budget = int(math.floor(cfg.max_drop_fraction * rows_in + _EPS))
+        if drop_needed > budget:
+            have = {g: counts.get(g, 0) / n_quota for g in target} if n_quota else {}
+            reach = reachable_mix(counts, target, budget)
+            raise ConfigError(
+                f"balance: reaching target {_fmt_mix(target)} would drop {drop_needed} of {rows_in} pairs "
+                f"({drop_needed / max(rows_in, 1):.0%}, max_drop_fraction {cfg.max_drop_fraction:g}); the data is "
+                f"{_fmt_mix(have)}; reachable within that budget: {_fmt_mix(reach)} "
+                f"(or raise max_drop_fraction, or set upsample = true)"
+            )
+    if cfg.max_rows is not None:
+        if outside > cfg.max_rows:
+            raise ConfigError(
+                f"balance: max_rows {cfg.max_rows} is below the {outside} pairs kept outside the quota "
+                f"(mixed/other/mismatch = 'keep'); set those to 'drop' or 'count', or raise max_rows"
+            )
+        total = min(total, float(cfg.max_rows - outside))
+    total_int = int(math.floor(total + _EPS))
+    quota = _largest_remainder(total_int, target, caps=None if cfg.upsample else {g: counts.get(g, 0) for g in target})
+
+    copies: list[tuple[int, int]] = []
+    for g in sorted(counts):
+        part = quota_rows.filter(pl.col("__group") == g)
+        q, n = quota.get(g, 0), counts[g]
+        sources = dict(part.group_by("source").len().iter_rows())
+        src_w = {str(k): float(v) for k, v in sources.items()}
+        if q <= n:
+            keep = _largest_remainder(q, src_w, caps={str(k): int(v) for k, v in sources.items()})
+            for (src,), sub in part.group_by(["source"]):
+                _, dropped = _select(sub, keep[str(src)])
+                for r in dropped:
+                    decisions[r] = (
+                        BALANCE_DOWNSAMPLED,
+                        f"quota {g}: kept {q} of {n} (target {target.get(g, 0.0):.2f}); "
+                        f"source {src}: kept {keep[str(src)]} of {sub.height}",
+                    )
+        else:
+            extra = _largest_remainder(q - n, src_w)
+            for (src,), sub in part.group_by(["source"]):
+                best_first = list(reversed(sub.sort("__drop_rank")["__row"].to_list()))
+                for i in range(extra[str(src)]):
+                    copies.append((best_first[i % len(best_first)], i // len(best_first) + 1))
+    copies.sort()
+
+    kept_lang = df.filter(~pl.col("__row").is_in(list(decisions)))
+    copy_langs = dict(df.select("__row", "lang").iter_rows())
+    stats = {
+        "rows_in": rows_in,
+        "target": target,
+        "policies": {"mixed": cfg.mixed, "other": cfg.other, "mismatch": cfg.mismatch},
+        "groups": {g: {"rows": counts.get(g, 0), "quota": quota.get(g, 0), "target": target[g]} for g in target},
+        "outside_quota": outside,
+        "dropped": {
+            "language_policy": sum(1 for v in decisions.values() if v[0] == BALANCE_LANGUAGE_DROPPED),
+            "source_caps": cap_drops,
+            "quota": sum(1 for v in decisions.values() if v[1].startswith("quota")),
+        },
+        "source_caps": caps,
+        "copies": len(copies),
+        "before": _mix(df),
+        "after": _mix(kept_lang, extra=[(copy_langs[r], src) for r, src in
+                                        _copy_sources(df, copies)]),
+    }
+    rejected = pl.DataFrame(
+        {"__row": list(decisions), "reason": [v[0] for v in decisions.values()],
+         "detail": [v[1] for v in decisions.values()]},
+        schema={"__row": pl.UInt32, "reason": pl.String, "detail": pl.String},
+    ).sort("__row")
+    return rejected, copies, stats
+
+
+def _copy_sources(df: pl.DataFrame, copies: list[tuple[int, int]]) -> list[tuple[int, str]]:
+    src = dict(df.select("__row", "source").iter_rows())
+    return [(r, src[r]) for r, _ in copies]
+
+
+def _mix(df: pl.DataFrame, extra: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+    """Pairs per language label, overall and per source."""
+    frame = df.select(pl.col("lang").fill_null("none"), pl.col("source").cast(pl.String).fill_null("none"))
+    if extra:
+        frame = pl.concat([frame, pl.DataFrame(extra, schema=["lang", "source"], orient="row")])
+    overall = {str(k): int(v) for k, v in frame.group_by("lang").len().sort("lang").iter_rows()}
+    by_source: dict[str, dict[str, int]] = {}
+    for src, lang, n in frame.group_by("source", "lang").len().sort("source", "lang").iter_rows():
+        by_source.setdefault(str(src), {})[str(lang)] = int(n)
+    return {"overall": overall, "by_source": by_source}
+
+
+def _copy_id(pair_id: str | None, k: int) -> str:
+    return hashlib.sha256(f"{pair_id}\x1fcopy{k}".encode()).hexdigest()[:16]
+
+
+def run(frame: pl.LazyFrame | pl.DataFrame, cfg: Config) -> StageResult:
+    """Collect only the columns the decision needs, decide, and join the decisions back lazily."""
+    lf = frame.lazy().with_row_index("__row")
+    names = lf.collect_schema().names()
+    missing = [c for c in NEEDS if c not in names]
+    if missing:
+        raise InputError(f"balance: the input lacks column {missing[0]!r}; run the language stage before balance")
+    wanted = ["__row", "lang", "source"] + [
+        c for c in ("dup_cluster_size", "chosen_score", "rejected_score") if c in names
+    ]
+    small = lf.select(wanted).collect()
+    rejected, copies, stats = plan(small, cfg)
+    out_cols = [n for n in names if n != "__row" and n not in ADDS] + list(ADDS)
+    base = lf.with_columns(pl.lit(None, dtype=pl.String).alias("balance_copy_of"))
+    kept = base.join(rejected.lazy().select("__row"), on="__row", how="anti", maintain_order="left")
+    if copies:
+        plan_df = pl.DataFrame(
+            {"__row": [r for r, _ in copies], "__copy": [k for _, k in copies], "__order": range(len(copies))},
+            schema={"__row": pl.UInt32, "__copy": pl.Int64, "__order": pl.Int64},
+        )
+        dup = (
+            base.join(plan_df.lazy(), on="__row", how="inner")
+            .sort("__order")
+            .with_columns(
+                pl.col("pair_id").alias("balance_copy_of"),
+                pl.struct("pair_id", "__copy")
+                .map_batches(
+                    lambda s: pl.Series(
+                        [_copy_id(p, k) for p, k in zip(s.struct.field("pair_id"), s.struct.field("__copy"))],
+                        dtype=pl.String,
+                    ),
+                    return_dtype=pl.String,
+                )
+                .alias("pair_id"),
+            )
+        )
+        kept = pl.concat([kept.select(out_cols), dup.select(out_cols)])
+    rej = base.join(rejected.lazy(), on="__row", how="inner", maintain_order="left")
+    rejects = reject(rej, NAME, pl.col("reason"), pl.col("detail")).select(
+        out_cols + ["stage", "reason", "detail"]
+    )
+    if rejected.height == 0:
+        rejects = no_rejects(base.select(out_cols))
+    return StageResult(kept.select(out_cols), rejects, stats)
+
+
+def html_section(stats: dict[str, Any]) -> str:
+    """The language mix before and after balancing, overall and per source, and the quota per group."""
+    from curate import report
+
+    before, after = stats.get("before", {}), stats.get("after", {})
+    f = lambda d: {k: float(v) for k, v in d.items()}  # noqa: E731
+    per_source = {}
+    for src in sorted(set(before.get("by_source", {})) | set(after.get("by_source", {}))):
+        per_source[f"{src} (before)"] = f(before.get("by_source", {}).get(src, {}))
+        per_source[f"{src} (after)"] = f(after.get("by_source", {}).get(src, {}))
+    return "\n".join(
+        [
+            report.stacked_bars(
+                {"before": f(before.get("overall", {})), "after": f(after.get("overall", {}))},
+                "Language mix before and after balancing",
+            ),
+            report.stacked_bars(per_source, "Language mix per source, before and after"),
+            report.table(
+                [{"group": g, **v} for g, v in stats.get("groups", {}).items()], "Quota per language group"
+            ),
+            report.table([{**stats.get("dropped", {}), "copies": stats.get("copies", 0)}], "Rows dropped, by cause"),
+        ]
+    )
