@@ -38,7 +38,7 @@ Turn = dict[str, str]
 
 
 def text_of(value: Any, where: str) -> str:
-    """A message content as one string: a str, or a list of typed text parts ([{type: text, text|value}])."""
+    """A message content as one string: a str, or a list of typed text parts ([{type: text, text|value}]), joined."""
     if isinstance(value, str):
         return value
     if value is None:
@@ -56,7 +56,7 @@ def text_of(value: Any, where: str) -> str:
             if kind not in ("text", "input_text", "output_text") or not isinstance(text, str):
                 raise RowError(NON_STRING_CONTENT, f"{where} part {i} is a {kind!r} part, not text")
             texts.append(text)
-        return "\n".join(texts)
+        return "".join(texts)  # chat templates concatenate text parts with no separator
     raise RowError(NON_STRING_CONTENT, f"{where} is {type(value).__name__}, not a string")
 
 

@@ -140,6 +140,7 @@ def _check_head(src: Source, head: bytes, size: int) -> None:
 def raw_text(value: str | bytes) -> str:
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
+    value = value.rstrip("\r\n")
     return value if len(value) <= RAW_LIMIT else value[:RAW_LIMIT] + "…"
 
 
@@ -247,8 +248,8 @@ def _json(src: Source) -> Iterator[list[Record]]:
         for j, row in enumerate(rows[i : i + BATCH_ROWS], start=i):
             if lenient and has_surrogate(row):
                 dumped = json.dumps(row, ensure_ascii=False)
-                batch.append((j, None, (INVALID_UTF8, f"row {j}: holds bytes that are not valid UTF-8", raw_text(
-                    dumped.encode("utf-8", "replace")))))
+                raw = raw_text(dumped.encode("utf-8", "surrogateescape"))
+                batch.append((j, None, (INVALID_UTF8, f"row {j}: holds bytes that are not valid UTF-8", raw)))
             else:
                 batch.append((j, row, None))
         yield batch

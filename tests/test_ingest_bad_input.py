@@ -1,0 +1,181 @@
+"""Bad input: per-row problems become rejects with reasons; whole-file problems are one-line InputErrors that
+name the file. Never a traceback of another kind."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from curate.errors import CurateError, InputError
+from curate.ingest import ingest
+from tests.ingest_helpers import GOOD, read_out, write_jsonl
+
+
+def one_line_error(path: Path, out: Path, fragment: str, inputs: list | None = None) -> str:
+    with pytest.raises(InputError) as e:
+        ingest(inputs or [path], out)
+    msg = str(e.value)
+    assert isinstance(e.value, CurateError)
+    assert "\n" not in msg and str(path) in msg and fragment in msg, msg
+    assert not (out / "pairs.parquet").exists()
+    return msg
+
+
+def test_truncated_last_json_line(tmp_path: Path) -> None:
+    p = tmp_path / "t.jsonl"
+    p.write_text(json.dumps(GOOD) + "\n" + json.dumps(GOOD)[:20])  # no newline, cut mid-string
+    report = ingest([p], tmp_path / "out")
+    pairs, rejects, _ = read_out(tmp_path / "out")
+    assert (report["kept_rows"], report["rejects_by_reason"]) == (1, {"malformed_json": 1})
+    assert rejects["meta"][0] == json.dumps(GOOD)[:20]
+
+
+def test_wrong_types(tmp_path: Path) -> None:
+    p = write_jsonl(tmp_path / "w.jsonl", [
+        GOOD,
+        {"prompt": ["not", "messages"], "chosen": "a", "rejected": "b"},  # list of strings where text is expected
+        {"prompt": "q", "chosen": None, "rejected": "b"},
+        {"prompt": "q", "chosen": {"text": "a"}, "rejected": "b"},
+        {"prompt": 3.5, "chosen": "a", "rejected": "b"},
+        {"prompt": "q", "chosen": "a", "rejected": "b", "system": 7},
+        {"prompt": "q", "chosen": "a", "rejected": "b", "chosen_score": True},
+    ])
+    report = ingest([p], tmp_path / "out")
+    _, rejects, _ = read_out(tmp_path / "out")
+    assert report["kept_rows"] == 1
+    assert rejects.sort("source_row")["reason"].to_list() == [
+        "non_string_content", "missing_field", "missing_field", "non_string_content", "non_string_content", "bad_score"]
+
+
+def test_wrong_types_in_messages(tmp_path: Path) -> None:
+    m = lambda r, c: {"role": r, "content": c}  # noqa: E731
+    p = write_jsonl(tmp_path / "m.jsonl", [
+        {"prompt": [m("user", "q")], "chosen": [m("assistant", "a")], "rejected": [m("assistant", "b")]},
+        {"prompt": [m("user", 5)], "chosen": [m("assistant", "a")], "rejected": [m("assistant", "b")]},
+        {"prompt": ["q"], "chosen": [m("assistant", "a")], "rejected": [m("assistant", "b")]},
+        {"prompt": [m("user", [{"type": "image_url", "image_url": "x"}])], "chosen": [m("assistant", "a")],
+         "rejected": [m("assistant", "b")]},
+        {"prompt": [m("user", "q")], "chosen": [m("user", "a")], "rejected": [m("assistant", "b")]},
+        {"prompt": [m("user", "q")], "chosen": [], "rejected": [m("assistant", "b")]},
+        {"prompt": [{"content": "q"}], "chosen": [m("assistant", "a")], "rejected": [m("assistant", "b")]},
+    ])
+    report = ingest([p], tmp_path / "out")
+    _, rejects, _ = read_out(tmp_path / "out")
+    assert report["kept_rows"] == 1
+    assert rejects.sort("source_row")["reason"].to_list() == [
+        "non_string_content", "wrong_type", "non_string_content", "roles_out_of_order", "empty_field", "missing_field"]
+
+
+@pytest.mark.parametrize("name,content", [("e.jsonl", b""), ("w.jsonl", b"\n  \n"), ("e.json", b""),
+                                          ("e.csv", b""), ("e.parquet", b""), ("a.json", b"[]")])
+def test_empty_file(tmp_path: Path, name: str, content: bytes) -> None:
+    p = tmp_path / name
+    p.write_bytes(content)
+    one_line_error(p, tmp_path / "out", "empty")
+
+
+def test_empty_parquet_and_header_only_csv(tmp_path: Path) -> None:
+    p = tmp_path / "e.parquet"
+    pq.write_table(pa.table({"prompt": pa.array([], pa.string())}), p)
+    one_line_error(p, tmp_path / "out", "no rows")
+    c = tmp_path / "h.csv"
+    c.write_text("prompt,chosen,rejected\n")
+    one_line_error(c, tmp_path / "out", "no rows")
+
+
+@pytest.mark.parametrize("name", ["b.jsonl", "b.json", "b.csv", "b.parquet"])
+def test_binary_file(tmp_path: Path, name: str) -> None:
+    p = tmp_path / name
+    p.write_bytes(bytes(range(256)) * 40)
+    one_line_error(p, tmp_path / "out", "binary" if not name.endswith(".parquet") else "not a Parquet file")
+
+
+def test_corrupt_parquet_and_utf16(tmp_path: Path) -> None:
+    p = tmp_path / "c.parquet"
+    p.write_bytes(b"PAR1" + b"garbage" * 10)
+    one_line_error(p, tmp_path / "out", "not a readable Parquet file")
+    u = tmp_path / "u.jsonl"
+    u.write_bytes(json.dumps(GOOD).encode("utf-16"))
+    one_line_error(u, tmp_path / "out", "UTF-16")
+
+
+def test_text_that_is_not_json(tmp_path: Path) -> None:
+    p = tmp_path / "notes.jsonl"
+    p.write_text("hello\nworld\n")
+    one_line_error(p, tmp_path / "out", "no row is a JSON object")
+    a = tmp_path / "trunc.json"
+    a.write_text("[" + json.dumps(GOOD) + ", {\"prompt\": ")
+    one_line_error(a, tmp_path / "out", "not valid JSON")
+
+
+def test_ten_megabyte_field(tmp_path: Path) -> None:
+    big = "长" * (10 * 1024 * 1024 // 3) + "end"  # ~10 MB of UTF-8
+    p = write_jsonl(tmp_path / "big.jsonl", [GOOD, {"prompt": "q", "chosen": big, "rejected": "b"}, GOOD])
+    c = tmp_path / "big.csv"
+    c.write_text(f'prompt,chosen,rejected\nq,"{big}",b\n', encoding="utf-8")
+    report = ingest([p, c], tmp_path / "out")
+    pairs, _, _ = read_out(tmp_path / "out")
+    assert report["kept_rows"] == 4
+    assert pairs.filter(pl.col("chosen").str.len_bytes() > 10_000_000).height == 2  # kept whole: clean limits it
+    # a rejected huge row keeps only ~2 KB of it in meta
+    q = write_jsonl(tmp_path / "bigbad.jsonl", [GOOD, {"prompt": "q", "chosen": big, "rejected": big}])
+    ingest([q], tmp_path / "out2")
+    _, rejects, _ = read_out(tmp_path / "out2")
+    assert rejects["reason"].to_list() == ["identical_responses"] and len(rejects["meta"][0]) <= 2049
+
+
+def test_invalid_utf8(tmp_path: Path) -> None:
+    p = tmp_path / "u.jsonl"
+    p.write_bytes(json.dumps(GOOD).encode() + b"\n" + b'{"prompt": "\xc3\x28", "chosen": "a", "rejected": "b"}\n'
+                  + b'{"prompt": "\\ud800", "chosen": "a", "rejected": "b"}\n')
+    a = tmp_path / "u.json"
+    a.write_bytes(b"[" + json.dumps(GOOD).encode() + b', {"prompt": "\xff", "chosen": "a", "rejected": "b"}]')
+    c = tmp_path / "u.csv"
+    c.write_bytes(b"prompt,chosen,rejected\nq,a,b\n\xffq,a,b\n")
+    report = ingest([p, a, c], tmp_path / "out")
+    _, rejects, _ = read_out(tmp_path / "out")
+    assert report["kept_rows"] == 3 and report["rejects_by_reason"] == {"invalid_utf8": 4}
+    assert all("\ufffd" in m or "\\ud800" in m for m in rejects["meta"].to_list())
+
+
+def test_bom(tmp_path: Path) -> None:
+    bom = b"\xef\xbb\xbf"
+    p = tmp_path / "b.jsonl"
+    p.write_bytes(bom + json.dumps(GOOD).encode() + b"\n" + bom + json.dumps(GOOD).encode() + b"\n")
+    a = tmp_path / "b.json"
+    a.write_bytes(bom + json.dumps([GOOD]).encode())
+    c = tmp_path / "b.csv"
+    c.write_bytes(bom + b"prompt,chosen,rejected\nq,a,b\n")
+    report = ingest([p, a, c], tmp_path / "out")
+    pairs, _, _ = read_out(tmp_path / "out")
+    assert report["kept_rows"] == 4 and report["rejected_rows"] == 0
+    assert pairs["meta"].to_list() == ["{}"] * 4  # no "\ufeffprompt" column leaked into meta
+
+
+def test_missing_inputs(tmp_path: Path) -> None:
+    one_line_error(tmp_path / "nope.jsonl", tmp_path / "out", "no such file or folder")
+    (tmp_path / "empty_dir").mkdir()
+    one_line_error(tmp_path / "empty_dir", tmp_path / "out", "no .jsonl")
+    t = tmp_path / "x.txt"
+    t.write_text("hello")
+    one_line_error(t, tmp_path / "out", "unsupported file type .txt")
+    with pytest.raises(InputError, match="no input"):
+        ingest([], tmp_path / "out")
+
+
+def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Failure injection: tests may run as root, who can read a chmod-0 file, so the open itself is made to fail."""
+    from curate.ingest import readers
+
+    p = write_jsonl(tmp_path / "p.jsonl", [GOOD])
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(p))
+
+    monkeypatch.setattr(readers, "open", denied, raising=False)
+    one_line_error(p, tmp_path / "out", "permission denied")
