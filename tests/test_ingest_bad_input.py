@@ -13,7 +13,7 @@ import pytest
 
 from curate.errors import CurateError, InputError
 from curate.ingest import ingest
-from tests.ingest_helpers import GOOD, read_out, write_jsonl
+from tests.test_ingest import GOOD, read_out, write_jsonl
 
 
 def one_line_error(path: Path, out: Path, fragment: str, inputs: list | None = None) -> str:

@@ -10,7 +10,7 @@ import pytest
 
 from curate.ingest import REASONS, ingest
 from curate.ingest import reasons as R
-from tests.ingest_helpers import GOOD, read_out
+from tests.test_ingest import GOOD, read_out
 
 M = lambda role, content: {"role": role, "content": content}  # noqa: E731
 TRL_GOOD = {"prompt": [M("user", "hi")], "chosen": [M("assistant", "hello")], "rejected": [M("assistant", "go")]}
