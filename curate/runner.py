@@ -1,6 +1,6 @@
 """The pipeline runner: ingest → stages (from a pipeline file) → export, accounting for every row.
 
-Each step writes into the run folder (layout in docs/run-folder.md): its kept rows, its rejects (with stage,
+Each step writes into the run folder (layout in the README, "The run folder"): its kept rows, its rejects (with stage,
 reason, detail) and its stats, then a done-marker. After every step the runner checks the conservation law
 (rows in = rows kept + rows rejected) from the Parquet files it wrote. A re-run with the same inputs and
 configuration skips steps whose done-marker matches.
