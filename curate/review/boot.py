@@ -115,7 +115,10 @@ def server(host: str, port: int, spec_path: str | None = None) -> None:
             spec = json.load(fh)
         os.unlink(spec_path)
         _setup_or_exit(spec)
-    uvicorn.run("argilla_server:app", host=host, port=port, access_log=False, log_level="warning")
+    # Bounded graceful shutdown: open keep-alive connections (SDK clients) must not delay a stop.
+    uvicorn.run(
+        "argilla_server:app", host=host, port=port, access_log=False, log_level="warning", timeout_graceful_shutdown=3
+    )
 
 
 def worker() -> None:
