@@ -11,15 +11,17 @@ How a text is labelled (`zh-Hans`, `zh-Hant`, `en`, `mixed`, `other`):
 1. Only the first `max_chars` characters are read. Fenced and inline code, URLs, e-mail addresses, LaTeX math,
    HTML tags, code-looking lines (`import x`, `def f(`, ...) and identifiers (`pd.read_csv`, `snake_case`) are
    removed, so code inside a Chinese answer doesn't make it English.
-2. Units are counted: each Han character, each kana / Hangul character, each run of Latin letters (a word) and
-   each run of other letters (Cyrillic, Arabic, ...). A Chinese word is ~1.5 characters, so counting Han
-   characters against English *words* makes the share roughly a share of meaning, and a few Chinese names in
-   English prose stay a small share.
+2. Units are counted: each Han character (weighted `han_weight` ≈ 1/1.5, as a Chinese word is ~1.5
+   characters, so the share is roughly a share of words), each kana / Hangul character, each run of Latin
+   letters (a word) and each run of other letters (Cyrillic, Arabic, ...). A few Chinese names in English
+   prose stay a small share; English product names in a Chinese sentence don't make it English.
 3. No units left (code only, numbers only, empty) → `other` (method `empty`).
    Kana + Hangul ≥ `kana_min` of the CJK characters → `other` (Japanese or Korean, not Chinese).
-   Han share ≥ `zh_min` → Chinese; Han share ≥ `mixed_min` → `mixed`; below → not Chinese (step 5).
-4. Simplified vs Traditional: characters are checked against two tables built once from OpenCC itself —
-   characters that OpenCC's s2t changes but t2s keeps (Simplified-only) and the reverse (Traditional-only).
+   Han share ≥ `zh_min` → Chinese. Han share ≥ `mixed_min` → `mixed` if the text has at least
+   `mixed_en_words` English function words (real English sentences, not just terms), else Chinese.
+   Below `mixed_min` → not Chinese (step 5).
+4. Simplified vs Traditional: characters are checked against two tables built once from OpenCC itself
+   (`script_tables`: Simplified-only and Traditional-only characters).
    When one count is more than twice the other the larger wins; neither present → `neutral_script` (the text
    reads the same in both scripts); otherwise the text is converted with OpenCC t2s and s2t (phrase-aware) and
    the conversion that changes fewer characters names the script it already is in (the round trip).
@@ -67,7 +69,7 @@ _OTHER_WORD = r"[\p{L}&&[^\p{Latin}\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]]+"
 _NON_ASCII_LATIN = r"[\p{Latin}&&[^A-Za-z]]"
 # Frequent English function words: they make up ~30-50% of English prose and almost none of other languages'.
 _EN_WORDS = (
-    "the a an and or but of to in on at for with from by about as is are was were be been being it its this that "
+    "the a an and or but of to in into on at for with from by about as is are was were be been being it its this that "
     "these those you your i me my we our they their he she his her not no can could will would should do does did "
     "what how which who why when where if there have has had so all any some more than then just"
 ).split()
@@ -84,8 +86,10 @@ class Params:
     """Thresholds of the rules above (the language stage's Config carries the same fields)."""
 
     max_chars: int = 2000
-    zh_min: float = 0.5
+    han_weight: float = 0.67
+    zh_min: float = 0.75
     mixed_min: float = 0.15
+    mixed_en_words: int = 2
     kana_min: float = 0.1
     en_word_share: float = 0.1
     neutral_script: str = "zh-Hans"
@@ -96,18 +100,22 @@ class Params:
 def script_tables() -> tuple[str, str]:
     """(Simplified-only, Traditional-only) characters, derived from OpenCC's own character conversions.
 
-    Every CJK code point is converted once in a single call per direction (joined by newlines, which no OpenCC
-    phrase spans); ~0.1 s, cached for the process.
+    Traditional-only: t2s changes it, s2t keeps it (這, 們, 灣). Simplified-only: t2s keeps it and s2t, s2tw
+    and s2hk all change it (这, 们, 湾) — a character one of the Traditional standards keeps (台 in Hong Kong) is
+    not evidence of Simplified. Every CJK code point is converted once per config in a single call (joined by
+    newlines, which no OpenCC phrase spans); ~0.3 s, cached for the process.
     """
     import opencc
 
     chars = [chr(c) for lo, hi in _CJK_RANGES for c in range(lo, hi + 1)]
     joined = "\n".join(chars)
-    to_simp = opencc.OpenCC("t2s").convert(joined).split("\n")
-    to_trad = opencc.OpenCC("s2t").convert(joined).split("\n")
-    if not (len(to_simp) == len(to_trad) == len(chars)):  # pragma: no cover - would be an OpenCC change
+    conv = {name: opencc.OpenCC(name).convert(joined).split("\n") for name in ("t2s", "s2t", "s2tw", "s2hk")}
+    if any(len(v) != len(chars) for v in conv.values()):  # pragma: no cover - would be an OpenCC change
         raise RuntimeError("OpenCC changed line structure while converting single characters")
-    simp = "".join(c for c, s, t in zip(chars, to_simp, to_trad) if t != c and s == c)
+    to_simp, to_trad, to_tw, to_hk = conv["t2s"], conv["s2t"], conv["s2tw"], conv["s2hk"]
+    simp = "".join(
+        c for c, s, t, w, h in zip(chars, to_simp, to_trad, to_tw, to_hk) if s == c and t != c and w != c and h != c
+    )
     trad = "".join(c for c, s, t in zip(chars, to_simp, to_trad) if s != c and t == c)
     return simp, trad
 
@@ -162,7 +170,16 @@ def feature_exprs(clean: pl.Expr, prefix: str) -> list[pl.Expr]:
 
 
 def units_expr(prefix: str) -> pl.Expr:
+    """Han + kana/Hangul characters + words in other scripts (0 = no natural-language text)."""
     return sum(pl.col(prefix + n) for n in ("han", "kana", "latin", "otherw"))  # type: ignore[return-value]
+
+
+def han_share_expr(prefix: str, han_weight: float) -> pl.Expr:
+    """Share of Han in the text, Han characters weighted to word-equivalents (a Chinese word ≈ 1.5 chars)."""
+    han = pl.col(prefix + "han") * han_weight
+    rest = pl.col(prefix + "kana") + pl.col(prefix + "latin") + pl.col(prefix + "otherw")
+    total = han + rest
+    return pl.when(total > 0).then(han / total).otherwise(0.0)
 
 
 # Pre-labels: final labels, or one of these two markers that a second, per-text pass resolves.
@@ -174,7 +191,7 @@ def prelabel_expr(prefix: str, p: Params) -> pl.Expr:
     """Label from the counts alone; NEEDS_LINGUA / NEEDS_OPENCC where the counts can't decide."""
     han, kana, latin, otherw, enw, accent, simp, trad = (pl.col(prefix + n) for n in FEATURES)
     units = units_expr(prefix)
-    han_share = han / pl.when(units > 0).then(units).otherwise(1)
+    han_share = han_share_expr(prefix, p.han_weight)
     cjk = han + kana
     script = (
         pl.when((simp == 0) & (trad == 0))
@@ -191,6 +208,8 @@ def prelabel_expr(prefix: str, p: Params) -> pl.Expr:
         .when((kana >= 2) & (kana >= p.kana_min * cjk))
         .then(pl.lit("other"))
         .when(han_share >= p.zh_min)
+        .then(script)
+        .when((han_share >= p.mixed_min) & (enw < p.mixed_en_words))
         .then(script)
         .when(han_share >= p.mixed_min)
         .then(pl.lit("mixed"))

@@ -85,15 +85,24 @@ class Config:
     max_chars: int = field(
         default=_P.max_chars, metadata={"help": "Characters read from the start of each text for labelling."}
     )
+    han_weight: float = field(
+        default=_P.han_weight,
+        metadata={"help": "Weight of one Han character against one word in other scripts (a Chinese word is "
+                  "~1.5 characters)."},
+    )
     zh_min: float = field(
         default=_P.zh_min,
-        metadata={"help": "Han share of units (Han chars + words in other scripts) at or above which a text is "
-                  "Chinese."},
+        metadata={"help": "Han share (weighted Han chars / all units) at or above which a text is Chinese."},
     )
     mixed_min: float = field(
         default=_P.mixed_min,
-        metadata={"help": "Han share at or above which (and below zh_min) a text is 'mixed'; below it the text "
-                  "is not Chinese."},
+        metadata={"help": "Han share at or above which (and below zh_min) a text is 'mixed' — or Chinese when it "
+                  "has fewer than mixed_en_words English function words; below it the text is not Chinese."},
+    )
+    mixed_en_words: int = field(
+        default=_P.mixed_en_words,
+        metadata={"help": "English function words a text between mixed_min and zh_min needs to be 'mixed' "
+                  "rather than Chinese with English terms."},
     )
     kana_min: float = field(
         default=_P.kana_min,
@@ -116,6 +125,8 @@ class Config:
     )
 
     def validate(self) -> None:
+        if self.han_weight <= 0:
+            raise ValueError(f"han_weight must be > 0, got {self.han_weight}")
         if not 0.0 < self.mixed_min <= self.zh_min <= 1.0:
             raise ValueError(f"need 0 < mixed_min <= zh_min <= 1, got mixed_min={self.mixed_min}, "
                              f"zh_min={self.zh_min}")
@@ -132,7 +143,8 @@ class Config:
     @property
     def params(self) -> langid.Params:
         return langid.Params(
-            max_chars=self.max_chars, zh_min=self.zh_min, mixed_min=self.mixed_min, kana_min=self.kana_min,
+            max_chars=self.max_chars, han_weight=self.han_weight, zh_min=self.zh_min, mixed_min=self.mixed_min,
+            mixed_en_words=self.mixed_en_words, kana_min=self.kana_min,
             en_word_share=self.en_word_share, neutral_script=self.neutral_script,
             lingua_languages=tuple(self.lingua_languages),
         )
@@ -153,12 +165,11 @@ def _family(col: str) -> pl.Expr:
     return pl.when(c.is_in(list(langid.ZH_LABELS))).then(pl.lit("zh")).otherwise(c)
 
 
-def _detail_expr() -> pl.Expr:
+def _detail_expr(han_weight: float) -> pl.Expr:
     parts = []
     for t in TEXTS:
         pre = f"__{t}_"
-        units = langid.units_expr(pre)
-        share = (pl.col(pre + "han") / pl.when(units > 0).then(units).otherwise(1)).round(3)
+        share = langid.han_share_expr(pre, han_weight).round(3)
         parts.append(
             pl.struct(
                 pl.col(pre + "by").alias("by"),
@@ -201,7 +212,7 @@ def run(frame: pl.LazyFrame | pl.DataFrame, cfg: Config) -> StageResult:
     labelled = label(lf.select("__row", "source", "prompt", "chosen", "rejected"), cfg)
     label_cols = ["lang_prompt", "lang_chosen", "lang_rejected", "lang"]
     labels = labelled.select(
-        "__row", "source", *label_cols, _detail_expr().alias("lang_detail"), *[f"__{t}_by" for t in TEXTS]
+        "__row", "source", *label_cols, _detail_expr(cfg.han_weight).alias("lang_detail"), *[f"__{t}_by" for t in TEXTS]
     ).collect()
     stats = stats_of(labels, cfg)
     names = [n for n in lf.collect_schema().names() if n != "__row" and n not in ADDS]
