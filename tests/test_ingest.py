@@ -276,3 +276,29 @@ def test_conservation_mixed_good_and_bad(tmp_path: Path) -> None:
     assert r["stage"].unique().to_list() == ["ingest"]
     assert r.filter(pl.col("reason") == "malformed_json")["meta"][0] == '{"prompt": "tr'
     assert r.filter(pl.col("reason") == "malformed_json")["detail"][0].startswith("line 7:")
+
+
+def test_demo_samples_in_data(tmp_path: Path) -> None:
+    """data/ (the README demo) covers six formats and carries the planted problems ingest must catch."""
+    report = ingest([ROOT / "data"], tmp_path)
+    assert {Path(k).name: v["format"] for k, v in report["sources"].items()} == {
+        "chat_trl.jsonl": "trl_conversational", "flat_zh.jsonl": "flat", "hh_en.jsonl": "hh_rlhf",
+        "openai_prefs.jsonl": "openai", "scored.csv": "flat", "sharegpt_ranking.json": "sharegpt"}
+    assert (report["input_rows"], report["kept_rows"]) == (178, 169)
+    assert report["rejects_by_reason"] == {"empty_field": 2, "identical_responses": 3, "malformed_json": 2,
+                                           "non_string_content": 1, "roles_out_of_order": 1}
+    pairs, _, _ = read_out(tmp_path)
+    assert pairs["pair_id"].n_unique() < pairs.height  # exact duplicates are left for the dedup stage
+
+
+def test_demo_samples_are_reproducible(tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_samples", ROOT / "data" / "make_samples.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.main(tmp_path)
+    made = sorted(p.name for p in tmp_path.iterdir())
+    assert made == sorted(p.name for p in (ROOT / "data").iterdir() if p.suffix in (".jsonl", ".json", ".csv"))
+    for name in made:
+        assert (tmp_path / name).read_bytes() == (ROOT / "data" / name).read_bytes(), name
