@@ -1,0 +1,245 @@
+"""Language stage: labels per text (zh-Hans / zh-Hant / en / mixed / other), the pair rule, mismatch policy,
+script conversion, stats and the report section."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from curate import langid
+from curate.config import build
+from curate.errors import ConfigError
+from curate.stages import language
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "lang" / "labelled.jsonl"
+LABELLED = [json.loads(line) for line in FIXTURE.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+ZH_Q = "请问如何提高睡眠质量？我最近总是失眠，晚上很难入睡。"
+ZH_A = "你可以试试每天固定时间睡觉，睡前不要看手机，也不要喝咖啡。"
+EN_Q = "How can I improve the quality of my sleep? I have trouble falling asleep at night."
+EN_A = "Try going to bed at the same time every day, and avoid screens and coffee before bed."
+HANT_Q = "請問如何提高睡眠品質？我最近總是失眠，晚上很難入睡。"
+HANT_A = "你可以試試每天固定時間睡覺，睡前不要看手機，也不要喝咖啡。"
+
+
+@pytest.mark.parametrize("case", LABELLED, ids=[f"{c['label']}-{c['kind']}-{i}" for i, c in enumerate(LABELLED)])
+def test_labelled_text(case):
+    assert langid.detect([case["text"]]) == [case["label"]], langid.explain(case["text"])
+
+
+def test_fixture_covers_every_label_and_kind():
+    labels = {c["label"] for c in LABELLED}
+    kinds = {c["kind"] for c in LABELLED}
+    assert labels == set(langid.LABELS)
+    assert {"short", "code", "noise", "names", "mixed", "terms"} <= kinds
+
+
+def test_code_urls_numbers_math_do_not_make_chinese_english():
+    text = (
+        "下面是完整的实现：\n```python\ndef quick_sort(arr):\n    if len(arr) <= 1:\n        return arr\n"
+        "    pivot = arr[len(arr) // 2]\n    left = [x for x in arr if x < pivot]\n    return quick_sort(left)\n```\n"
+        "参考 https://en.wikipedia.org/wiki/Quicksort ，时间复杂度是 $O(n \\log n)$。"
+    )
+    assert langid.detect([text]) == ["zh-Hans"]
+    # the same code with an English explanation is English
+    assert langid.detect([text.replace("下面是完整的实现：", "Here is the full implementation of the function:")
+                          .replace("参考", "See").replace("，时间复杂度是", ", and the complexity is")]) == ["en"]
+
+
+def test_traditional_vs_simplified_by_round_trip():
+    simp, trad = langid.script_tables()
+    assert "这" in simp and "這" in trad
+    assert "台" not in simp  # kept by the Hong Kong standard: no evidence of Simplified
+    assert langid.opencc_script("這是我們的學校") == "zh-Hant"
+    assert langid.opencc_script("这是我们的学校") == "zh-Hans"
+    assert langid.opencc_script("大家好") == "zh-Hans"  # neutral text → neutral_script
+
+
+def test_neutral_script_setting():
+    assert langid.detect(["大家好"], langid.Params(neutral_script="zh-Hant")) == ["zh-Hant"]
+
+
+def test_null_and_empty_texts_are_other():
+    assert langid.detect([None, "", "   ", "42"]) == ["other"] * 4
+
+
+def _pair(prompt: str, chosen: str, rejected: str = "", **kw) -> dict:
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected or chosen + " (worse)", **kw}
+
+
+def test_pair_rule_and_mismatch_reject(pairs_factory):
+    df = pairs_factory(
+        [
+            _pair(ZH_Q, ZH_A),
+            _pair(EN_Q, EN_A),
+            _pair(ZH_Q, EN_A),  # Chinese question answered in English
+            _pair(EN_Q, ZH_A),  # and the reverse
+            _pair(ZH_Q, ZH_A, EN_A),  # English *rejected* reply: fine
+        ]
+    )
+    res = language.run(df, language.Config()).collect()
+    assert res.kept["lang"].to_list() == ["zh-Hans", "en", "zh-Hans"]
+    assert res.reasons() == {language.LANGUAGE_MISMATCH: 2}
+    assert res.rejects["detail"].to_list() == [
+        "prompt is zh-Hans, chosen reply is en",
+        "prompt is en, chosen reply is zh-Hans",
+    ]
+    assert set(res.rejects["stage"]) == {"language"}
+    assert res.kept["lang_rejected"].to_list()[-1] == "en"
+    assert res.rows_in == df.height
+
+
+def test_mismatch_flag_keeps_and_marks(pairs_factory):
+    df = pairs_factory([_pair(ZH_Q, EN_A), _pair(ZH_Q, ZH_A)])
+    res = language.run(df, language.Config(mismatch="flag")).collect()
+    assert res.rejects.height == 0
+    assert res.kept["lang"].to_list() == ["mismatch", "zh-Hans"]
+    assert res.stats["mismatch"] == 1 and res.stats["pairs"] == {"zh-Hans": 1, "mismatch": 1}
+
+
+def test_mismatch_exemptions(pairs_factory):
+    df = pairs_factory(
+        [
+            _pair("请把下面这句话翻译成英文：我今天很高兴，因为我通过了考试。", "I am very happy today because I passed the exam."),
+            _pair(ZH_Q, "Tom and Ralph"),  # too short to say anything about its language
+            _pair(HANT_Q, ZH_A),  # Traditional question, Simplified answer: same language
+            _pair(ZH_Q, "这个问题 is really about your daily habits, 所以 you should change them slowly 慢慢来."),
+        ]
+    )
+    res = language.run(df, language.Config()).collect()
+    assert res.rejects.height == 0
+    assert res.kept["lang"].to_list() == ["zh-Hans", "zh-Hans", "zh-Hant", "zh-Hans"]
+    assert res.kept["lang_chosen"].to_list()[3] == "mixed"
+    # without the exemption pattern the translation pair mismatches
+    res = language.run(df, language.Config(mismatch_exempt="")).collect()
+    assert res.reasons() == {language.LANGUAGE_MISMATCH: 1}
+
+
+def test_code_only_prompt_takes_the_chosen_language(pairs_factory):
+    df = pairs_factory([_pair("```python\nprint(1 + 1)\n```", ZH_A)])
+    res = language.run(df, language.Config()).collect()
+    assert res.kept.row(0, named=True)["lang_prompt"] == "other"
+    assert res.kept.row(0, named=True)["lang"] == "zh-Hans"
+
+
+def test_prompt_language_uses_user_turns_only(pairs_factory):
+    prompt = [
+        {"role": "system", "content": "You are a helpful assistant. Answer the user's questions carefully."},
+        {"role": "user", "content": ZH_Q},
+        {"role": "assistant", "content": ZH_A},
+        {"role": "user", "content": "还有别的办法吗？"},
+    ]
+    df = pairs_factory([{"prompt": prompt, "chosen": ZH_A, "rejected": "不知道。"}])
+    assert language.run(df, language.Config()).collect().kept["lang_prompt"].to_list() == ["zh-Hans"]
+
+
+def test_lang_detail_is_json_with_shares(pairs_factory):
+    df = pairs_factory([_pair(ZH_Q, ZH_A, "Bonjour, je ne sais pas du tout comment vous aider avec cette question.")])
+    row = language.run(df, language.Config()).collect().kept.row(0, named=True)
+    detail = json.loads(row["lang_detail"])
+    assert detail["prompt"]["by"] == "script" and detail["prompt"]["han"] == 1.0 and detail["prompt"]["simp"] > 0
+    assert detail["rejected"]["by"] == "lingua" and row["lang_rejected"] == "other"
+    assert row["script_converted"] is None
+
+
+def test_convert_t2s_rewrites_text_relabels_and_recomputes_ids(pairs_factory):
+    df = pairs_factory([_pair(HANT_Q, HANT_A), _pair(ZH_Q, ZH_A)])
+    res = language.run(df, language.Config(convert="t2s")).collect()
+    converted, untouched = res.kept.row(0, named=True), res.kept.row(1, named=True)
+    assert converted["prompt"][0]["content"] == "请问如何提高睡眠品质？我最近总是失眠，晚上很难入睡。"
+    assert converted["chosen"].startswith("你可以试试每天固定时间睡觉")
+    assert converted["lang"] == converted["lang_prompt"] == converted["lang_chosen"] == "zh-Hans"
+    assert converted["script_converted"] == "t2s"
+    old_id = df.row(0, named=True)["pair_id"]
+    assert converted["pair_id"] != old_id and json.loads(converted["lang_detail"])["converted_from"] == old_id
+    from curate.schema import with_ids
+
+    recomputed = with_ids(res.kept.head(1)).collect().row(0, named=True)
+    assert recomputed["pair_id"] == converted["pair_id"] and recomputed["prompt_id"] == converted["prompt_id"]
+    assert untouched["script_converted"] is None and untouched["pair_id"] == df.row(1, named=True)["pair_id"]
+    assert res.stats["converted"] == 1
+
+
+def test_convert_s2t(pairs_factory):
+    df = pairs_factory([_pair(ZH_Q, ZH_A, system="你是一个乐于助人的助手。")])
+    row = language.run(df, language.Config(convert="s2t")).collect().kept.row(0, named=True)
+    assert row["system"] == "你是一個樂於助人的助手。"
+    assert row["lang"] == "zh-Hant" and row["script_converted"] == "s2t"
+
+
+def test_stats_mix_per_source(pairs_factory):
+    df = pairs_factory(
+        [_pair(ZH_Q, ZH_A, source="a.jsonl"), _pair(EN_Q, EN_A, source="a.jsonl"), _pair(EN_Q, EN_A, source="b.jsonl")]
+    )
+    stats = language.run(df, language.Config()).stats
+    assert stats["pairs"] == {"zh-Hans": 1, "en": 2}
+    assert stats["by_source"] == {"a.jsonl": {"zh-Hans": 1, "en": 1}, "b.jsonl": {"en": 1}}
+    assert stats["prompt"] == {"zh-Hans": 1, "en": 2}
+    assert stats["methods"]["script"] == 9
+    json.dumps(stats)  # JSON-able
+
+
+def test_lazy_in_lazy_out_and_deterministic(pairs_factory):
+    df = pairs_factory([_pair(ZH_Q, ZH_A), _pair(EN_Q, EN_A), _pair(ZH_Q, EN_A), _pair(HANT_Q, HANT_A)] * 3)
+    r1 = language.run(df.lazy(), language.Config())
+    assert isinstance(r1.kept, pl.LazyFrame) and isinstance(r1.rejects, pl.LazyFrame)
+    a, b = r1.collect(), language.run(df, language.Config()).collect()
+    assert a.kept.equals(b.kept) and a.rejects.equals(b.rejects)
+    assert a.kept.columns == [*df.columns, *language.ADDS]
+    assert a.rejects.columns == [*df.columns, *language.ADDS, "stage", "reason", "detail"]
+
+
+def test_config_from_toml_table_and_errors():
+    cfg = build(language.Config, {"mismatch": "flag", "convert": "t2s", "lingua_languages": ["en", "fr"]}, "[language]")
+    assert cfg.mismatch == "flag" and cfg.lingua_languages == ("en", "fr")
+    with pytest.raises(ConfigError, match="mixed_min"):
+        build(language.Config, {"mixed_min": 0.9, "zh_min": 0.5}, "[language]")
+    with pytest.raises(ConfigError, match="xx"):
+        build(language.Config, {"lingua_languages": ["xx"]}, "[language]")
+    with pytest.raises(ConfigError, match="mismatch"):
+        build(language.Config, {"mismatch": "maybe"}, "[language]")
+
+
+def test_html_section(pairs_factory):
+    df = pairs_factory([_pair(ZH_Q, ZH_A, source="a.jsonl"), _pair(EN_Q, EN_A, source="b.jsonl")])
+    html = language.html_section(language.run(df, language.Config()).stats)
+    assert "<svg" in html and "Language mix per source" in html and "a.jsonl" in html
+
+
+SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "llamafactory_dpo_demo"
+
+
+def _demo_frame(name: str) -> pl.DataFrame:
+    path = SHARED / name
+    if not path.exists():
+        if os.environ.get("CI"):
+            raise AssertionError(f"shared sample data missing at {path}")
+        pytest.skip(f"{path} not present (outside CI)")
+    rows = json.loads(path.read_text(encoding="utf-8"))
+    return pl.DataFrame(
+        {
+            "source": [name] * len(rows),
+            "prompt": [
+                [{"role": "user", "content": m["value"]} for m in r["conversations"] if m["from"] == "human"]
+                for r in rows
+            ],
+            "chosen": [r["chosen"]["value"] for r in rows],
+            "rejected": [r["rejected"]["value"] for r in rows],
+        }
+    )
+
+
+@pytest.mark.parametrize("name, lang", [("dpo_zh_demo.json", "zh-Hans"), ("dpo_en_demo.json", "en")])
+def test_shared_demo_prompts_are_labelled_by_their_language(name, lang):
+    """Real data: ≥ 95% of each file's prompts get the file's language; the rest are mixed/other (Chinese
+    instructions quoting Swedish or Japanese, English ones quoting Hindi) — never the other of zh/en."""
+    df = _demo_frame(name)
+    res = language.run(df, language.Config(mismatch="flag")).collect()
+    counts = res.stats["prompt"]
+    assert counts.get(lang, 0) >= 0.95 * df.height, counts
+    wrong = "en" if lang == "zh-Hans" else "zh-Hans"
+    assert counts.get(wrong, 0) == 0 and counts.get("zh-Hant", 0) == 0, counts
