@@ -17,7 +17,8 @@ How, in order:
    more than `max_drop_fraction` of the rows entering the stage, the stage fails and says which mix is
    reachable within that budget. Upsampling (`upsample = true`): the total is max(rows_g / target_g) (or
    `max_rows`); groups under their quota get copies of their rows, the rest are downsampled.
-4. Which rows go: within a group, each source keeps its share of the group (largest remainder). Within a
+4. Which rows go: within a group, each (source, label) stratum keeps its share of the group (largest
+   remainder), so every source keeps its share within its language and zh-Hans/zh-Hant keep theirs. Within a
    source, rows are dropped in this order: members of larger near-duplicate clusters first (`dup_cluster_size`,
    when the dedup stage ran), then lower score margins (chosen_score - rejected_score, when scores exist; a
    missing margin counts as the group's median), then a seeded random order. Copies (upsampling) are taken in
@@ -170,6 +171,11 @@ def _largest_remainder(total: int, weights: dict[str, float], caps: dict[str, in
     return out
 
 
+def _round(x: float) -> int:
+    """Round half up: a total of 142.86 rows gives the binding group all its rows (100 of 100 at 0.7)."""
+    return int(math.floor(x + 0.5 + _EPS))
+
+
 def _fmt_mix(mix: dict[str, float]) -> str:
     return " / ".join(f"{k} {v:.2f}" for k, v in mix.items())
 
@@ -184,7 +190,7 @@ def _quota_total(counts: dict[str, int], target: dict[str, float], upsample: boo
 
 def _drops_for(mix: dict[str, float], counts: dict[str, int]) -> int:
     total = _quota_total(counts, mix, upsample=False)
-    quota = _largest_remainder(int(math.floor(total + _EPS)), mix, caps=counts)
+    quota = _largest_remainder(_round(total), mix, caps=counts)
     return sum(counts.values()) - sum(quota.values())
 
 
@@ -227,7 +233,7 @@ def _priority(df: pl.DataFrame, cfg: Config) -> pl.DataFrame:
     keys += [pl.col("__rand"), pl.col("__row")]
     desc += [False, False]
     return df.sort(keys, descending=desc).with_columns(
-        pl.int_range(pl.len()).over("__group", "source").alias("__drop_rank")
+        pl.int_range(pl.len()).over("__group", "source", "lang").alias("__drop_rank")
     )
 
 
@@ -280,7 +286,7 @@ def plan(df: pl.DataFrame, cfg: Config) -> tuple[pl.DataFrame, list[tuple[int, i
     total = _quota_total(counts, target, cfg.upsample)
     if not cfg.upsample:
         drop_needed = n_quota - sum(
-            _largest_remainder(int(math.floor(total + _EPS)), target, caps={g: counts.get(g, 0) for g in target}).values()
+            _largest_remainder(_round(total), target, caps={g: counts.get(g, 0) for g in target}).values()
         )
         budget = int(math.floor(cfg.max_drop_fraction * rows_in + _EPS))
         if drop_needed > budget:
@@ -299,30 +305,32 @@ def plan(df: pl.DataFrame, cfg: Config) -> tuple[pl.DataFrame, list[tuple[int, i
                 f"(mixed/other/mismatch = 'keep'); set those to 'drop' or 'count', or raise max_rows"
             )
         total = min(total, float(cfg.max_rows - outside))
-    total_int = int(math.floor(total + _EPS))
+    total_int = _round(total) if cfg.max_rows is None else min(_round(total), cfg.max_rows - outside)
     quota = _largest_remainder(total_int, target, caps=None if cfg.upsample else {g: counts.get(g, 0) for g in target})
 
     copies: list[tuple[int, int]] = []
     for g in sorted(counts):
         part = quota_rows.filter(pl.col("__group") == g)
         q, n = quota.get(g, 0), counts[g]
-        sources = dict(part.group_by("source").len().iter_rows())
-        src_w = {str(k): float(v) for k, v in sources.items()}
+        # strata: (source, lang) — each source keeps its share of the group, and zh-Hans/zh-Hant theirs
+        strata = {f"{src}\x1f{lang}": int(v) for src, lang, v in part.group_by("source", "lang").len().iter_rows()}
+        weights = {k: float(v) for k, v in strata.items()}
         if q <= n:
-            keep = _largest_remainder(q, src_w, caps={str(k): int(v) for k, v in sources.items()})
-            for (src,), sub in part.group_by(["source"]):
-                _, dropped = _select(sub, keep[str(src)])
+            keep = _largest_remainder(q, weights, caps=strata)
+            for (src, lang), sub in part.group_by(["source", "lang"]):
+                k = keep[f"{src}\x1f{lang}"]
+                _, dropped = _select(sub, k)
                 for r in dropped:
                     decisions[r] = (
                         BALANCE_DOWNSAMPLED,
                         f"quota {g}: kept {q} of {n} (target {target.get(g, 0.0):.2f}); "
-                        f"source {src}: kept {keep[str(src)]} of {sub.height}",
+                        f"source {src}: kept {k} of {sub.height} {lang}",
                     )
         else:
-            extra = _largest_remainder(q - n, src_w)
-            for (src,), sub in part.group_by(["source"]):
+            extra = _largest_remainder(q - n, weights)
+            for (src, lang), sub in part.group_by(["source", "lang"]):
                 best_first = list(reversed(sub.sort("__drop_rank")["__row"].to_list()))
-                for i in range(extra[str(src)]):
+                for i in range(extra[f"{src}\x1f{lang}"]):
                     copies.append((best_first[i % len(best_first)], i // len(best_first) + 1))
     copies.sort()
 
