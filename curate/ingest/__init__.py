@@ -201,7 +201,7 @@ def _plan_for(src: readers.Source, mapping: dict[str, str]) -> Plan:
     """Detect from the first rows that parse as objects (reading on only while none has)."""
     sample: list[dict[str, Any]] = []
     first_error: str | None = None
-    for batch in readers.read(src):
+    for batch in readers.read(src, batch_rows=SAMPLE_ROWS):
         for _, row, err in batch:
             if err is None and isinstance(row, dict):
                 sample.append(row)

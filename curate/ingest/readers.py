@@ -176,7 +176,7 @@ def _parse_line(line: bytes, lineno: int) -> tuple[Any, tuple[str, str, str] | N
     return value, None
 
 
-def _jsonl(src: Source, f: Any = None, first_lineno: int = 1) -> Iterator[list[Record]]:
+def _jsonl(src: Source, f: Any = None, first_lineno: int = 1, batch_rows: int = BATCH_ROWS) -> Iterator[list[Record]]:
     own = f is None
     if own:
         f = open(src.path, "rb")
@@ -201,7 +201,7 @@ def _jsonl(src: Source, f: Any = None, first_lineno: int = 1) -> Iterator[list[R
             batch.append((idx, value, err))
             idx += 1
             nbytes += len(line)
-            if len(batch) >= BATCH_ROWS or nbytes >= BATCH_BYTES:
+            if len(batch) >= batch_rows or nbytes >= BATCH_BYTES:
                 yield batch
                 batch, nbytes = [], 0
         if idx == 0:
@@ -213,7 +213,7 @@ def _jsonl(src: Source, f: Any = None, first_lineno: int = 1) -> Iterator[list[R
             f.close()
 
 
-def _json(src: Source) -> Iterator[list[Record]]:
+def _json(src: Source, batch_rows: int = BATCH_ROWS) -> Iterator[list[Record]]:
     data = src.path.read_bytes()
     _check_head(src, data[:8192], len(data))
     if data.startswith(BOM):
@@ -231,7 +231,7 @@ def _json(src: Source) -> Iterator[list[Record]]:
             if start == b"[":
                 raise InputError(f"{src.name}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
             # Not one JSON value: JSON Lines under a .json name.
-            yield from _jsonl(Source(src.name, src.path, "jsonl"), iter(data.splitlines(keepends=True)))
+            yield from _jsonl(Source(src.name, src.path, "jsonl"), iter(data.splitlines(keepends=True)), batch_rows=batch_rows)
             return
     if isinstance(value, dict):
         lists = [v for v in value.values() if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)]
@@ -243,9 +243,9 @@ def _json(src: Source) -> Iterator[list[Record]]:
     if not rows:
         raise InputError(f"{src.name}: empty JSON array (no rows)")
     del value, data
-    for i in range(0, len(rows), BATCH_ROWS):
+    for i in range(0, len(rows), batch_rows):
         batch: list[Record] = []
-        for j, row in enumerate(rows[i : i + BATCH_ROWS], start=i):
+        for j, row in enumerate(rows[i : i + batch_rows], start=i):
             if lenient and has_surrogate(row):
                 dumped = json.dumps(row, ensure_ascii=False)
                 raw = raw_text(dumped.encode("utf-8", "surrogateescape"))
@@ -255,7 +255,7 @@ def _json(src: Source) -> Iterator[list[Record]]:
         yield batch
 
 
-def _parquet(src: Source) -> Iterator[list[Record]]:
+def _parquet(src: Source, batch_rows: int = BATCH_ROWS) -> Iterator[list[Record]]:
     import pyarrow.parquet as pq
 
     with open(src.path, "rb") as f:
@@ -268,7 +268,7 @@ def _parquet(src: Source) -> Iterator[list[Record]]:
         raise InputError(f"{src.name}: empty Parquet file (no rows)")
     idx = 0
     with pf:
-        for rb in pf.iter_batches(batch_size=BATCH_ROWS):
+        for rb in pf.iter_batches(batch_size=batch_rows):
             rows = rb.to_pylist()
             yield [(idx + i, r, None) for i, r in enumerate(rows)]
             idx += len(rows)
@@ -281,7 +281,7 @@ def _check_head_parquet(src: Source, head: bytes, size: int) -> None:
         raise InputError(f"{src.name}: not a Parquet file (no PAR1 header)")
 
 
-def _csv(src: Source) -> Iterator[list[Record]]:
+def _csv(src: Source, batch_rows: int = BATCH_ROWS) -> Iterator[list[Record]]:
     with open(src.path, "rb") as fb:
         _check_head(src, fb.read(8192), os.fstat(fb.fileno()).st_size)
     # Fields can be long (a 10 MB reply); csv's default limit is 128 KiB. The limit is process-wide in the csv
@@ -313,7 +313,7 @@ def _csv(src: Source) -> Iterator[list[Record]]:
                     else:
                         batch.append((idx, row, None))
                 idx += 1
-                if len(batch) >= BATCH_ROWS:
+                if len(batch) >= batch_rows:
                     yield batch
                     batch = []
             if idx == 0:
@@ -324,7 +324,7 @@ def _csv(src: Source) -> Iterator[list[Record]]:
             raise InputError(f"{src.name}: line {reader.line_num}: not valid CSV ({e})") from None
 
 
-def _dataset(src: Source) -> Iterator[list[Record]]:
+def _dataset(src: Source, batch_rows: int = BATCH_ROWS) -> Iterator[list[Record]]:
     import datasets
 
     try:
@@ -336,7 +336,7 @@ def _dataset(src: Source) -> Iterator[list[Record]]:
     if len(ds) == 0:
         raise InputError(f"{src.name}: empty dataset (no rows)")
     idx = 0
-    for tbl in ds.with_format("arrow").iter(batch_size=BATCH_ROWS):
+    for tbl in ds.with_format("arrow").iter(batch_size=batch_rows):
         rows = tbl.to_pylist()
         yield [(idx + i, r, None) for i, r in enumerate(rows)]
         idx += len(rows)
@@ -345,10 +345,10 @@ def _dataset(src: Source) -> Iterator[list[Record]]:
 READERS = {"jsonl": _jsonl, "json": _json, "parquet": _parquet, "csv": _csv, "dataset": _dataset}
 
 
-def read(src: Source) -> Iterator[list[Record]]:
-    """Batches of (row_index, parsed value, error) for one source."""
+def read(src: Source, batch_rows: int = BATCH_ROWS) -> Iterator[list[Record]]:
+    """Batches of (row_index, parsed value, error) for one source (`batch_rows` small to peek at the head)."""
     try:
-        yield from READERS[src.kind](src)
+        yield from READERS[src.kind](src, batch_rows=batch_rows)
     except PermissionError:
         raise InputError(f"{src.name}: permission denied") from None
     except IsADirectoryError:
