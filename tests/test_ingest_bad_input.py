@@ -179,3 +179,22 @@ def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 
     monkeypatch.setattr(readers, "open", denied, raising=False)
     one_line_error(p, tmp_path / "out", "permission denied")
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty", "binary", "undetectable"])
+def test_cli_one_line_error_exit_2(tmp_path: Path, kind: str) -> None:
+    from click.testing import CliRunner
+
+    from curate.cli import main
+
+    p = tmp_path / "in.jsonl"
+    if kind == "empty":
+        p.write_bytes(b"")
+    elif kind == "binary":
+        p.write_bytes(b"\x00\x01\x02" * 100)
+    elif kind == "undetectable":
+        write_jsonl(p, [{"query": "q", "good": "a", "bad": "b"}])
+    result = CliRunner().invoke(main, ["ingest", str(p), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    err = result.stderr.strip()
+    assert len(err.splitlines()) == 1 and str(p) in err and "Traceback" not in result.output + err, err
