@@ -50,7 +50,7 @@ def model_card(spec: dict[str, Any], export_dir: str | Path, manifest_sha256: st
         f"- method: {cur['method']}" + (" (LoRA adapter in this folder; load it on top of the base model)"
                                         if cur["method"] != "full" else ""),
         f"- processes: {processes}; global batch: {batch}",
-        f"- fused ORPO loss (liger-kernel): {'yes' if cur['fused_loss'] else 'no'}",
+        f"- ORPO loss implementation: {cur['loss']}",
         f"- system messages: {cur['system']}",
     ]
     lines += [f"- {k}: {_fmt(orpo[k])}" for k in SHOWN if k in orpo]

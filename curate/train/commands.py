@@ -57,7 +57,7 @@ def train(export_dir: Path, model: str | None, preset: str, out_dir: Path, overr
 
     click.echo(f"preset {spec['preset']['name']}: {spec['preset']['description']}")
     click.echo(f"model {spec['preset']['model']} · method {spec['curate']['method']} · "
-               f"fused loss {'on' if spec['curate']['fused_loss'] else 'off'} · "
+               f"loss {spec['curate']['loss']} · "
                f"{spec['preset']['num_processes']} process(es)")
     try:
         pre = run_preflight(export_dir, spec)

@@ -142,8 +142,8 @@ def check(train, tokenizer, max_length: int, spec: dict[str, Any] | None = None)
                 and importlib.util.find_spec("bitsandbytes") is None:
             warnings.append(f"optim={optim!r} / method={spec['curate']['method']!r} needs bitsandbytes, "
                             "which is not installed (pip install bitsandbytes)")
-        if spec["curate"]["fused_loss"] and importlib.util.find_spec("liger_kernel") is None:
-            warnings.append("curate.fused_loss needs liger-kernel, which is not installed (pip install 'curate[gpu]')")
+        if spec["curate"]["loss"] == "liger" and importlib.util.find_spec("liger_kernel") is None:
+            warnings.append("curate.loss=liger needs liger-kernel, which is not installed (pip install 'curate[gpu]')")
     return Preflight(
         pairs=len(lengths),
         max_length=max_length,

@@ -3,8 +3,9 @@
 A preset is a TOML file with these tables (see presets/*.toml, which document every value they set):
 
     [preset]  description, model (default for --model), num_processes, accelerate_config
-    [curate]  what curate adds around TRL: method (full | lora | qlora), fused_loss, dtype, attn_implementation,
-              system (keep | merge | drop), train_split, eval_split
+    [curate]  what curate adds around TRL: method (full | lora | qlora), loss (trl | chunked | liger),
+              loss_chunk_tokens, dtype, attn_implementation, system (keep | merge | drop), train_split, eval_split,
+              cpu_threads
     [orpo]    keyword arguments of TRL's ORPOConfig (beta, learning_rate, max_length, optim, bf16 …), passed verbatim
     [lora]    keyword arguments of peft's LoraConfig (r, lora_alpha, target_modules …), for method lora/qlora
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,12 @@ PRESET_DEFAULTS: dict[str, Any] = {
 }
 CURATE_DEFAULTS: dict[str, Any] = {
     "method": "full",  # full: all parameters; lora: peft LoRA adapter; qlora: LoRA on a 4-bit base (bitsandbytes)
-    "fused_loss": False,  # liger-kernel's fused linear ORPO loss: never materialises full-vocabulary logits (GPU)
+    # ORPO loss implementation. trl: TRL's own (full-vocabulary logits of chosen and rejected in memory);
+    # chunked: curate's token-chunked LM head, same loss without the logits, soft-capping supported, any device;
+    # liger: liger-kernel's fused linear ORPO loss (CUDA, no final-logit soft-capping, chunks by pairs).
+    # chunked and liger need the whole LM head per process: one GPU or DDP, not ZeRO-3/FSDP.
+    "loss": "trl",
+    "loss_chunk_tokens": 1024,  # curate.loss=chunked: tokens per LM-head chunk (chunk × vocab fp32 buffers)
     "dtype": "auto",  # dtype to load the model in: auto | bfloat16 | float16 | float32
     "attn_implementation": "eager",  # eager | sdpa | flash_attention_2 … ("" = transformers' default)
     "system": "keep",  # system messages: keep (the chat template must accept them) | merge into first user turn | drop
@@ -45,6 +52,7 @@ CURATE_DEFAULTS: dict[str, Any] = {
     "cpu_threads": 0,  # torch CPU threads (0 = torch's default); 1 is far faster for tiny models on busy CPUs
 }
 METHODS = ("full", "lora", "qlora")
+LOSSES = ("trl", "chunked", "liger")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 SYSTEM_MODES = ("keep", "merge", "drop")
 # ORPOConfig fields curate sets itself from the command line, so a preset can't contradict them.
@@ -149,7 +157,7 @@ def validate(spec: dict[str, dict[str, Any]]) -> None:
                 raise TrainError(f"{table}.{key}: unknown key (known keys: {', '.join(sorted(defaults))})")
             _check_type(f"{table}.{key}", value, defaults[key])
     cur = spec["curate"]
-    for key, allowed in (("method", METHODS), ("dtype", DTYPES), ("system", SYSTEM_MODES)):
+    for key, allowed in (("method", METHODS), ("dtype", DTYPES), ("system", SYSTEM_MODES), ("loss", LOSSES)):
         if cur[key] not in allowed:
             raise TrainError(f"curate.{key}: {cur[key]!r} is not one of {', '.join(allowed)}")
     if spec["preset"]["num_processes"] < 1:
@@ -165,8 +173,14 @@ def validate(spec: dict[str, dict[str, Any]]) -> None:
         for key in spec["lora"]:
             if key not in known:
                 raise TrainError(f"lora.{key}: unknown key (not a field of peft's LoraConfig)")
+    if cur["loss_chunk_tokens"] < 1:
+        raise TrainError("curate.loss_chunk_tokens: must be at least 1")
     if spec["preset"]["num_processes"] > 1:
-        accelerate_config_path(spec)  # must exist
+        text = accelerate_config_path(spec).read_text(encoding="utf-8")  # must exist
+        if cur["loss"] != "trl" and ("FSDP" in text or re.search(r"zero_stage:\s*3", text)):
+            raise TrainError(f"curate.loss={cur['loss']} needs the whole LM head in each process, and "
+                             f"{spec['preset']['accelerate_config']} shards it (ZeRO-3/FSDP); use curate.loss=trl "
+                             "or a one-GPU/DDP setup")
 
 
 def accelerate_config_path(spec: dict[str, dict[str, Any]]) -> Path:

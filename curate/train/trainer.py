@@ -10,7 +10,7 @@ OUT_DIR after a run:
     checkpoints/        Trainer checkpoints, when orpo.save_strategy is not "no" (used by --resume)
 
 Training itself is TRL's (`trl.experimental.orpo.ORPOTrainer`); curate adds loading, checks and outputs. With
-curate.fused_loss the trainer is curate.train.fused.FusedORPOTrainer (GPU only).
+curate.loss = "chunked" or "liger" the trainer is one of the small subclasses in curate.train.fused.
 """
 
 from __future__ import annotations
@@ -134,10 +134,15 @@ def build_trainer(export_dir: str | Path, out_dir: str | Path, spec: dict[str, A
     args = orpo_args(spec, out)
     if args.eval_strategy == "no":
         eval_ds = None
-    if spec["curate"]["fused_loss"]:
+    loss = spec["curate"]["loss"]
+    if loss == "liger":
         from curate.train.fused import FusedORPOTrainer as Trainer
 
         Trainer.check_available(args)
+    elif loss == "chunked":
+        from curate.train.fused import ChunkedORPOTrainer as Trainer
+
+        Trainer.chunk_tokens = spec["curate"]["loss_chunk_tokens"]
     else:
         from trl.experimental.orpo import ORPOTrainer as Trainer
     model = load_model(spec)

@@ -48,7 +48,9 @@ def test_set_overrides_any_table():
     ("trainer.beta=1", "unknown table 'trainer'"),
     ("beta=0.1", "expected TABLE.KEY=VALUE"),
     ("curate.method=dpo", "curate.method: 'dpo' is not one of full, lora, qlora"),
-    ("curate.fused_loss=3", "curate.fused_loss: expected bool"),
+    ("curate.loss=fused", "curate.loss: 'fused' is not one of trl, chunked, liger"),
+    ("curate.loss_chunk_tokens=x", "curate.loss_chunk_tokens: expected int"),
+    ("curate.loss=chunked", "curate.loss=chunked needs the whole LM head"),  # the recipe runs ZeRO-3
     ("preset.num_processes=0", "must be at least 1"),
     ("orpo.output_dir=/tmp/x", "use --out instead"),
     ("preset.accelerate_config=nope.yaml", "'nope.yaml' not found"),
@@ -58,6 +60,14 @@ def test_bad_override_is_one_line_error(override, needle):
         S.resolve("gemma2-9b-chinese-chat", [override])
     assert isinstance(info.value, CurateError)
     assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_chunked_loss_allowed_on_one_gpu_and_ddp(tmp_path):
+    assert S.resolve("gemma2-9b-lora", ["curate.loss=chunked"])["curate"]["loss"] == "chunked"
+    ddp = tmp_path / "ddp.yaml"
+    ddp.write_text("distributed_type: MULTI_GPU\nnum_processes: 2\nmixed_precision: bf16\n")
+    spec = S.resolve("gemma2-9b-chinese-chat", ["curate.loss=liger", f"preset.accelerate_config={ddp}"])
+    assert S.accelerate_config_path(spec) == ddp
 
 
 def test_unknown_preset_and_missing_model():

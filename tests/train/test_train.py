@@ -146,8 +146,8 @@ def test_launch_entry_point_trains_from_saved_config(fixture_export, tiny_model,
     assert main([str(out / "train_config.json"), "--export", str(tmp_path / "nope"), "--out", str(out)]) == 2
 
 
-def test_fused_loss_on_cpu_is_a_clear_error(fixture_export, tiny_model, tmp_path):
-    spec = S.resolve("tiny-cpu", ["curate.fused_loss=true"], str(tiny_model))
+def test_liger_loss_on_cpu_is_a_clear_error(fixture_export, tiny_model, tmp_path):
+    spec = S.resolve("tiny-cpu", ["curate.loss=liger"], str(tiny_model))
     with pytest.raises(TrainError, match="liger-kernel|CUDA GPU"):
         train(fixture_export, tmp_path / "run", spec)
     assert "liger_kernel" not in sys.modules
