@@ -13,6 +13,7 @@ Runs inside the argilla-server virtualenv: import only the stdlib, argilla_serve
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import threading
 from datetime import datetime, timezone
@@ -653,22 +654,32 @@ class SQLSearchEngine(SearchEngine):
                 cached = _VECTOR_CACHE.get(settings_id)
             if cached is not None and cached.key == key:
                 return cached
-            rows = (
-                await db.execute(
-                    select(Vector.record_id, Vector.value)
-                    .join(Record, Record.id == Vector.record_id)
-                    .where(Vector.vector_settings_id == settings_id)
-                    .order_by(Record.inserted_at, Record.id)
-                )
-            ).all()
-        ids = [r[0] for r in rows]
-        if rows:
-            matrix = np.asarray([r[1] for r in rows], dtype=np.float32)
-            norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-            norms[norms == 0] = 1.0
-            matrix /= norms
-        else:
-            matrix = np.zeros((0, 0), dtype=np.float32)
+            # Stream the JSON text and parse it straight into a preallocated float32 matrix: decoding 100k x 384
+            # vectors into Python lists first would need over a gigabyte.
+            dims = (
+                await db.execute(select(VectorSettings.dimensions).where(VectorSettings.id == settings_id))
+            ).scalar_one()
+            matrix = np.zeros((count, dims), dtype=np.float32)
+            ids: list[UUID] = []
+            stmt = (
+                select(Vector.record_id, func.cast(Vector.value, _sa_text()))
+                .join(Record, Record.id == Vector.record_id)
+                .where(Vector.vector_settings_id == settings_id)
+                .order_by(Record.inserted_at, Record.id)
+                .execution_options(yield_per=2000)
+            )
+            async for record_id, raw in await db.stream(stmt):
+                if len(ids) >= count:
+                    break
+                row = np.array(json.loads(raw), dtype=np.float32) if raw else np.zeros(0, np.float32)
+                if row.shape != (dims,):
+                    continue
+                matrix[len(ids)] = row
+                ids.append(record_id)
+        matrix = matrix[: len(ids)]
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        norms[norms == 0] = 1.0
+        matrix /= norms
         fresh = _Vectors(key=key, ids=ids, matrix=matrix)
         with _CACHE_LOCK:
             _VECTOR_CACHE[settings_id] = fresh
