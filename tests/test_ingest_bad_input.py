@@ -198,3 +198,72 @@ def test_cli_one_line_error_exit_2(tmp_path: Path, kind: str) -> None:
     assert result.exit_code == 2
     err = result.stderr.strip()
     assert len(err.splitlines()) == 1 and str(p) in err and "Traceback" not in result.output + err, err
+
+
+def test_fuzzed_rows_never_raise(tmp_path: Path) -> None:
+    """Random junk in every field of every family: rows are kept or rejected with a known reason, nothing raises."""
+    import random
+
+    from curate.ingest import REASONS
+
+    rng = random.Random(7)
+
+    def junk(depth: int = 0):
+        kind = rng.randrange(9 if depth < 2 else 6)
+        if kind == 0:
+            return None
+        if kind == 1:
+            return rng.randint(-3, 3)
+        if kind == 2:
+            return rng.random()
+        if kind == 3:
+            return rng.choice([True, False])
+        if kind in (4, 5):
+            return rng.choice(["", " ", "hi", "user", "assistant", "gpt", "human", "system", "text",
+                               "\n\nHuman: a\n\nAssistant: b", "\n\nAssistant: x"])
+        if kind == 6:
+            return [junk(depth + 1) for _ in range(rng.randrange(3))]
+        if kind == 7:
+            return {rng.choice(["role", "from", "content", "value", "type", "text", "messages"]): junk(depth + 1)
+                    for _ in range(rng.randrange(4))}
+        return [{"role": rng.choice(["user", "assistant", "system", "tool"]), "content": junk(depth + 1)}
+                for _ in range(rng.randrange(1, 4))]
+
+    shapes = {
+        "flat": ["prompt", "chosen", "rejected", "system", "history", "chosen_score", "rejected_score"],
+        "alpaca": ["instruction", "input", "chosen", "rejected", "history"],
+        "trl": ["prompt", "chosen", "rejected"],
+        "uf": ["chosen", "rejected", "score_chosen", "score_rejected"],
+        "hh": ["chosen", "rejected"],
+        "sharegpt": ["conversations", "chosen", "rejected", "system"],
+        "openai": ["input", "preferred_output", "non_preferred_output"],
+    }
+    good = {
+        "flat": GOOD, "alpaca": {"instruction": "i", "chosen": "a", "rejected": "b"},
+        "trl": {"prompt": [{"role": "user", "content": "q"}], "chosen": [{"role": "assistant", "content": "a"}],
+                "rejected": [{"role": "assistant", "content": "b"}]},
+        "uf": {"chosen": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+               "rejected": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "b"}]},
+        "hh": {"chosen": "\n\nHuman: q\n\nAssistant: a", "rejected": "\n\nHuman: q\n\nAssistant: b"},
+        "sharegpt": {"conversations": [{"from": "human", "value": "q"}], "chosen": {"from": "gpt", "value": "a"},
+                     "rejected": {"from": "gpt", "value": "b"}},
+        "openai": {"input": {"messages": [{"role": "user", "content": "q"}]},
+                   "preferred_output": [{"role": "assistant", "content": "a"}],
+                   "non_preferred_output": [{"role": "assistant", "content": "b"}]},
+    }
+    paths = []
+    for name, cols in shapes.items():
+        rows = [good[name]] * 200  # a majority of good rows, so detection sees the family
+        for _ in range(150):
+            row = dict(good[name])
+            for c in rng.sample(cols, rng.randint(1, len(cols))):
+                if rng.random() < 0.2:
+                    row.pop(c, None)
+                else:
+                    row[c] = junk()
+            rows.append(row)
+        paths.append(write_jsonl(tmp_path / f"{name}.jsonl", rows))
+    report = ingest(paths, tmp_path / "out")
+    assert report["input_rows"] == 7 * 350 == report["kept_rows"] + report["rejected_rows"]
+    assert set(report["rejects_by_reason"]) <= set(REASONS)
+    assert report["rejected_rows"] > 500
