@@ -175,3 +175,36 @@ def test_foreground_stops_every_child_on_sigterm(tmp_path):
         time.sleep(0.1)
     assert not any(_alive(pids[k]) for k in ("redis", "server", "worker"))
     assert not Path(pids["tmpdir"]).exists() and not (home / "pids.json").exists()
+
+
+def test_worker_runs_jobs_with_the_engine(argilla_server, client):
+    """Changing min_submitted enqueues an rq job that recomputes record status: only the worker can do it."""
+    import argilla as rg
+
+    owner = client(argilla_server)
+    settings = rg.Settings(
+        fields=[rg.TextField(name="prompt")],
+        questions=[rg.LabelQuestion(name="better", labels=["a", "b"])],
+        distribution=rg.TaskDistribution(min_submitted=2),
+    )
+    ds = rg.Dataset(name=f"worker-{os.getpid()}-{time.time_ns()}", workspace=argilla_server.workspace,
+                    settings=settings, client=owner).create()
+    ds.records.log([{"prompt": "一"}, {"prompt": "two"}])
+    headers = {"X-Argilla-Api-Key": argilla_server.annotators[0].api_key}
+    items = httpx.get(f"{argilla_server.api_url}/api/v1/datasets/{ds.id}/records",
+                      headers={"X-Argilla-Api-Key": argilla_server.owner.api_key}, timeout=30).json()["items"]
+    r = httpx.post(f"{argilla_server.api_url}/api/v1/records/{items[0]['id']}/responses", headers=headers,
+                   json={"values": {"better": {"value": "a"}}, "status": "submitted"}, timeout=30)
+    assert r.status_code == 201, r.text
+
+    def completed() -> int:
+        return httpx.get(f"{argilla_server.api_url}/api/v1/datasets/{ds.id}/progress",
+                         headers={"X-Argilla-Api-Key": argilla_server.owner.api_key}, timeout=30).json()["completed"]
+
+    assert completed() == 0
+    ds.settings.distribution = rg.TaskDistribution(min_submitted=1)
+    ds.update()
+    deadline = time.monotonic() + 60
+    while completed() != 1 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert completed() == 1
