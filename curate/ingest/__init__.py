@@ -14,6 +14,7 @@ randomness in the outputs.
 from __future__ import annotations
 
 import json
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -235,23 +236,35 @@ def ingest(inputs: list[str | Path], out_dir: str | Path, mapping: dict[str, str
     with atomic_path(out / "pairs.parquet") as tp, atomic_path(out / "rejects.parquet") as tr:
         with pq.ParquetWriter(tp, pairs_schema, compression="zstd") as pw, \
                 pq.ParquetWriter(tr, rejects_schema, compression="zstd") as rw:
-            for src, plan in plans:
-                stats = {"format": plan.family, "reader": src.kind, "rows_in": 0, "rows_kept": 0,
-                         "rows_rejected": 0, "rejects_by_reason": {}, "fields": dict(plan.fields)}
-                for batch in readers.read(src):
-                    sink = _Sink(src.name)
-                    _convert_batch(batch, plan, sink)
-                    stats["rows_in"] += len(batch)
-                    stats["rows_kept"] += len(sink.rows)
-                    stats["rows_rejected"] += len(sink.r_rows)
-                    for r in sink.r_reason:
-                        stats["rejects_by_reason"][r] = stats["rejects_by_reason"].get(r, 0) + 1
-                    if (t := sink.pairs_table(pairs_schema)) is not None:
-                        pw.write_table(t)
-                    if (t := sink.rejects_table(rejects_schema)) is not None:
-                        rw.write_table(t)
-                stats["rejects_by_reason"] = dict(sorted(stats["rejects_by_reason"].items()))
-                per_source[src.name] = stats
+            def flush(sink: _Sink) -> None:
+                if (t := sink.pairs_table(pairs_schema)) is not None:
+                    pw.write_table(t)
+                if (t := sink.rejects_table(rejects_schema)) is not None:
+                    rw.write_table(t)
+
+            # One writer thread: while it hashes ids (Polars, off the GIL) and writes batch k, this thread parses
+            # and converts batch k+1. At most one batch waits, so memory stays bounded; writes stay in order.
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                pending: Future | None = None
+                for src, plan in plans:
+                    stats = {"format": plan.family, "reader": src.kind, "rows_in": 0, "rows_kept": 0,
+                             "rows_rejected": 0, "rejects_by_reason": {}, "fields": dict(plan.fields)}
+                    for batch in readers.read(src):
+                        sink = _Sink(src.name)
+                        _convert_batch(batch, plan, sink)
+                        stats["rows_in"] += len(batch)
+                        stats["rows_kept"] += len(sink.rows)
+                        stats["rows_rejected"] += len(sink.r_rows)
+                        for r in sink.r_reason:
+                            stats["rejects_by_reason"][r] = stats["rejects_by_reason"].get(r, 0) + 1
+                        del batch
+                        if pending is not None:
+                            pending.result()
+                        pending = pool.submit(flush, sink)
+                    stats["rejects_by_reason"] = dict(sorted(stats["rejects_by_reason"].items()))
+                    per_source[src.name] = stats
+                if pending is not None:
+                    pending.result()
     by_reason: dict[str, int] = {}
     for s in per_source.values():
         for r, n in s["rejects_by_reason"].items():
