@@ -113,6 +113,17 @@ def test_text_that_is_not_json(tmp_path: Path) -> None:
     one_line_error(a, tmp_path / "out", "not valid JSON")
 
 
+def test_values_orjson_refuses(tmp_path: Path) -> None:
+    p = tmp_path / "n.jsonl"
+    p.write_text(json.dumps(GOOD) + "\n" + '{"prompt": "q", "chosen": "a", "rejected": "b", "id": 123456789012345678901234567890, '
+                 '"x": NaN}\n' + '{"prompt": "q", "chosen": 5, "rejected": "b", "id": 123456789012345678901234567890}\n')
+    report = ingest([p], tmp_path / "out")
+    pairs, rejects, _ = read_out(tmp_path / "out")
+    assert (report["kept_rows"], report["rejects_by_reason"]) == (2, {"non_string_content": 1})
+    assert json.loads(pairs["meta"][1])["id"] == 123456789012345678901234567890
+    assert '"id":' in rejects["meta"][0]  # orjson reads a >64-bit int as a float: kept, possibly rounded
+
+
 def test_ten_megabyte_field(tmp_path: Path) -> None:
     big = "长" * (10 * 1024 * 1024 // 3) + "end"  # ~10 MB of UTF-8
     p = write_jsonl(tmp_path / "big.jsonl", [GOOD, {"prompt": "q", "chosen": big, "rejected": "b"}, GOOD])

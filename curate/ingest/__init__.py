@@ -36,8 +36,12 @@ _MSG = pa.struct([("role", pa.string()), ("content", pa.string())])
 
 
 def _dumps(value: Any) -> str:
+    """Compact JSON for meta. orjson refuses integers beyond 64 bits (json parses them): json writes those."""
     if readers.orjson is not None:
-        return readers.orjson.dumps(value, option=readers.orjson.OPT_NON_STR_KEYS, default=str).decode("utf-8")
+        try:
+            return readers.orjson.dumps(value, option=readers.orjson.OPT_NON_STR_KEYS, default=str).decode("utf-8")
+        except TypeError:
+            pass
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
