@@ -69,17 +69,30 @@ def serve(home, host, port, database_url, annotators, workspace, detach) -> None
 
     home_path = _home(home)
     names = [n.strip() for n in annotators.split(",") if n.strip()]
+    known = _known_accounts(home_path)
     info = server.start(home_path, host=host, port=port, database_url=database_url, annotators=names,
                         workspace=workspace, detach=detach)
     click.secho(f"Argilla is up at {info.api_url}  (workspace {info.workspace!r}, home {info.home})", fg="green")
-    click.echo("Sign in with (also stored, mode 0600, in credentials.json under the home):")
-    for acc in (info.owner, *info.annotators):
-        click.echo(f"  {acc.role:<9} {acc.username:<12} password {acc.password}   api key {acc.api_key}")
+    new = [acc for acc in (info.owner, *info.annotators) if acc.username not in known]
+    if new:  # passwords are shown once, when an account is created; they stay in the 0600 file
+        click.echo("New accounts (shown once; kept, mode 0600, in credentials.json under the home):")
+        for acc in new:
+            click.echo(f"  {acc.role:<9} {acc.username:<12} password {acc.password}   api key {acc.api_key}")
+    click.echo(f"Accounts: {', '.join(a.username for a in (info.owner, *info.annotators))} "
+               f"(credentials in {Path(info.home) / 'credentials.json'})")
     if detach:
         click.echo(f"Stop it with: curate review stop --home {info.home}")
         return
     click.echo("Press Ctrl-C to stop.")
     server.wait(home_path)
+
+
+def _known_accounts(home: Path) -> set[str]:
+    try:
+        data = json.loads((home / "credentials.json").read_text())
+    except (OSError, ValueError):
+        return set()
+    return {a["username"] for a in [data.get("owner") or {}, *data.get("annotators", [])] if a.get("username")}
 
 
 @review.command()

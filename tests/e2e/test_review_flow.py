@@ -316,3 +316,33 @@ def test_unreachable_server_is_one_line_error(tmp_path):
 def test_wrong_key_is_one_line_error(argilla_server):
     with pytest.raises(ServiceError, match="can't reach Argilla"):
         connect(api_url=argilla_server.api_url, api_key="not-a-key")
+
+
+def test_cli_serve_prints_new_credentials_once_and_stop(tmp_path):
+    """`curate review serve --detach` / `stop`: passwords are printed when accounts are made, never again."""
+    import socket
+
+    from curate.cli import main
+    from curate.review import server
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    home = tmp_path / "home"
+    runner = CliRunner()
+    try:
+        r = runner.invoke(main, ["review", "serve", "--home", str(home), "--port", str(port), "--annotators", "rev1",
+                                 "--detach"])
+        assert r.exit_code == 0, r.output
+        info = server.read_credentials(home)
+        assert f"http://127.0.0.1:{port}" in r.output and info.owner.password in r.output
+        assert info.annotators[0].password in r.output
+        assert oct((home / "credentials.json").stat().st_mode & 0o777) == "0o600"
+        r = runner.invoke(main, ["review", "stop", "--home", str(home)])
+        assert r.exit_code == 0 and "stopped" in r.output
+        r = runner.invoke(main, ["review", "serve", "--home", str(home), "--port", str(port), "--detach"])
+        assert r.exit_code == 0, r.output
+        assert info.owner.password not in r.output and "owner, rev1" in r.output
+    finally:
+        runner.invoke(main, ["review", "stop", "--home", str(home)])
+    assert not server.running(home)
