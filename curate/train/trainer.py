@@ -124,10 +124,6 @@ def peft_config(spec: dict[str, Any]):
 def build_trainer(export_dir: str | Path, out_dir: str | Path, spec: dict[str, Any]):
     """A ready ORPOTrainer (TRL's, or curate's fused subclass) for this export and configuration."""
     _quiet()
-    if spec["curate"]["cpu_threads"] > 0:
-        import torch
-
-        torch.set_num_threads(spec["curate"]["cpu_threads"])
     out = Path(out_dir)
     tokenizer = load_tokenizer(spec["preset"]["model"])
     train_ds, eval_ds = preflight.load_export(export_dir, spec)
@@ -232,8 +228,16 @@ def train(export_dir: str | Path, out_dir: str | Path, spec: dict[str, Any], res
     out.mkdir(parents=True, exist_ok=True)
     sha = preflight.manifest_sha256(export_dir)
     checkpoint = last_checkpoint(out) if resume else None
-    trainer = build_trainer(export_dir, out, spec)
-    trainer.train(resume_from_checkpoint=checkpoint)
+    import torch
+
+    threads = torch.get_num_threads()
+    if spec["curate"]["cpu_threads"] > 0:  # process-wide: restored below, so a caller's setting survives
+        torch.set_num_threads(spec["curate"]["cpu_threads"])
+    try:
+        trainer = build_trainer(export_dir, out, spec)
+        trainer.train(resume_from_checkpoint=checkpoint)
+    finally:
+        torch.set_num_threads(threads)
 
     model_dir = out / ("model" if spec["curate"]["method"] == "full" else "adapter")
     trainer.save_model(str(model_dir))

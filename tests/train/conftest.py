@@ -74,3 +74,33 @@ def tiny_model(tmp_path_factory, fixture_export) -> Path:
     from curate.train.tiny import build_tiny
 
     return build_tiny(fixture_export, tmp_path_factory.mktemp("tiny"), vocab_size=1000, seed=0)
+
+
+@pytest.fixture(scope="session")
+def pipeline_export(tmp_path_factory) -> Path:
+    """An export made by the real pipeline (pipelines/default.toml on the repo's data/), as `curate run` makes it."""
+    from curate import config
+    from curate.runner import run_pipeline
+
+    repo = Path(__file__).resolve().parents[2]
+    run_dir = tmp_path_factory.mktemp("run")
+    run_pipeline(config.load(repo / "pipelines" / "default.toml"), [repo / "data"], run_dir)
+    return run_dir / "export"
+
+
+@pytest.fixture(scope="session")
+def pipeline_tiny_model(tmp_path_factory, pipeline_export) -> Path:
+    from curate.train.tiny import build_tiny
+
+    return build_tiny(pipeline_export, tmp_path_factory.mktemp("tiny-pipeline"), vocab_size=1000, seed=0)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models on a busy 2-core machine run ~100x faster on one torch thread; restore the setting after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -63,7 +63,7 @@ def _trainers(export, model_dir, tmp_path, *sets):
 
 
 @pytest.mark.parametrize("softcap", [None, 0.01])
-def test_same_loss_metrics_and_gradients_as_trl(fixture_export, tiny_model, tmp_path, softcap):
+def test_same_loss_metrics_and_gradients_as_trl(fixture_export, tiny_model, tmp_path, softcap, one_thread):
     model, ref, chunked = _trainers(fixture_export, tiny_model, tmp_path)
     # Gemma-2 soft-caps final logits (30 by default; the tiny model's logits are ~0.01, so a cap of 0.01 is what
     # makes it bite here). TRL applies it inside the model's forward; the chunked loss must apply it itself.

@@ -61,7 +61,7 @@ def test_template_refusing_system_names_the_fix(fixture_export, tiny_model):
         check(train, tok, 256)
 
 
-def test_lengths_match_what_trl_tokenizes(fixture_export, tiny_model, tmp_path):
+def test_lengths_match_what_trl_tokenizes(fixture_export, tiny_model, tmp_path, one_thread):
     """Pre-flight's per-pair length is the length TRL's ORPOTrainer actually builds (no truncation at 4096)."""
     from curate.train.trainer import build_trainer
 

@@ -22,17 +22,22 @@ def _cli(*args):
     return CliRunner().invoke(train_cmd, [str(a) for a in args], catch_exceptions=True)
 
 
-def test_cli_trains_and_writes_outputs(fixture_export, tiny_model, tmp_path):
+def test_curate_train_on_a_pipeline_export(pipeline_export, pipeline_tiny_model, tmp_path):
+    """`curate train` (through the real `curate` group) on what `curate run pipelines/default.toml` exported."""
+    from curate.cli import main
+
     out = tmp_path / "run"
-    result = _cli(fixture_export, "--model", tiny_model, "--preset", "tiny-cpu", "--out", out,
-                  "--set", "orpo.max_steps=3")
+    args = [str(pipeline_export), "--model", str(pipeline_tiny_model), "--preset", "tiny-cpu", "--out", str(out)]
+    result = CliRunner().invoke(main, ["train", *args, "--set", "orpo.max_steps=3"])
     assert result.exit_code == 0, result.output + repr(result.exception)
+    pairs = len(__import__("datasets").load_from_disk(str(pipeline_export / "hf"))["train"])
+    assert f"pre-flight: {pairs} training pairs, max_length 256" in result.output
     assert "pairs over max_length (would be truncated): 0" in result.output
     assert "<start_of_turn>model\n" in result.output and "trained 3 steps" in result.output
 
     config = json.loads((out / "train_config.json").read_text())
-    assert config["orpo"]["max_steps"] == 3 and config["preset"]["model"] == str(tiny_model)
-    assert json.loads((out / "preflight.json").read_text())["pairs"] == 16
+    assert config["orpo"]["max_steps"] == 3 and config["preset"]["model"] == str(pipeline_tiny_model)
+    assert json.loads((out / "preflight.json").read_text())["pairs"] == pairs
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert [r["step"] for r in metrics["train"]] == [1, 2, 3]
@@ -40,7 +45,7 @@ def test_cli_trains_and_writes_outputs(fixture_export, tiny_model, tmp_path):
         assert all(math.isfinite(r[key]) for r in metrics["train"]), key
     assert (out / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    sha = hashlib.sha256((fixture_export / "manifest.json").read_bytes()).hexdigest()
+    sha = hashlib.sha256((pipeline_export / "manifest.json").read_bytes()).hexdigest()
     card = (out / "README.md").read_text()
     assert f"manifest sha256: `{sha}`" in card and "base_model:" in card
     assert (out / "model" / "README.md").read_text() == card
@@ -51,8 +56,11 @@ def test_cli_trains_and_writes_outputs(fixture_export, tiny_model, tmp_path):
     tok = AutoTokenizer.from_pretrained(str(out / "model"))
     assert tok.chat_template and model.config.vocab_size == len(tok)
 
-    again = _cli(fixture_export, "--model", tiny_model, "--preset", "tiny-cpu", "--out", out)
-    assert isinstance(again.exception, TrainError) and "already holds a training run" in str(again.exception)
+    again = CliRunner().invoke(main, ["train", *args])
+    assert again.exit_code == 2 and "already holds a training run" in again.output
+    bad = CliRunner().invoke(main, ["train", *args[:-1], str(tmp_path / "other"), "--set", "orpo.betta=1"])
+    assert bad.exit_code == 2
+    assert "error: orpo.betta: unknown key (not a field of TRL's ORPOConfig)" in bad.output
 
 
 def test_loss_falls_on_a_repeated_batch(tmp_path, tiny_model):
@@ -158,3 +166,15 @@ def test_command_module_imports_no_torch():
             "print(sorted(m for m in ('torch', 'trl', 'transformers', 'datasets') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_cpu_threads_setting_is_restored(fixture_export, tiny_model, tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # tiny-cpu trains on 1 thread (curate.cpu_threads = 1)
+    try:
+        train(fixture_export, tmp_path / "run", S.resolve("tiny-cpu", ["orpo.max_steps=1"], str(tiny_model)))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
