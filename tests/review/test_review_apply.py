@@ -142,3 +142,19 @@ def test_conservation_error_is_raised(pairs_factory):
     # a decisions table with a duplicated pair would invent rows: the law must catch it
     with pytest.raises(ConservationError):
         apply_decisions(pairs, pl.concat([dec, dec.head(1)]), P)
+
+
+def test_nothing_reviewed_keeps_everything(pairs_factory):
+    from curate.review.agreement import agreement_report, annotator_stats
+    from curate.review.pull import RESPONSES_SCHEMA
+
+    pairs = _pairs(pairs_factory)
+    empty = pl.DataFrame(schema=RESPONSES_SCHEMA)
+    dec = resolve(empty, P)
+    out = apply_decisions(pairs, dec, P)
+    assert out.kept.height == pairs.height and out.rejects.height == 0
+    assert out.kept["chosen"].to_list() == pairs["chosen"].to_list()
+    assert out.stats["unreviewed"] == pairs.height and out.stats["decisions"] == {}
+    rep = agreement_report(empty)
+    assert rep["better"] == {"level": "nominal", "items": 0, "percent": None, "alpha": None}
+    assert annotator_stats(empty, dec) == []

@@ -61,3 +61,29 @@ def test_suggestion_follows_scores_through_the_mapping():
 
 def test_a_is_chosen_depends_on_pair():
     assert len({a_is_chosen(0, f"p{i}") for i in range(20)}) == 2
+
+
+def test_responses_frame_unblinds_raw_api_records():
+    from curate.review.pull import responses_frame
+
+    raw = [
+        {"id": "r-1", "external_id": "p1", "responses": [
+            {"user_id": "u1", "status": "submitted", "inserted_at": "2026-01-01T00:00:00", "updated_at": "2026-01-01T00:00:05",
+             "values": {"better": {"value": "a"}, "problems": {"value": ["unsafe", "truncated"]},
+                        "rating": {"value": 3}, "corrected": {"value": "  "}}},
+            {"user_id": "u2", "status": "draft", "inserted_at": "t", "updated_at": "t",
+             "values": {"better": {"value": "b"}}},
+        ]},
+        {"id": "r-2", "external_id": "p2", "responses": [
+            {"user_id": "u9", "status": "discarded", "inserted_at": "t", "updated_at": "t", "values": None},
+        ]},
+        {"id": "r-3", "external_id": None, "responses": []},
+    ]
+    frame = responses_frame(raw, {"u1": "ann1", "u2": "ann2"}, {"p1": False, "p2": True})
+    rows = frame.to_dicts()
+    assert [(r["pair_id"], r["user"], r["status"]) for r in rows] == [
+        ("p1", "ann1", "submitted"), ("p1", "ann2", "draft"), ("p2", "u9", "discarded")]
+    assert rows[0]["vote"] == "rejected" and rows[1]["vote"] == "chosen"  # A held the rejected reply
+    assert rows[0]["problems"] == ["truncated", "unsafe"] and rows[0]["rating"] == 3
+    assert rows[0]["corrected"] is None  # blank text is no correction
+    assert rows[2]["better"] is None and rows[2]["vote"] is None
