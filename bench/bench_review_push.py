@@ -179,9 +179,11 @@ def main() -> None:
         finally:
             server.stop(home)
 
+    results["load_avg_at_end"] = round(os.getloadavg()[0], 1)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nmachine: {machine}; embedded server start {results['server_start_s']} s; batch {args.batch_size}\n")
+    print(f"\nmachine: {machine}, load avg at end {results['load_avg_at_end']}; "
+          f"embedded server start {results['server_start_s']} s; batch {args.batch_size}\n")
     print("| pairs | SDK log() rec/s | curate push rec/s (no vectors) | ratio | re-push (no-op) s "
           "| server CPU / wall | client CPU s | push with vectors rec/s (embed compute s / not overlapped s) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")

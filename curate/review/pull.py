@@ -27,7 +27,7 @@ from curate.io import atomic_path, atomic_write_text
 from curate.review import settings as S
 from curate.review.agreement import agreement_report, annotator_stats
 from curate.review.apply import ResolvePolicy, apply_decisions, resolve
-from curate.review.push import LIST_PAGE, Connection, _first_line, find_dataset, read_pairs
+from curate.review.push import LIST_PAGE, Connection, _first_line, find_dataset, read_pairs, read_push_meta
 
 RESPONSES_SCHEMA = pl.Schema(
     {
@@ -125,19 +125,21 @@ def responses_frame(raw: list[dict[str, Any]], names: dict[str, str], mapping: d
     return frame.sort("pair_id", "user")
 
 
-def load_mapping(run_dir: Path, pairs: pl.DataFrame, seed: int | None) -> dict[str, bool]:
-    """The blind mapping written by push; rebuilt from the seed (push.json, or `seed`) when it is missing."""
+def load_mapping(run_dir: Path, pairs: pl.DataFrame, dataset: str, seed: int | None) -> dict[str, bool]:
+    """The blind mapping push wrote for `dataset`; rebuilt from a seed (`seed`, or push.json's) when needed."""
     path = run_dir / "review" / "mapping.parquet"
-    if path.is_file() and seed is None:
-        m = pl.read_parquet(path)
-        return dict(zip(m["pair_id"].to_list(), m["a_is_chosen"].to_list()))
+    if seed is None and path.is_file():
+        m = pl.read_parquet(path).filter(pl.col("dataset") == dataset)
+        if m.height:
+            return dict(zip(m["pair_id"].to_list(), m["a_is_chosen"].to_list()))
     if seed is None:
-        meta = run_dir / "review" / "push.json"
-        if not meta.is_file():
+        pushed = read_push_meta(run_dir)["datasets"].get(dataset)
+        if pushed is None:
             raise InputError(
-                f"{path} not found: pull needs the blind mapping from push (or pass --seed used for push)"
+                f"no blind mapping for dataset {dataset!r} in {run_dir / 'review'}: pull the run folder it was "
+                "pushed from, or pass --seed with the seed used for push"
             )
-        seed = int(json.loads(meta.read_text())["seed"])
+        seed = int(pushed["seed"])
     m = S.mapping_frame(pairs["pair_id"], seed)
     return dict(zip(m["pair_id"].to_list(), m["a_is_chosen"].to_list()))
 
@@ -158,7 +160,7 @@ def pull(
     if dataset is None:
         raise InputError(f"dataset {dataset_name!r} not found in workspace {conn.workspace!r} at {conn.api_url}")
     S.check_compatible(dataset)
-    mapping = load_mapping(run_dir, pairs, seed)
+    mapping = load_mapping(run_dir, pairs, dataset_name, seed)
     raw = fetch_raw(conn, dataset)
     responses = responses_frame(raw, usernames(conn), mapping)
     on_server = {str(r["external_id"]) for r in raw if r.get("external_id") is not None}
@@ -174,6 +176,7 @@ def pull(
         "dataset": dataset_name,
         "workspace": conn.workspace,
         "api_url": conn.api_url,
+        "blind_seed": seed if seed is not None else read_push_meta(run_dir)["datasets"].get(dataset_name, {}).get("seed"),
         "records_on_server": len(on_server),
         "pairs_on_server": int(pairs["pair_id"].is_in(list(on_server)).sum()),
         "responses": dict(zip(status_counts["status"], status_counts["len"])) if status_counts is not None else {},

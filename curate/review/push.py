@@ -218,17 +218,23 @@ class PromptEmbedder:
         return {r["pair_id"]: [float(x) for x in v] for r, v in zip(rows, vecs)}
 
 
+def read_push_meta(run_dir: Path) -> dict[str, Any]:
+    """RUN_DIR/review/push.json: {"dataset": last pushed, "datasets": {name: {seed, workspace, api_url, …}}}."""
+    path = run_dir / "review" / "push.json"
+    if not path.is_file():
+        return {"dataset": None, "datasets": {}}
+    return json.loads(path.read_text())
+
+
 def _mapping_for(run_dir: Path, pairs: pl.DataFrame, opts: PushOptions) -> pl.DataFrame:
-    """The blind mapping for these pairs; refuses a seed that differs from the one already used here."""
-    meta_path = run_dir / "review" / "push.json"
-    if meta_path.is_file():
-        previous = json.loads(meta_path.read_text())
-        if previous.get("dataset") == opts.dataset and previous.get("seed") != opts.seed:
-            raise ConfigError(
-                f"dataset {opts.dataset!r} was pushed from this run with --seed {previous.get('seed')}; "
-                f"pushing with --seed {opts.seed} would reorder responses already shown (pass --seed {previous.get('seed')})"
-            )
-    return S.mapping_frame(pairs["pair_id"], opts.seed)
+    """The blind mapping for these pairs; refuses a seed that differs from the one this dataset was pushed with."""
+    previous = read_push_meta(run_dir)["datasets"].get(opts.dataset)
+    if previous is not None and previous["seed"] != opts.seed:
+        raise ConfigError(
+            f"dataset {opts.dataset!r} was pushed from this run with --seed {previous['seed']}; pushing with "
+            f"--seed {opts.seed} would reorder responses already shown (pass --seed {previous['seed']})"
+        )
+    return S.mapping_frame(pairs["pair_id"], opts.seed).with_columns(pl.lit(opts.dataset).alias("dataset"))
 
 
 def push(
@@ -356,12 +362,19 @@ def _send(conn: Connection, dataset: Any, batch: list[dict[str, Any]], a_chosen:
 
 def _write_push_meta(run_dir: Path, conn: Connection, opts: PushOptions, mapping: pl.DataFrame, n: int,
                      model_name: str | None) -> None:
+    """mapping.parquet holds one row per (dataset, pair) for every dataset pushed from this run."""
     review = run_dir / "review"
     review.mkdir(parents=True, exist_ok=True)
-    with atomic_path(review / "mapping.parquet") as tmp:
+    path = review / "mapping.parquet"
+    if path.is_file():
+        old = pl.read_parquet(path).filter(pl.col("dataset") != opts.dataset)
+        mapping = pl.concat([old, mapping.select(old.columns)]) if old.height else mapping
+    mapping = mapping.select("dataset", "pair_id", "a_is_chosen", "seed").sort("dataset", "pair_id")
+    with atomic_path(path) as tmp:
         mapping.write_parquet(tmp)
-    meta = {
-        "dataset": opts.dataset,
+    meta = read_push_meta(run_dir)
+    meta["dataset"] = opts.dataset
+    meta["datasets"][opts.dataset] = {
         "workspace": conn.workspace,
         "api_url": conn.api_url,
         "seed": opts.seed,

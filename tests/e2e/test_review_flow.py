@@ -248,6 +248,14 @@ def test_repush_is_idempotent_and_adds_only_new_pairs(argilla_server, tmp_path, 
     # changing the blind order of records already shown is refused
     with pytest.raises(ConfigError, match="--seed 0"):
         push(run, conn, PushOptions(dataset=name, seed=1, vectors=False))
+    # another dataset from the same run may use another seed; each keeps its own mapping
+    other = _name("repush-other")
+    assert push(run, conn, PushOptions(dataset=other, seed=1, vectors=False)).sent == pairs.height
+    mapping = pl.read_parquet(run / "review" / "mapping.parquet")
+    assert mapping.group_by("dataset").agg(pl.col("seed").first()).sort("dataset").rows() == sorted(
+        [(name, 0), (other, 1)])
+    assert json.loads((run / "review" / "push.json").read_text())["dataset"] == other
+    assert pull(run, conn, name).stats["blind_seed"] == 0
 
 
 class Interrupted(RuntimeError):
