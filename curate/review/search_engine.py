@@ -205,7 +205,7 @@ def _terms(query: str) -> tuple[list[str], list[str]]:
                 negate, term = True, term[1:]
             term = term.strip("+|*()~")
         if term:
-            (must_not if negate else must).append(term.lower())
+            (must_not if negate else must).append(term)
     return must, must_not
 
 
@@ -244,7 +244,14 @@ class _TextSQL:
         src, val = self._leaves()
         p = self._name(_like_pattern(term))
         op = "ILIKE" if _is_pg() else "LIKE"
-        return f"EXISTS (SELECT 1 FROM {src} WHERE {self._leaf_filter()} AND {val} {op} :{p} ESCAPE '\\')"
+        exact = f"EXISTS (SELECT 1 FROM {src} WHERE {self._leaf_filter()} AND {val} {op} :{p} ESCAPE '\\')"
+        if _is_pg():
+            return f"({exact})"
+        # SQLite: a cheap prefilter on the stored JSON text first. argilla_server writes it with json.dumps
+        # (ASCII-escaped), so the term escaped the same way is a substring of every record that truly contains
+        # it (SQLite's LIKE folds ASCII case only, in both places); json_tree then drops false hits (keys etc.).
+        pre = self._name(_like_pattern(json.dumps(term)[1:-1]))
+        return f"(records.fields LIKE :{pre} ESCAPE '\\' AND {exact})"
 
     def occurrences(self, terms: list[str]) -> str:
         """Score: occurrences of the terms in the text, damped by the text's length (short, dense hits first)."""
@@ -252,7 +259,7 @@ class _TextSQL:
         parts = []
         for term in terms:
             t = self._name(term)
-            parts.append(f"(length(lower({val})) - length(replace(lower({val}), :{t}, ''))) / length(:{t})")
+            parts.append(f"(length({val}) - length(replace(lower({val}), lower(:{t}), ''))) / length(:{t})")
         occ = " + ".join(parts) or "0"
         total = "sum" if _is_pg() else "total"
         return (

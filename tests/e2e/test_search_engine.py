@@ -19,7 +19,7 @@ ZH_TOPICS = ["请解释量子力学的基本原理", "如何学习中文写作"]
 
 def _prompt(i: int) -> str:
     if i == 7:
-        return "100% pure_water is H2O, O'Brien said"
+        return "100% pure_water is H2O, O'Brien said in C:\\temp with \"quotes\""
     if i == 8:
         return "量子 量子 量子：短"  # dense hits: ranks first for 量子
     if i % 2 == 0:
@@ -232,6 +232,10 @@ def test_text_search_in_one_field_or_the_whole_record(ds):
     assert s(ds["id"], {"query": {"text": {"q": "彩蛋", "field": "chat"}}})[0] == ["r11"]
     assert s(ds["id"], {"query": {"text": {"q": "彩蛋", "field": "prompt"}}})[0] == []
     assert s(ds["id"], {"query": {"text": {"q": "RICE", "field": "prompt"}}})[1] == 14  # case-insensitive
+    # Backslashes and quotes are stored JSON-escaped; matching is on the decoded text.
+    assert s(ds["id"], {"query": {"text": {"q": "C:\\temp"}}})[0] == ["r07"]
+    assert s(ds["id"], {"query": {"text": {"q": 'with "quotes"'}}})[0] == ["r07"]
+    assert s(ds["id"], {"query": {"text": {"q": "content"}}})[0] == []  # JSON keys are not text
     ids, total, _ = s(ds["id"], {"query": {"text": {"q": "量子"}}, **_terms({"entity": "metadata", "metadata_property": "lang"}, "zh")})
     assert total == len(ids) > 0
 
