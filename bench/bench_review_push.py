@@ -126,6 +126,9 @@ def main() -> None:
     ap.add_argument("--json", default=str(REPO / "bench" / "out" / "review_push.json"))
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the server on kill
 
     machine = (f"{platform.machine()}, {psutil.cpu_count()} cores, "
                f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}, "
@@ -156,6 +159,9 @@ def main() -> None:
                     "records_per_s": round(n / res.seconds, 1),
                     "server_cpu_s": round(meter.server, 2), "client_cpu_s": round(meter.client, 2),
                     "server_cpu_share_of_wall": round(meter.server / meter.wall, 2),
+                    "server_cpu_ms_per_record": round(1000 * meter.server / n, 2),
+                    # what one otherwise idle core could sustain, given the server's CPU cost per record
+                    "ceiling_rec_per_s_one_core": round(n / meter.server, 1) if meter.server else None,
                 }
                 t = time.perf_counter()
                 again = push(run, conn, opts)
@@ -185,13 +191,15 @@ def main() -> None:
     print(f"\nmachine: {machine}, load avg at end {results['load_avg_at_end']}; "
           f"embedded server start {results['server_start_s']} s; batch {args.batch_size}\n")
     print("| pairs | SDK log() rec/s | curate push rec/s (no vectors) | ratio | re-push (no-op) s "
-          "| server CPU / wall | client CPU s | push with vectors rec/s (embed compute s / not overlapped s) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+          "| server CPU / wall | server CPU ms/record (ceiling rec/s) | client CPU s "
+          "| push with vectors rec/s (embed compute s / not overlapped s) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results["runs"]:
         v = r.get("push_vectors")
         vec = f"{v['records_per_s']} ({v['embed_compute_s']:.1f} / {v['embed_wait_s']:.1f})" if v else "-"
         print(f"| {r['pairs']} | {r.get('sdk_log', {}).get('records_per_s', '-')} | {r['push']['records_per_s']} "
               f"| {r.get('push_vs_sdk', '-')} | {r['repush_noop_s']} | {r['push']['server_cpu_share_of_wall']} "
+              f"| {r['push']['server_cpu_ms_per_record']} ({r['push']['ceiling_rec_per_s_one_core']}) "
               f"| {r['push']['client_cpu_s']} | {vec} |")
 
 
