@@ -169,7 +169,7 @@ def _cell(v: Any) -> str:
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:980px;color:#222}
 h1{font-size:1.6rem}h2{font-size:1.2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
-table{border-collapse:collapse;margin:.6rem 0}td,th{border:1px solid #ddd;padding:.25rem .5rem;text-align:left}
+table{border-collapse:collapse;margin:.6rem 0;display:block;overflow-x:auto;max-width:100%}td,th{border:1px solid #ddd;padding:.25rem .5rem;text-align:left}
 th{background:#f5f5f5}caption{text-align:left;font-weight:600;padding:.2rem 0}figure{margin:.8rem 0}
 figcaption{font-weight:600;margin-bottom:.3rem}.chart text{font-size:11px;fill:#333}.muted{color:#888}
 .legend{font-size:12px}.key{display:inline-block;width:10px;height:10px;margin:0 4px 0 10px}
