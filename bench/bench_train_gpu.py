@@ -42,6 +42,7 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+CPU_MEMORY = False  # set from --cpu-memory in the parent; passed on to children
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
 # Gemma-2-2B's shape (google/gemma-2-2b config.json), final-logit soft-capping off (see module docstring).
@@ -49,6 +50,11 @@ GEMMA2_2B = dict(vocab_size=256000, hidden_size=2304, intermediate_size=9216, nu
                  num_attention_heads=8, num_key_value_heads=4, head_dim=256, query_pre_attn_scalar=256,
                  sliding_window=4096, attn_logit_softcapping=50.0, final_logit_softcapping=None,
                  max_position_embeddings=8192)
+# CPU memory mode: Gemma-2's full 256k vocabulary on a small body, so the LM head and its logits dominate memory,
+# as they do at long context on the real model. fp32 on CPU.
+CPU_MEM = dict(vocab_size=256000, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+               num_key_value_heads=1, head_dim=32, query_pre_attn_scalar=32, sliding_window=4096,
+               attn_logit_softcapping=50.0, final_logit_softcapping=None, max_position_embeddings=8192)
 TINY = dict(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
             num_key_value_heads=1, head_dim=32, query_pre_attn_scalar=32, sliding_window=4096,
             attn_logit_softcapping=50.0, final_logit_softcapping=None, max_position_embeddings=8192)
@@ -142,7 +148,7 @@ def child_parity(args) -> dict:
     device = "cpu" if smoke else "cuda"
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    shape = dict(TINY if smoke else GEMMA2_2B, num_hidden_layers=2)
+    shape = dict(TINY if smoke else GEMMA2_2B, num_hidden_layers=2)  # parity needs no big vocabulary on CPU
     seq, batch = (64, 2) if smoke else (1024, 2)
     tok = word_tokenizer(shape["vocab_size"])
     data = random_pairs(batch, seq, shape["vocab_size"], seed=1)
@@ -187,11 +193,15 @@ def child_run(args) -> dict:
     import torch
     from transformers import TrainerCallback
 
+    import resource
+
+    import psutil
+
     smoke = args.smoke
     if smoke:
         torch.set_num_threads(1)
     device = "cpu" if smoke else "cuda"
-    shape = TINY if smoke else GEMMA2_2B
+    shape = CPU_MEM if args.cpu_memory else TINY if smoke else GEMMA2_2B
     seq, batch = args.seq, args.batch
     steps = args.warmup + args.steps
     tok = word_tokenizer(shape["vocab_size"])
@@ -218,6 +228,8 @@ def child_run(args) -> dict:
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         result["weights_gib"] = torch.cuda.memory_allocated() / 2**30
+    else:  # CPU: resident memory of this process (one configuration per process)
+        result["rss_before_train_gib"] = psutil.Process().memory_info().rss / 2**30
     try:
         trainer.train()
     except torch.OutOfMemoryError as exc:
@@ -231,7 +243,8 @@ def child_run(args) -> dict:
         * shape["head_dim"] * seq
     result.update(
         oom=False, first_step_s=times[0], step_s=step_s, tokens_per_s=tokens / step_s,
-        peak_gib=torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None,
+        peak_gib=torch.cuda.max_memory_allocated() / 2**30 if device == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,  # Linux: KiB
         losses=[h["loss"] for h in trainer.state.log_history if "loss" in h],
     )
     if device == "cuda":
@@ -265,6 +278,7 @@ def run_child(kind: str, out: Path, smoke: bool, timeout: int, **kw) -> dict:
     result_path = out / f"{kind}-{kw.get('impl', '')}-{kw.get('seq', '')}.json".replace("--", "-")
     argv = [sys.executable, __file__, "--child", kind, "--out", str(out), "--result", str(result_path)]
     argv += ["--smoke"] if smoke else []
+    argv += ["--cpu-memory"] if CPU_MEMORY else []
     for k, v in kw.items():
         argv += [f"--{k}", str(v)]
     t0 = time.perf_counter()
@@ -282,7 +296,8 @@ def run_child(kind: str, out: Path, smoke: bool, timeout: int, **kw) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| seq | impl | batch (pairs) | tokens/s | step s | first step s | peak GiB | MFU |",
+    lines = ["| seq | impl | batch (pairs) | tokens/s | step s | first step s | peak GiB (GPU: allocated; CPU: RSS) "
+             "| MFU |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         if r.get("kind") != "run":
@@ -322,6 +337,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="bench-train-gpu")
     p.add_argument("--smoke", action="store_true", help="CPU, tiny shapes: checks the harness, measures nothing")
+    p.add_argument("--cpu-memory", action="store_true",
+                   help="CPU: peak resident memory with a 256k-vocabulary small-body model (the logits dominate)")
     p.add_argument("--seqs", default=None, help="comma-separated sequence lengths (default 2048,8192)")
     p.add_argument("--steps", type=int, default=None, help="timed steps per configuration (default 5)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 2: compile, allocator)")
@@ -338,6 +355,8 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     args.steps = args.steps or (2 if args.smoke else 5)
     args.warmup = args.warmup or (1 if args.smoke else 2)
+    if args.cpu_memory:
+        args.smoke = True  # the CPU code path
     args.impls = [i for i in args.impls.split(",") if i]
 
     if args.child:
@@ -345,7 +364,10 @@ def main() -> int:
         Path(args.result).write_text(json.dumps(result, indent=2) + "\n")
         return 0
 
-    seqs = [int(s) for s in (args.seqs or ("64,128" if args.smoke else "2048,8192")).split(",")]
+    global CPU_MEMORY
+    CPU_MEMORY = args.cpu_memory
+    default_seqs = "512,1024" if args.cpu_memory else "64,128" if args.smoke else "2048,8192"
+    seqs = [int(s) for s in (args.seqs or default_seqs).split(",")]
     started = time.perf_counter()
     results = [{"kind": "environment", **environment(args.smoke)}]
     print(json.dumps(results[0]), flush=True)
@@ -353,7 +375,8 @@ def main() -> int:
     results.append(parity)
     print(json.dumps(parity), flush=True)
     for seq in seqs:
-        batch = max(1, (256 if args.smoke else 8192) // seq)  # same tokens per step at every length: 2K×4, 8K×1
+        # same tokens per step at every length: 2K×4, 8K×1 on the GPU; one pair per step in --cpu-memory
+        batch = 1 if args.cpu_memory else max(1, (256 if args.smoke else 8192) // seq)
         for impl in ("trl", *args.impls):
             if time.perf_counter() - started > args.budget:
                 results.append({"kind": "run", "impl": impl, "seq": seq, "batch": batch,

@@ -93,3 +93,16 @@ def train(export_dir: Path, model: str | None, preset: str, out_dir: Path, overr
     shown = ", ".join(f"{k} {final[k]:.4g}" for k in ("loss", "nll_loss", "reward_accuracy") if k in final)
     click.echo(f"trained {result.global_step} steps ({shown}); {result.model_dir.name} in {result.model_dir}")
     click.echo(f"metrics: {out_dir / 'metrics.json'}, plot: {out_dir / 'metrics.png'}, card: {out_dir / 'README.md'}")
+
+
+@click.command("tiny-model")
+@click.argument("export_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--vocab-size", default=1000, show_default=True, help="BPE vocabulary trained on the export's text.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random weights.")
+def tiny_model(export_dir: Path, out_dir: Path, vocab_size: int, seed: int) -> None:
+    """Build a tiny random Gemma2 + tokenizer for EXPORT_DIR in OUT_DIR, to try `curate train` on a CPU."""
+    from curate.train.tiny import build_tiny
+
+    path = build_tiny(export_dir, out_dir, vocab_size=vocab_size, seed=seed)
+    click.echo(f"tiny model in {path}: curate train {export_dir} --model {path} --preset tiny-cpu --out RUN")

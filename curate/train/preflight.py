@@ -142,6 +142,10 @@ def check(train, tokenizer, max_length: int, spec: dict[str, Any] | None = None)
                 and importlib.util.find_spec("bitsandbytes") is None:
             warnings.append(f"optim={optim!r} / method={spec['curate']['method']!r} needs bitsandbytes, "
                             "which is not installed (pip install bitsandbytes)")
+        if spec["preset"]["num_processes"] > 1 and spec["preset"]["accelerate_config"].startswith("deepspeed") \
+                and importlib.util.find_spec("deepspeed") is None:
+            warnings.append(f"{spec['preset']['accelerate_config']} needs DeepSpeed, which is not installed "
+                            "(pip install deepspeed)")
         if spec["curate"]["loss"] == "liger" and importlib.util.find_spec("liger_kernel") is None:
             warnings.append("curate.loss=liger needs liger-kernel, which is not installed (pip install 'curate[gpu]')")
     return Preflight(

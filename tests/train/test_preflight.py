@@ -111,3 +111,17 @@ def test_not_an_export(tmp_path, fixture_export, tiny_model):
 
 def test_manifest_hash_is_sha256_of_bytes(fixture_export):
     assert manifest_sha256(fixture_export) == hashlib.sha256((fixture_export / "manifest.json").read_bytes()).hexdigest()
+
+
+def test_tiny_model_command(fixture_export, tmp_path):
+    from click.testing import CliRunner
+    from transformers import AutoTokenizer
+
+    from curate.train.commands import tiny_model
+
+    result = CliRunner().invoke(tiny_model, [str(fixture_export), str(tmp_path / "tiny"), "--vocab-size", "300"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "--preset tiny-cpu" in result.output
+    assert len(AutoTokenizer.from_pretrained(str(tmp_path / "tiny"))) == 300
+    missing = CliRunner().invoke(tiny_model, [str(tmp_path / "nope"), str(tmp_path / "t2")])
+    assert missing.exception is not None and "no hf/ folder" in str(missing.exception)
