@@ -64,10 +64,15 @@ def test_bad_override_is_one_line_error(override, needle):
 
 def test_chunked_loss_allowed_on_one_gpu_and_ddp(tmp_path):
     assert S.resolve("gemma2-9b-lora", ["curate.loss=chunked"])["curate"]["loss"] == "chunked"
-    ddp = tmp_path / "ddp.yaml"
-    ddp.write_text("distributed_type: MULTI_GPU\nnum_processes: 2\nmixed_precision: bf16\n")
-    spec = S.resolve("gemma2-9b-chinese-chat", ["curate.loss=liger", f"preset.accelerate_config={ddp}"])
-    assert S.accelerate_config_path(spec) == ddp
+    spec = S.resolve("gemma2-9b-lora", ["curate.loss=chunked", "preset.num_processes=4",
+                                         "preset.accelerate_config=ddp.yaml"])
+    assert S.accelerate_config_path(spec) == S.ACCELERATE_DIR / "ddp.yaml"
+    own = tmp_path / "mine.yaml"  # a user's own accelerate config, by path
+    own.write_text("distributed_type: MULTI_GPU\nnum_processes: 2\nmixed_precision: bf16\n")
+    spec = S.resolve("gemma2-9b-chinese-chat", ["curate.loss=liger", f"preset.accelerate_config={own}"])
+    assert S.accelerate_config_path(spec) == own
+    with pytest.raises(TrainError, match="fsdp.yaml shards it"):
+        S.resolve("gemma2-9b-chinese-chat", ["curate.loss=chunked", "preset.accelerate_config=fsdp.yaml"])
 
 
 def test_unknown_preset_and_missing_model():
@@ -101,6 +106,7 @@ def test_shipped_accelerate_configs_parse_with_accelerate():
         cfg = load_config_from_file(str(path))
         kinds[path.name] = cfg.distributed_type
         assert cfg.mixed_precision == "bf16" and cfg.num_processes == 8
-    assert kinds == {"deepspeed-zero3.yaml": DistributedType.DEEPSPEED, "fsdp.yaml": DistributedType.FSDP}
+    assert kinds == {"ddp.yaml": DistributedType.MULTI_GPU, "deepspeed-zero3.yaml": DistributedType.DEEPSPEED,
+                     "fsdp.yaml": DistributedType.FSDP}
     ds = load_config_from_file(str(S.ACCELERATE_DIR / "deepspeed-zero3.yaml"))
     assert ds.deepspeed_config["zero_stage"] == 3
