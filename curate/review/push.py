@@ -3,12 +3,14 @@
 Why this shape:
 - Record ids are the pairs' `pair_id` (Argilla's external id), and before sending anything we list the ids the
   dataset already holds and send only the others. Pushing again adds only new pairs; an interrupted push
-  continues where it stopped (every finished batch is already on the server); nothing is ever duplicated.
+  continues where it stopped (every finished batch is already on the server); nothing is ever duplicated
+  (argilla-server also enforces unique (external_id, dataset) and we upsert, so even two pushes racing can't).
 - We call the SDK's bulk upsert per batch instead of `dataset.records.log()`: `log()` always draws its own tqdm
   bar and hides the batch boundaries, and we need both (a rich bar in the CLI, resumable batches here).
-- The blind A/B mapping is written to RUN_DIR/review/mapping.parquet (never to the server); the seed that
-  made it is kept in RUN_DIR/review/push.json, and a later push with another seed is refused because records
-  already on the server were shown in the old order.
+- The blind A/B mapping is written to RUN_DIR/review/mapping.parquet, one row per (dataset, pair), and never to
+  the server (not even as metadata hidden from annotators: the REST API would still hand it to any owner-made
+  client, and we don't need it there). The seed per dataset is kept in RUN_DIR/review/push.json; pushing the
+  same dataset with another seed is refused because its records were already shown in the old order.
 """
 
 from __future__ import annotations
