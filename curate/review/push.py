@@ -8,8 +8,9 @@ Why this shape:
 - We call the SDK's bulk upsert per batch instead of `dataset.records.log()`: `log()` always draws its own tqdm
   bar and hides the batch boundaries, and we need both (a rich bar in the CLI, resumable batches here).
 - The blind A/B mapping is written to RUN_DIR/review/mapping.parquet, one row per (dataset, pair), and never to
-  the server (not even as metadata hidden from annotators: the REST API would still hand it to any owner-made
-  client, and we don't need it there). The seed per dataset is kept in RUN_DIR/review/push.json; pushing the
+  the server. Argilla's `visible_for_annotators=False` hides a metadata property, and the record search
+  endpoint filters such values per user, but blinding shouldn't rest on every endpoint doing that; the mapping
+  is rebuilt from the seed anyway, so it simply never leaves the curating machine. The seed per dataset is kept in RUN_DIR/review/push.json; pushing the
   same dataset with another seed is refused because its records were already shown in the old order.
 """
 
