@@ -43,6 +43,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 CPU_MEMORY = False  # set from --cpu-memory in the parent; passed on to children
+CHUNK_TOKENS = 1024  # --chunk-tokens: curate.loss_chunk_tokens for the chunked implementation
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
 # Gemma-2-2B's shape (google/gemma-2-2b config.json), final-logit soft-capping off (see module docstring).
@@ -127,6 +128,7 @@ def trainer_class(impl: str, smoke: bool):
     if impl == "chunked":
         from curate.train.fused import ChunkedORPOTrainer
 
+        ChunkedORPOTrainer.chunk_tokens = CHUNK_TOKENS
         return ChunkedORPOTrainer
     from curate.train.fused import FusedORPOTrainer
 
@@ -279,6 +281,7 @@ def run_child(kind: str, out: Path, smoke: bool, timeout: int, **kw) -> dict:
     argv = [sys.executable, __file__, "--child", kind, "--out", str(out), "--result", str(result_path)]
     argv += ["--smoke"] if smoke else []
     argv += ["--cpu-memory"] if CPU_MEMORY else []
+    argv += ["--chunk-tokens", str(CHUNK_TOKENS)]
     for k, v in kw.items():
         argv += [f"--{k}", str(v)]
     t0 = time.perf_counter()
@@ -345,6 +348,7 @@ def main() -> int:
     p.add_argument("--timeout", type=int, default=200, help="seconds per configuration")
     p.add_argument("--child", choices=["parity", "run"], help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
+    p.add_argument("--chunk-tokens", type=int, default=1024, help="tokens per LM-head chunk for `chunked`")
     p.add_argument("--impls", default="chunked,liger", help="implementations compared with TRL (chunked, liger)")
     p.add_argument("--budget", type=int, default=480, help="seconds; configurations not started by then are skipped")
     p.add_argument("--impl", choices=["trl", "chunked", "liger"], help=argparse.SUPPRESS)
@@ -353,10 +357,12 @@ def main() -> int:
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    args.steps = args.steps or (2 if args.smoke else 5)
-    args.warmup = args.warmup or (1 if args.smoke else 2)
+    global CPU_MEMORY, CHUNK_TOKENS
+    CPU_MEMORY, CHUNK_TOKENS = args.cpu_memory, args.chunk_tokens
     if args.cpu_memory:
         args.smoke = True  # the CPU code path
+    args.steps = args.steps or (2 if args.smoke else 5)
+    args.warmup = args.warmup or (1 if args.smoke else 2)
     args.impls = [i for i in args.impls.split(",") if i]
 
     if args.child:
@@ -364,8 +370,6 @@ def main() -> int:
         Path(args.result).write_text(json.dumps(result, indent=2) + "\n")
         return 0
 
-    global CPU_MEMORY
-    CPU_MEMORY = args.cpu_memory
     default_seqs = "512,1024" if args.cpu_memory else "64,128" if args.smoke else "2048,8192"
     seqs = [int(s) for s in (args.seqs or default_seqs).split(",")]
     started = time.perf_counter()

@@ -178,3 +178,14 @@ def test_cpu_threads_setting_is_restored(fixture_export, tiny_model, tmp_path):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_eval_split_is_evaluated_and_reported(fixture_export, tiny_model, tmp_path):
+    spec = S.resolve("tiny-cpu", ["orpo.max_steps=2", "orpo.eval_strategy=steps", "orpo.eval_steps=1"],
+                     str(tiny_model))
+    result = train(fixture_export, tmp_path / "run", spec)
+    evals = result.metrics["eval"]
+    assert [r["step"] for r in evals] == [1, 2]
+    assert all(math.isfinite(r["nll_loss"]) and 0 <= r["reward_accuracy"] <= 1 for r in evals)
+    # the export's test split has 4 pairs: TRL evaluated exactly those (eval metrics differ from train ones)
+    assert evals[0]["nll_loss"] != result.metrics["train"][0]["nll_loss"]
