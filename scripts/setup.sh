@@ -2,15 +2,14 @@
 # All set-up for curate on a fresh Linux machine with Python 3.11. Idempotent: a second run installs nothing.
 #   bash scripts/setup.sh            the toolkit in .venv (torch CPU build first, then the pinned set)
 #   bash scripts/setup.sh --review   also the embedded Argilla server's own virtualenv (.venv-argilla)
-#   bash scripts/setup.sh --system   also system packages the test suite uses (chromium, postgresql; needs root)
+# System packages the test suite needs (chromium, postgresql) come from scripts/ci_services.sh (apt, as root).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-REVIEW=0; SYSTEM=0
+REVIEW=0
 for arg in "$@"; do
   case "$arg" in
     --review) REVIEW=1 ;;
-    --system) SYSTEM=1 ;;
     *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -31,19 +30,6 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   .venv/bin/python -m pip install -q torch==2.13.0
   .venv/bin/python -m pip install -q -e '.[dev]'
   echo "$WANT" > "$STAMP"
-fi
-
-if [ "$SYSTEM" = 1 ]; then
-  need=()
-  command -v chromium >/dev/null 2>&1 || need+=(chromium)
-  command -v pg_ctlcluster >/dev/null 2>&1 || [ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql)
-  if [ "${#need[@]}" -gt 0 ]; then
-    if [ "$(id -u)" != 0 ]; then
-      echo "setup.sh --system needs root to apt-get install ${need[*]}" >&2; exit 2
-    fi
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-  fi
 fi
 
 if [ "$REVIEW" = 1 ]; then

@@ -4,7 +4,9 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-bash scripts/setup.sh --system --review
-eval "$(bash scripts/ci_services.sh)"   # starts PostgreSQL for the review tests; exports CURATE_TEST_PG_URL
+bash scripts/setup.sh --review
+# apt: chromium (browser test) and PostgreSQL, started with a test database; its last line is the URL.
+CURATE_TEST_PG_URL="$(bash scripts/ci_services.sh | tail -n1)"
+export CURATE_TEST_PG_URL
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false TRL_EXPERIMENTAL_SILENCE=1
 .venv/bin/python -m pytest -q "$@"
