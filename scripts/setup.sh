@@ -25,7 +25,6 @@ fi
 STAMP=.venv/.curate-installed
 WANT="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip
   # torch first, pinned: this resolves to the CPU build; a bare `torch` would pull a multi-GB CUDA build.
   .venv/bin/python -m pip install -q torch==2.13.0
   .venv/bin/python -m pip install -q -e '.[dev]'
