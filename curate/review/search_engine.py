@@ -13,7 +13,9 @@ Runs inside the argilla-server virtualenv: import only the stdlib, argilla_serve
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import os
 import re
 import threading
 from datetime import datetime, timezone
@@ -63,6 +65,7 @@ from sqlalchemy import (
     false,
     func,
     literal,
+    literal_column,
     not_,
     or_,
     select,
@@ -73,6 +76,9 @@ from sqlalchemy.sql.elements import ColumnElement
 
 ENGINE_NAME = "curate-sql"
 VERSION = "1"
+# A page query walks records in insertion order (stopping after `limit` matches) once a filter matches at
+# least this many records; fewer matches are fetched through the filter's own index and sorted.
+DENSE_MATCHES = int(os.environ.get("CURATE_SQL_DENSE_MATCHES", "1000"))
 
 # Extra indexes the engine's queries rely on (listing sorted per dataset, per-user response status, suggestions).
 INDEXES = (
@@ -82,7 +88,31 @@ INDEXES = (
     "CREATE INDEX IF NOT EXISTS ix_curate_responses_rec_user ON responses (record_id, user_id, status)",
     "CREATE INDEX IF NOT EXISTS ix_curate_responses_user_status ON responses (user_id, status, record_id)",
     "CREATE INDEX IF NOT EXISTS ix_curate_suggestions_rec_q ON suggestions (record_id, question_id)",
+    # Covering: "records.id IN (responses/suggestions subquery) AND dataset_id = ?" never reads the wide row.
+    "CREATE INDEX IF NOT EXISTS ix_curate_records_id_ds ON records (id, dataset_id, inserted_at)",
 )
+# SQLite only: expression indexes, so metadata / suggestion-value filters and metadata sorts read an index
+# instead of parsing every record's JSON (100k records: ~100 ms -> a few ms).
+SQLITE_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS ix_curate_suggestions_q_value ON suggestions (question_id, json_extract(value, '$'))",
+)
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,200}$")
+
+
+def _meta_path_sql(name: str) -> Optional[str]:
+    """The JSON path of a metadata property as an SQL literal, or None if the name isn't plain (then bound)."""
+    return f"'$.\"{name}\"'" if _SAFE_NAME.match(name) else None
+
+
+def _meta_index_ddl(name: str) -> Optional[str]:
+    path = _meta_path_sql(name)
+    if path is None:
+        return None
+    digest = hashlib.sha1(name.encode()).hexdigest()[:16]
+    # The expression leads: an index led by dataset_id would compete with (dataset_id, inserted_at) for plain
+    # listings and make SQLite sort instead of reading in order.
+    return f"CREATE INDEX IF NOT EXISTS ix_curate_mdx_{digest} ON records (json_extract(metadata, {path}), dataset_id, id)"
+
 
 _RECORD_COLUMNS = {
     "id": Record.id,
@@ -95,12 +125,20 @@ _TERM = re.compile(r'"([^"]+)"|(\S+)')
 
 
 def ensure_indexes_sync() -> None:
-    """Create INDEXES with argilla_server's synchronous engine (called once by boot setup)."""
+    """Create the engine's indexes with argilla_server's synchronous engine (boot setup, every start)."""
     from argilla_server.database import sync_engine
 
     with sync_engine.begin() as conn:
-        for ddl in INDEXES:
+        for ddl in _all_index_ddl(conn.exec_driver_sql("SELECT DISTINCT name FROM metadata_properties").scalars()):
             conn.exec_driver_sql(ddl)
+
+
+def _all_index_ddl(metadata_names: Iterable[str]) -> list[str]:
+    ddl = list(INDEXES)
+    if not _is_pg():
+        ddl += list(SQLITE_INDEXES)
+        ddl += [d for d in (_meta_index_ddl(n) for n in metadata_names) if d]
+    return ddl
 
 
 def _is_pg() -> bool:
@@ -309,8 +347,12 @@ class SQLSearchEngine(SearchEngine):
 
     # -- index lifecycle: the database is the index --------------------------------------------------------
     async def create_index(self, dataset: Dataset) -> None:
+        """Publishing a dataset: make sure the indexes exist, including one per metadata property (SQLite)."""
         async with AsyncSessionLocal() as db:
-            for ddl in INDEXES:
+            names = (
+                await db.execute(select(MetadataProperty.name).where(MetadataProperty.dataset_id == dataset.id))
+            ).scalars().all()
+            for ddl in _all_index_ddl(names):
                 await db.execute(text(ddl))
             await db.commit()
 
@@ -318,7 +360,11 @@ class SQLSearchEngine(SearchEngine):
         _forget_dataset(dataset.id)
 
     async def configure_metadata_property(self, dataset: Dataset, metadata_property: MetadataProperty) -> None:
-        return None
+        ddl = None if _is_pg() else _meta_index_ddl(metadata_property.name)
+        if ddl:
+            async with AsyncSessionLocal() as db:
+                await db.execute(text(ddl))
+                await db.commit()
 
     async def configure_index_vectors(self, vector_settings: VectorSettings) -> None:
         _forget_dataset(vector_settings.dataset_id)
@@ -398,24 +444,45 @@ class SQLSearchEngine(SearchEngine):
         return FloatMetadataMetrics(min=lo, max=hi)
 
     # -- filters -----------------------------------------------------------------------------------------
-    def _filter(self, dataset_id: UUID, flt: Optional[Filter]) -> ColumnElement:
+    def _filter(self, dataset_id: UUID, flt: Optional[Filter], dense: bool = False) -> ColumnElement:
+        """SQL for a filter. `dense` (SQLite): write metadata conditions so they can't use their expression
+        index, letting a page query walk the (dataset, inserted_at) index and stop after `limit` matches, which
+        beats sorting every match when matches are many."""
         if flt is None:
             return true()
         if isinstance(flt, AndFilter):
-            return and_(true(), *[self._filter(dataset_id, f) for f in flt.filters])
+            return and_(true(), *[self._filter(dataset_id, f, dense) for f in flt.filters])
         scope = flt.scope
         if isinstance(scope, RecordFilterScope):
             return self._record_filter(flt)
         if isinstance(scope, MetadataFilterScope):
-            keys = (scope.metadata_property,)
-            if isinstance(flt, TermsFilter):
-                return _json_any_in(Record.metadata_, keys, [str(v) for v in flt.values])
-            return _range(_json_num(Record.metadata_, keys), flt.ge, flt.le)
+            return self._metadata_filter(flt, dense)
         if isinstance(scope, SuggestionFilterScope):
             return self._suggestion_filter(dataset_id, flt)
         if isinstance(scope, ResponseFilterScope):
             return self._response_filter(flt)
         raise ValueError(f"cannot process filter scope {scope}")
+
+    @staticmethod
+    def _metadata_filter(flt: Filter, dense: bool) -> ColumnElement:
+        name = flt.scope.metadata_property
+        keys = (name,)
+        path = None if _is_pg() else _meta_path_sql(name)
+        if path is None:  # PostgreSQL, or a name that can't be an index expression: bound parameters
+            if isinstance(flt, TermsFilter):
+                return _json_any_in(Record.metadata_, keys, [str(v) for v in flt.values])
+            return _range(_json_num(Record.metadata_, keys), flt.ge, flt.le)
+        expr = func.json_extract(Record.metadata_, literal_column(path))
+        if isinstance(flt, TermsFilter):
+            values = [str(v) for v in flt.values]
+            e = expr.op("||")("") if dense else expr
+            # Scalars hit the index; list values (terms may be lists) are JSON text starting with "[".
+            return or_(
+                e.in_(values),
+                and_(e >= "[", e < "\\", _json_any_in(Record.metadata_, keys, values)),
+            )
+        e = (expr + 0) if dense else expr
+        return and_(_range(e, flt.ge, flt.le), func.json_type(Record.metadata_, literal_column(path)).in_(("integer", "real")))
 
     @staticmethod
     def _record_filter(flt: Filter) -> ColumnElement:
@@ -446,7 +513,19 @@ class SQLSearchEngine(SearchEngine):
         if prop in ("value", "score"):
             col = Suggestion.value if prop == "value" else Suggestion.score
             if isinstance(flt, TermsFilter):
-                cond = _json_any_in(col, (), [str(v) for v in flt.values])
+                values = [str(v) for v in flt.values]
+                if prop == "value" and not _is_pg():
+                    # Two index range reads (scalars; lists, which are JSON text starting with "[") instead of
+                    # an OR that SQLite can only answer by parsing every suggestion.
+                    e = func.json_extract(Suggestion.value, literal_column("'$'"))  # ix_curate_suggestions_q_value
+                    qid = self._question_id(dataset_id, scope.question)
+                    scalars = select(Suggestion.record_id).where(Suggestion.question_id == qid, e.in_(values))
+                    lists = select(Suggestion.record_id).where(
+                        Suggestion.question_id == qid, e >= "[", e < "\\", _json_any_in(col, (), values)
+                    )
+                    return Record.id.in_(scalars.union_all(lists))
+                else:
+                    cond = _json_any_in(col, (), values)
             else:
                 cond = _range(_json_num(col, ()), flt.ge, flt.le)
         elif prop in ("agent", "type"):
@@ -454,11 +533,10 @@ class SQLSearchEngine(SearchEngine):
             cond = col.in_(list(flt.values)) if isinstance(flt, TermsFilter) else false()
         else:
             raise ValueError(f"cannot filter suggestions by {prop!r}")
-        return exists(
-            select(literal(1)).where(
-                Suggestion.record_id == Record.id,
-                Suggestion.question_id == self._question_id(dataset_id, scope.question),
-                cond,
+        # IN (subquery) rather than a correlated EXISTS: the database reads the matching suggestions once.
+        return Record.id.in_(
+            select(Suggestion.record_id).where(
+                Suggestion.question_id == self._question_id(dataset_id, scope.question), cond
             )
         )
 
@@ -466,24 +544,22 @@ class SQLSearchEngine(SearchEngine):
     def _response_filter(flt: Filter) -> ColumnElement:
         scope: ResponseFilterScope = flt.scope
         uid = _user_id(scope.user)
-        own = [Response.record_id == Record.id]
-        if uid is not None:
-            own.append(Response.user_id == uid)
+        own = [] if uid is None else [Response.user_id == uid]
         if scope.question:
             keys = (scope.question, "value")
             if isinstance(flt, TermsFilter):
                 cond = _json_any_in(Response.values, keys, [str(v) for v in flt.values])
             else:
                 cond = _range(_json_num(Response.values, keys), flt.ge, flt.le)
-            return exists(select(literal(1)).where(*own, cond))
+            return Record.id.in_(select(Response.record_id).where(*own, cond))
         if scope.property == "status" and isinstance(flt, TermsFilter):
             values = [str(v) for v in flt.values]
             parts = []
             if ResponseStatusFilter.pending.value in values:
-                parts.append(not_(exists(select(literal(1)).where(*own))))
+                parts.append(not_(Record.id.in_(select(Response.record_id).where(*own))))
             others = [v for v in values if v != ResponseStatusFilter.pending.value]
             if others:
-                parts.append(exists(select(literal(1)).where(*own, Response.status.in_(others))))
+                parts.append(Record.id.in_(select(Response.record_id).where(*own, Response.status.in_(others))))
             return or_(false(), *parts)
         raise ValueError(f"cannot process response filter scope {scope}")
 
@@ -507,6 +583,11 @@ class SQLSearchEngine(SearchEngine):
                 ).scalar_one_or_none()
                 keys = (scope.metadata_property,)
                 is_terms = (mp_type or {}).get("type") == MetadataPropertyType.terms.value
+                path = None if _is_pg() else _meta_path_sql(scope.metadata_property)
+                if path is not None:  # the expression index's own expression, so a page reads it in order
+                    expr = func.json_extract(Record.metadata_, literal_column(path))
+                    clauses.append(expr.desc() if order.order == SortOrder.desc else expr.asc().nulls_last())
+                    continue
                 expr = _json_scalar_text(Record.metadata_, keys) if is_terms else _json_num(Record.metadata_, keys)
             elif isinstance(scope, SuggestionFilterScope):
                 prop = str(scope.property or "value")
@@ -576,22 +657,55 @@ class SQLSearchEngine(SearchEngine):
         Without a sort, records come in insertion order (stable pages for the UI and the SDK).
         """
         text_conds, score = self._text(query)
-        where = and_(Record.dataset_id == dataset.id, self._filter(dataset.id, filter), *text_conds)
+        base = [Record.dataset_id == dataset.id, *text_conds]
+        where = and_(*base, self._filter(dataset.id, filter))
         async with AsyncSessionLocal() as db:
             order = await self._order_by(db, dataset.id, sort)
-            stmt = select(Record.id).where(where)
-            if score is not None:
-                stmt = stmt.add_columns(score)
-                if not order:
-                    order = [text("curate_score DESC")]
-            stmt = stmt.order_by(*order, Record.inserted_at.asc(), Record.id.asc()).offset(offset).limit(limit)
-            rows = (await db.execute(stmt)).all()
-            total = (await db.execute(select(func.count()).select_from(Record).where(where))).scalar_one()
+            total = await self._count(db, dataset.id, filter, where, bool(text_conds))
+            rows = []
+            if total > offset:
+                page_where = where
+                if not order and score is None and total >= DENSE_MATCHES:
+                    page_where = and_(*base, self._filter(dataset.id, filter, dense=True))
+                stmt = select(Record.id).where(page_where)
+                if score is not None:
+                    stmt = stmt.add_columns(score)
+                    if not order:
+                        order = [text("curate_score DESC")]
+                stmt = stmt.order_by(*order, Record.inserted_at.asc(), Record.id.asc()).offset(offset).limit(limit)
+                rows = (await db.execute(stmt)).all()
         items = [
             SearchResponseItem(record_id=row[0], score=float(row[1]) if len(row) > 1 and row[1] is not None else None)
             for row in rows
         ]
         return SearchResponses(items=items, total=total)
+
+    async def _count(self, db, dataset_id: UUID, flt: Optional[Filter], where, has_text: bool) -> int:
+        """Total matches. The annotator's default queue ("pending for me" alone) is counted as records minus
+        the user's responses: two index lookups instead of a probe per record."""
+        only = flt.filters if isinstance(flt, AndFilter) else ([flt] if flt is not None else [])
+        if (
+            not has_text
+            and len(only) == 1
+            and isinstance(only[0], TermsFilter)
+            and isinstance(only[0].scope, ResponseFilterScope)
+            and only[0].scope.property == "status"
+            and only[0].scope.question is None
+            and only[0].scope.user is not None
+            and [str(v) for v in only[0].values] == [ResponseStatusFilter.pending.value]
+        ):
+            n_records = (
+                await db.execute(select(func.count()).select_from(Record).where(Record.dataset_id == dataset_id))
+            ).scalar_one()
+            answered = (
+                await db.execute(
+                    select(func.count(func.distinct(Response.record_id)))
+                    .join(Record, Record.id == Response.record_id)
+                    .where(Response.user_id == only[0].scope.user.id, Record.dataset_id == dataset_id)
+                )
+            ).scalar_one()
+            return n_records - answered
+        return (await db.execute(select(func.count()).select_from(Record).where(where))).scalar_one()
 
     async def similarity_search(
         self,

@@ -17,6 +17,9 @@ from curate.review import server
 from curate.review.server import Account, ServerInfo
 
 ANNOTATORS = ("ann1", "ann2")
+# The engine switches page-query plans at this many matches (1000 in use); 10 makes the 30-record test
+# datasets exercise both plans. Servers inherit the environment.
+os.environ.setdefault("CURATE_SQL_DENSE_MATCHES", "10")
 
 
 def free_port() -> int:

@@ -14,6 +14,8 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 N = 30
+TAGS = {3: ["x", "y"], 4: "x", 5: ["y"]}  # terms metadata may hold a list
+PROBLEMS = {6: ["truncated", "unsafe"], 7: ["unsafe"], 8: ["truncated"]}  # multi-label suggestions
 ZH_TOPICS = ["请解释量子力学的基本原理", "如何学习中文写作"]
 
 
@@ -97,6 +99,7 @@ def ds(any_server, client):
             rg.TermsMetadataProperty(name="lang"),
             rg.IntegerMetadataProperty(name="n"),
             rg.FloatMetadataProperty(name="margin"),
+            rg.TermsMetadataProperty(name="tags"),
         ],
         vectors=[rg.VectorField(name="emb", dimensions=4)],
         distribution=rg.TaskDistribution(min_submitted=2),
@@ -108,6 +111,11 @@ def ds(any_server, client):
         meta = {"lang": "zh" if i % 2 == 0 else "en", "n": i}
         if i % 5 != 0:
             meta["margin"] = i / 10
+        if i in TAGS:
+            meta["tags"] = TAGS[i]
+        suggestions = [rg.Suggestion("better", "a" if i % 3 == 0 else "b", score=i / N, agent="m1" if i < 15 else "m2")]
+        if i in PROBLEMS:
+            suggestions.append(rg.Suggestion("problems", PROBLEMS[i], agent="m1"))
         chat = [{"role": "user", "content": "隐藏的彩蛋" if i == 11 else f"chat {i}"}]
         records.append(
             rg.Record(
@@ -115,7 +123,7 @@ def ds(any_server, client):
                 fields={"prompt": _prompt(i), "chat": chat},
                 metadata=meta,
                 vectors={"emb": _vector(i)},
-                suggestions=[rg.Suggestion("better", "a" if i % 3 == 0 else "b", score=i / N, agent="m1" if i < 15 else "m2")],
+                suggestions=suggestions,
             )
         )
     dataset.records.log(records)
@@ -172,6 +180,17 @@ def test_metadata_terms_and_range_filters(ds):
     assert ids == _ids(5, 6, 7, 8, 9)
     ids, _, _ = s(ds["id"], _range({"entity": "metadata", "metadata_property": "margin"}, ge=2.05))
     assert ids == _ids(*[i for i in range(21, N) if i % 5 != 0])
+
+
+def test_list_valued_metadata_and_multi_label_suggestions(ds):
+    s = ds["owner"].search
+    assert s(ds["id"], _terms({"entity": "metadata", "metadata_property": "tags"}, "x"))[0] == _ids(3, 4)
+    assert s(ds["id"], _terms({"entity": "metadata", "metadata_property": "tags"}, "y"))[0] == _ids(3, 5)
+    scope = {"entity": "suggestion", "question": "problems", "property": "value"}
+    assert s(ds["id"], _terms(scope, "unsafe"))[0] == _ids(6, 7)
+    assert s(ds["id"], _terms(scope, "truncated", "unsafe"))[0] == _ids(6, 7, 8)
+    tags = ds["owner"].http.get(f"/api/v1/metadata-properties/{ds['metadata']['tags']}/metrics").json()
+    assert tags["total"] == 4 and {v["term"]: v["count"] for v in tags["values"]} == {"x": 2, "y": 2}
 
 
 def test_suggestion_value_agent_and_score_filters(ds):
