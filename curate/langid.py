@@ -55,9 +55,11 @@ _NOISE = [
     r"(?s)\\\[.*?\\\]",
     r"(?s)\\\(.*?\\\)",
     r"<[^<>\n]{1,200}>",  # HTML/XML tags
-    # Lines that look like code even without fences (common in scraped data): keyword-led or ending in ; { }
-    r"(?m)^[ \t]*(?:import|from|def|class|return|print|elif|else:|try:|except|#include|public|private|"
-    r"static|var|let|const|function|SELECT|INSERT|>>>|\$ )(?-u:\b)[^\n]*$",
+    # Lines that look like code even without fences (common in scraped data): a keyword *with* code syntax, so
+    # English lines starting with "from", "let" or "import" stay ("let's start", "from time to time").
+    r"(?m)^[ \t]*(?:from [\w.]+ import |import [\w.]+(?: as \w+)?[ \t]*$|(?:def|class|function|fn|func) \w+ *[(:{<]|"
+    r"(?:let|const|var|val) \w+ *[:=]|print *\(|#include|#!|(?:public|private|protected|static) [^\n]*[({;]|"
+    r">>> |\$ |SELECT |INSERT INTO |UPDATE \w+ SET )[^\n]*$",
     r"(?m)^[^\n\p{Han}]*[;{}]\s*$",
     # identifiers: ASCII words joined by . _ ( [ = : / \ (pd.read_csv(x), snake_case, a=b, 43.2, e.g)
     r"[A-Za-z0-9_]*(?:[A-Za-z0-9][._(\[=:/\\]+[A-Za-z0-9_]+)+[)\]]*",
