@@ -179,7 +179,8 @@ def run(size: int, seed_n: int, repeat: int, keep: bool) -> dict:
     sock.close()
     t0 = time.perf_counter()
     info = server.start(home, port=port, annotators=["ann1"])
-    result: dict = {"records": size, "start_s": round(time.perf_counter() - t0, 1)}
+    result: dict = {"records": size, "start_s": round(time.perf_counter() - t0, 1),
+                    "load_avg_1m_at_start": round(__import__("os").getloadavg()[0], 1)}
     try:
         time.sleep(3)
         result["rss_idle_mb"] = round(_stack_rss(home) / 2**20)
@@ -259,6 +260,7 @@ def run(size: int, seed_n: int, repeat: int, keep: bool) -> dict:
         for t in timings.values():
             t["p95_vs_listing"] = round(t["p95_ms"] / base, 2) if base else None
         result["latency"] = timings
+        result["load_avg_1m_after_queries"] = round(__import__("os").getloadavg()[0], 1)
         result["rss_peak_under_load_mb"] = round(peak.peak / 2**20)
     finally:
         server.stop(home)
@@ -294,7 +296,8 @@ def main() -> None:
     for res in results["runs"]:
         print(f"\n{res['records']} records (start {res['start_s']} s; RSS idle {res['rss_idle_mb']} MB, loaded idle "
               f"{res['rss_loaded_idle_mb']} MB, peak under load {res['rss_peak_under_load_mb']} MB; SDK log "
-              f"{res['sdk_log_records_per_s']} rec/s)")
+              f"{res['sdk_log_records_per_s']} rec/s; load average {res['load_avg_1m_at_start']} → "
+              f"{res['load_avg_1m_after_queries']} on {machine['cpus']} cores)")
         print("| query | p50 ms | p95 ms | p95 / listing |\n|---|---|---|---|")
         for name, t in res["latency"].items():
             print(f"| {name} | {t['p50_ms']} | {t['p95_ms']} | {t['p95_vs_listing']} |")
