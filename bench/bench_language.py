@@ -84,9 +84,10 @@ def demo_pairs() -> list[dict]:
                     "file_lang": lang,
                     "source": path.name,
                     "source_row": i,
+                    "system": next((m["value"] for m in r["conversations"] if m["from"] == "system"), None),
                     "prompt": [
-                        {"role": {"human": "user", "gpt": "assistant"}.get(m["from"], m["from"]), "content": m["value"]}
-                        for m in r["conversations"]
+                        {"role": {"human": "user", "gpt": "assistant"}[m["from"]], "content": m["value"]}
+                        for m in r["conversations"] if m["from"] != "system"
                     ],
                     "chosen": r["chosen"]["value"],
                     "rejected": r["rejected"]["value"],
@@ -293,7 +294,7 @@ def pairs_frame(n: int, seed: int = 0) -> pl.DataFrame:
     rng = random.Random(seed)
     rows = [pool[rng.randrange(len(pool))] for _ in range(n)]
     df = pl.DataFrame([{k: v for k, v in r.items() if k != "file_lang"} for r in rows])
-    return conform(with_ids(df)).collect()
+    return with_ids(conform(df)).collect()
 
 
 def time_stage(df: pl.DataFrame, repeat: int) -> tuple[float, float]:
@@ -326,6 +327,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--disagreements", action="store_true", help="print demo texts where curate != truth")
     ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--skip-accuracy", action="store_true")
     ap.add_argument("--skip-langdetect", action="store_true", help="langdetect takes ~30 s on the set")
     args = ap.parse_args()
     if not SHARED.is_dir():
@@ -334,6 +336,8 @@ def main() -> None:
     print(f"# machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
           f"polars {pl.__version__}, POLARS_MAX_THREADS={os.environ.get('POLARS_MAX_THREADS', 'default')}, "
           f"load average {os.getloadavg()[0]:.1f}")
+    if args.skip_accuracy:
+        return speed(args)
     items = labelled_set()
     texts = [it["text"] for it in items]
     kinds: dict[str, int] = {}
@@ -394,8 +398,11 @@ def main() -> None:
                 print(json.dumps({"sha": sha(it["text"]), "kind": it["kind"], "truth": it["truth"], "got": p,
                                   "text": it["text"][:300]}, ensure_ascii=False))
 
-    if args.skip_speed:
-        return
+    if not args.skip_speed:
+        speed(args)
+
+
+def speed(args: argparse.Namespace) -> None:
     print("\n## Speed: whole language stage (3 texts per pair)\n")
     print("| pairs | wall s (best of %d) | pairs/s (wall) | CPU s | pairs per CPU-second | load avg |" % args.repeat)
     print("| --- | --- | --- | --- | --- | --- |")

@@ -8,7 +8,8 @@ that a cheap English heuristic can't settle.
 
 How a text is labelled (`zh-Hans`, `zh-Hant`, `en`, `mixed`, `other`):
 
-1. Only the first `max_chars` characters are read. Fenced and inline code, URLs, e-mail addresses, LaTeX math,
+1. Only the first `max_chars` characters are read (the whole text when nothing is left of that prefix after
+   step 1's removals, e.g. a reply that opens with a long code block). Fenced and inline code, URLs, e-mail addresses, LaTeX math,
    HTML tags, code-looking lines (`import x`, `def f(`, ...) and identifiers (`pd.read_csv`, `snake_case`) are
    removed, so code inside a Chinese answer doesn't make it English.
 2. Units are counted: each Han character (weighted `han_weight` ≈ 1/1.5, as a Chinese word is ~1.5
@@ -34,6 +35,7 @@ How a text is labelled (`zh-Hans`, `zh-Hant`, `en`, `mixed`, `other`):
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from typing import Any
@@ -87,7 +89,7 @@ _CJK_RANGES = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0x20000, 0x2A6DF), (0x2A700,
 class Params:
     """Thresholds of the rules above (the language stage's Config carries the same fields)."""
 
-    max_chars: int = 2000
+    max_chars: int = 1000
     han_weight: float = 0.67
     zh_min: float = 0.75
     mixed_min: float = 0.15
@@ -188,6 +190,7 @@ def han_share_expr(prefix: str, han_weight: float) -> pl.Expr:
 # Pre-labels: final labels, or one of these two markers that a second, per-text pass resolves.
 NEEDS_LINGUA = "?lingua"
 NEEDS_OPENCC = "?opencc"
+NEEDS_FULL = "?full"  # nothing left in the first max_chars (a long code block first): read the whole text
 
 
 def prelabel_expr(prefix: str, p: Params) -> pl.Expr:
@@ -206,7 +209,9 @@ def prelabel_expr(prefix: str, p: Params) -> pl.Expr:
         .otherwise(pl.lit(NEEDS_OPENCC))
     )
     return (
-        pl.when(units == 0)
+        pl.when((units == 0) & pl.col(prefix + "cut"))
+        .then(pl.lit(NEEDS_FULL))
+        .when(units == 0)
         .then(pl.lit("other"))
         .when((kana >= 2) & (kana >= p.kana_min * cjk))
         .then(pl.lit("other"))
@@ -227,9 +232,11 @@ def prelabel_expr(prefix: str, p: Params) -> pl.Expr:
 
 
 def method_expr(prefix: str, pre: pl.Expr) -> pl.Expr:
-    """How the label was reached: empty / script / opencc / lingua (for lang_detail and the report)."""
+    """How the label was reached: script / opencc / lingua / empty / full-text (for lang_detail and the report)."""
     return (
-        pl.when(units_expr(prefix) == 0)
+        pl.when(pre == NEEDS_FULL)
+        .then(pl.lit("full-text"))
+        .when(units_expr(prefix) == 0)
         .then(pl.lit("empty"))
         .when(pre == NEEDS_LINGUA)
         .then(pl.lit("lingua"))
@@ -280,25 +287,31 @@ def opencc_script(text: str, neutral: str = "zh-Hans") -> str:
     return "zh-Hant" if trad_evidence > simp_evidence else "zh-Hans"
 
 
-def resolve(pre: pl.Series, clean: pl.Series, p: Params) -> pl.Series:
-    """Replace the NEEDS_* markers with final labels (lingua / OpenCC on those texts only)."""
+def resolve(pre: pl.Series, clean: pl.Series, raw: pl.Series, p: Params) -> pl.Series:
+    """Replace the NEEDS_* markers with final labels (lingua / OpenCC / the full text, on those texts only)."""
     pre_list = pre.to_list()
-    need_l = [i for i, v in enumerate(pre_list) if v == NEEDS_LINGUA]
-    need_o = [i for i, v in enumerate(pre_list) if v == NEEDS_OPENCC]
-    if not need_l and not need_o:
+    need = {m: [i for i, v in enumerate(pre_list) if v == m] for m in (NEEDS_LINGUA, NEEDS_OPENCC, NEEDS_FULL)}
+    if not any(need.values()):
         return pre
     texts = clean.to_list()
-    for i, label in zip(need_l, _lingua_labels([texts[i] for i in need_l], p.lingua_languages, p.lingua_high_accuracy)):
+    found = _lingua_labels([texts[i] for i in need[NEEDS_LINGUA]], p.lingua_languages, p.lingua_high_accuracy)
+    for i, label in zip(need[NEEDS_LINGUA], found):
         pre_list[i] = label
-    for i in need_o:
+    for i in need[NEEDS_OPENCC]:
         pre_list[i] = opencc_script(texts[i], p.neutral_script)
+    if need[NEEDS_FULL]:
+        raws = raw.to_list()
+        full = [raws[i] for i in need[NEEDS_FULL]]
+        longest = max(len(t) for t in full)
+        for i, label in zip(need[NEEDS_FULL], detect(full, dataclasses.replace(p, max_chars=longest + 1))):
+            pre_list[i] = label
     return pl.Series(pre.name, pre_list, dtype=pl.String)
 
 
-def resolve_expr(pre: pl.Expr, clean: pl.Expr, p: Params) -> pl.Expr:
+def resolve_expr(pre: pl.Expr, clean: pl.Expr, raw: pl.Expr, p: Params) -> pl.Expr:
     """`resolve` as an element-wise expression, so a LazyFrame stays lazy and streams."""
-    return pl.struct(pre.alias("pre"), clean.alias("clean")).map_batches(
-        lambda s: resolve(s.struct.field("pre"), s.struct.field("clean"), p),
+    return pl.struct(pre.alias("pre"), clean.alias("clean"), raw.alias("raw")).map_batches(
+        lambda s: resolve(s.struct.field("pre"), s.struct.field("clean"), s.struct.field("raw"), p),
         return_dtype=pl.String,
         is_elementwise=True,
     )
@@ -307,11 +320,16 @@ def resolve_expr(pre: pl.Expr, clean: pl.Expr, p: Params) -> pl.Expr:
 def annotate(frame: pl.LazyFrame, texts: dict[str, pl.Expr], p: Params = Params()) -> pl.LazyFrame:
     """Add, for each named text expression, `lang_{name}` plus working columns `__{name}_*` (features,
     `__{name}_by` = method); the caller drops the working columns (`working_columns(frame)`) when done."""
-    lf = frame.with_columns([clean_text_expr(e, p.max_chars).alias(f"__{n}_clean") for n, e in texts.items()])
-    lf = lf.with_columns([f for n in texts for f in feature_exprs(pl.col(f"__{n}_clean"), f"__{n}_")])
+    lf = frame.with_columns([e.fill_null("").alias(f"__{n}_raw") for n, e in texts.items()])
+    lf = lf.with_columns([clean_text_expr(pl.col(f"__{n}_raw"), p.max_chars).alias(f"__{n}_clean") for n in texts])
+    lf = lf.with_columns(
+        [f for n in texts for f in feature_exprs(pl.col(f"__{n}_clean"), f"__{n}_")]
+        + [(pl.col(f"__{n}_raw").str.len_chars() > p.max_chars).alias(f"__{n}_cut") for n in texts]
+    )
     lf = lf.with_columns([prelabel_expr(f"__{n}_", p).alias(f"__{n}_pre") for n in texts])
     return lf.with_columns(
-        [resolve_expr(pl.col(f"__{n}_pre"), pl.col(f"__{n}_clean"), p).alias(f"lang_{n}") for n in texts]
+        [resolve_expr(pl.col(f"__{n}_pre"), pl.col(f"__{n}_clean"), pl.col(f"__{n}_raw"), p).alias(f"lang_{n}")
+         for n in texts]
         + [method_expr(f"__{n}_", pl.col(f"__{n}_pre")).alias(f"__{n}_by") for n in texts]
     )
 

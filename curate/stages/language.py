@@ -21,7 +21,7 @@ The pair's `lang` (the rule):
 
 Config: see `Config` (each field's help). Input columns: prompt, chosen, rejected (system and text columns are
 rewritten only when `convert` is set). Output columns: lang_prompt, lang_chosen, lang_rejected, lang,
-lang_detail (JSON: per text the method — script / opencc / lingua / empty —, Han share and the counts of
+lang_detail (JSON: per text the method — script / opencc / lingua / empty / full-text —, Han share and the counts of
 Simplified-only and Traditional-only characters; the original pair_id when converted), script_converted
 (null, "t2s" or "s2t"). Reasons: `language_mismatch`.
 
@@ -260,7 +260,7 @@ def stats_of(df: pl.DataFrame, cfg: Config) -> dict[str, Any]:
         by_source[str(src)] = _counts(part["lang"], PAIR_LABELS)
     methods: dict[str, int] = {}
     for t in TEXTS:
-        for k, v in _counts(df[f"__{t}_by"], ("script", "opencc", "lingua", "empty")).items():
+        for k, v in _counts(df[f"__{t}_by"], ("script", "opencc", "lingua", "empty", "full-text")).items():
             methods[k] = methods.get(k, 0) + v
     return {
         "rows": df.height,

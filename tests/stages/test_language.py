@@ -243,3 +243,13 @@ def test_shared_demo_prompts_are_labelled_by_their_language(name, lang):
     assert counts.get(lang, 0) >= 0.95 * df.height, counts
     wrong = "en" if lang == "zh-Hans" else "zh-Hans"
     assert counts.get(wrong, 0) == 0 and counts.get("zh-Hant", 0) == 0, counts
+
+
+def test_long_code_first_reply_is_read_in_full():
+    """Nothing but code in the first max_chars: the whole text decides (the Chinese explanation after it)."""
+    code = "```python\n" + "\n".join(f"value_{i} = compute(value_{i - 1}, step={i})" for i in range(1, 60)) + "\n```\n"
+    text = code + "上面的代码逐步计算每个值，最后一步的结果就是我们需要的答案。"
+    assert len(code) > langid.Params().max_chars
+    row = langid.explain(text)
+    assert row["lang"] == "zh-Hans" and row["by"] == "full-text"
+    assert langid.detect([code]) == ["other"]  # code only, even in full
