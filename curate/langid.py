@@ -344,6 +344,21 @@ def detect(texts: list[str | None], p: Params = Params()) -> list[str]:
     return annotate(frame, {"text": pl.col("text")}, p).collect()["lang_text"].to_list()
 
 
+def chart_mix(mix: dict[str, Any], labels: tuple[str, ...] = (*LABELS, "mismatch")) -> dict[str, float]:
+    """A label → count dict in a fixed label order, zeros included, so report charts colour labels alike."""
+    out = {k: float(mix.get(k, 0)) for k in labels}
+    out.update({k: float(v) for k, v in mix.items() if k not in out})
+    return out
+
+
+def short_sources(names: list[str]) -> dict[str, str]:
+    """Source → display name: the file name when file names are unique, else the full source."""
+    from pathlib import PurePath
+
+    base = {n: PurePath(n).name or n for n in names}
+    return base if len(set(base.values())) == len(base) else {n: n for n in names}
+
+
 def family(label: str | None) -> str | None:
     """zh-Hans / zh-Hant → zh; en → en; others → themselves."""
     if label is None:

@@ -430,18 +430,20 @@ def run(frame: pl.LazyFrame | pl.DataFrame, cfg: Config) -> StageResult:
 
 def html_section(stats: dict[str, Any]) -> str:
     """The language mix before and after balancing, overall and per source, and the quota per group."""
-    from curate import report
+    from curate import langid, report
 
     before, after = stats.get("before", {}), stats.get("after", {})
-    f = lambda d: {k: float(v) for k, v in d.items()}  # noqa: E731
+    sources = sorted(set(before.get("by_source", {})) | set(after.get("by_source", {})))
+    names = langid.short_sources(sources)
     per_source = {}
-    for src in sorted(set(before.get("by_source", {})) | set(after.get("by_source", {}))):
-        per_source[f"{src} (before)"] = f(before.get("by_source", {}).get(src, {}))
-        per_source[f"{src} (after)"] = f(after.get("by_source", {}).get(src, {}))
+    for src in sources:
+        per_source[f"{names[src]} (before)"] = langid.chart_mix(before.get("by_source", {}).get(src, {}))
+        per_source[f"{names[src]} (after)"] = langid.chart_mix(after.get("by_source", {}).get(src, {}))
     return "\n".join(
         [
             report.stacked_bars(
-                {"before": f(before.get("overall", {})), "after": f(after.get("overall", {}))},
+                {"before": langid.chart_mix(before.get("overall", {})),
+                 "after": langid.chart_mix(after.get("overall", {}))},
                 "Language mix before and after balancing",
             ),
             report.stacked_bars(per_source, "Language mix per source, before and after"),

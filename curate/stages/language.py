@@ -331,11 +331,12 @@ def html_section(stats: dict[str, Any]) -> str:
     """Language mix of pairs overall and per source, plus the labels of each text and how they were reached."""
     from curate import report
 
+    by_source = stats.get("by_source", {})
+    names = langid.short_sources(list(by_source))
     parts = [
         report.bar_chart({k: float(v) for k, v in stats.get("pairs", {}).items()}, "Pairs by language"),
         report.stacked_bars(
-            {src: {k: float(v) for k, v in mix.items()} for src, mix in stats.get("by_source", {}).items()},
-            "Language mix per source",
+            {names[src]: langid.chart_mix(mix) for src, mix in by_source.items()}, "Language mix per source"
         ),
         report.table(
             [

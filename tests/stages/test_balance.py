@@ -201,4 +201,4 @@ def test_missing_lang_column_is_an_input_error():
 def test_html_section():
     df = frame({("zh-Hans", "a.jsonl"): 60, ("en", "b.jsonl"): 40})
     html = balance.html_section(balance.run(df, balance.Config()).stats)
-    assert "<svg" in html and "before" in html and "after" in html and "a.jsonl" in html
+    assert "<svg" in html and "before" in html and "after" in html and "a.jsonl (after)" in html
