@@ -192,12 +192,11 @@ def child_parity(args) -> dict:
 # --------------------------------------------------------------------------------------------- child: speed/memory
 
 def child_run(args) -> dict:
-    import torch
-    from transformers import TrainerCallback
-
     import resource
 
     import psutil
+    import torch
+    from transformers import TrainerCallback
 
     smoke = args.smoke
     if smoke:
@@ -345,12 +344,12 @@ def main() -> int:
     p.add_argument("--seqs", default=None, help="comma-separated sequence lengths (default 2048,8192)")
     p.add_argument("--steps", type=int, default=None, help="timed steps per configuration (default 5)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 2: compile, allocator)")
-    p.add_argument("--timeout", type=int, default=200, help="seconds per configuration")
+    p.add_argument("--timeout", type=int, default=150, help="seconds per configuration")
     p.add_argument("--child", choices=["parity", "run"], help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     p.add_argument("--chunk-tokens", type=int, default=1024, help="tokens per LM-head chunk for `chunked`")
     p.add_argument("--impls", default="chunked,liger", help="implementations compared with TRL (chunked, liger)")
-    p.add_argument("--budget", type=int, default=480, help="seconds; configurations not started by then are skipped")
+    p.add_argument("--budget", type=int, default=400, help="seconds; configurations not started by then are skipped")
     p.add_argument("--impl", choices=["trl", "chunked", "liger"], help=argparse.SUPPRESS)
     p.add_argument("--seq", type=int, help=argparse.SUPPRESS)
     p.add_argument("--batch", type=int, help=argparse.SUPPRESS)

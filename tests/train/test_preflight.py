@@ -110,7 +110,8 @@ def test_not_an_export(tmp_path, fixture_export, tiny_model):
 
 
 def test_manifest_hash_is_sha256_of_bytes(fixture_export):
-    assert manifest_sha256(fixture_export) == hashlib.sha256((fixture_export / "manifest.json").read_bytes()).hexdigest()
+    expected = hashlib.sha256((fixture_export / "manifest.json").read_bytes()).hexdigest()
+    assert manifest_sha256(fixture_export) == expected
 
 
 def test_tiny_model_command(fixture_export, tmp_path):
