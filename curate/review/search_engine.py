@@ -312,6 +312,10 @@ class _Vectors:
     key: tuple
     ids: list[UUID]
     matrix: np.ndarray  # rows L2-normalised, float32
+    pos: dict = dataclasses.field(default_factory=dict)  # record id -> row
+
+    def __post_init__(self):
+        self.pos = {rid: i for i, rid in enumerate(self.ids)}
 
 
 _VECTOR_CACHE: dict[UUID, _Vectors] = {}
@@ -739,14 +743,16 @@ class SQLSearchEngine(SearchEngine):
         if order == SimilarityOrder.least_similar:
             sims = -sims
         mask = np.ones(len(cache.ids), dtype=bool)
-        if excluded is not None:
-            mask &= np.array([i != excluded for i in cache.ids])
+        if excluded is not None and excluded in cache.pos:
+            mask[cache.pos[excluded]] = False
         text_conds, _ = self._text(query)
         if filter is not None or text_conds:
             where = and_(Record.dataset_id == dataset.id, self._filter(dataset.id, filter), *text_conds)
             async with AsyncSessionLocal() as db:
                 allowed = set((await db.execute(select(Record.id).where(where))).scalars().all())
-            mask &= np.array([i in allowed for i in cache.ids])
+            keep = np.zeros(len(cache.ids), dtype=bool)
+            keep[[cache.pos[i] for i in allowed if i in cache.pos]] = True
+            mask &= keep
         idx = np.flatnonzero(mask)
         if idx.size == 0:
             return SearchResponses(items=[], total=0)
