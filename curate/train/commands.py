@@ -65,6 +65,10 @@ def train(export_dir: Path, model: str | None, preset: str, out_dir: Path, overr
         if not dry_run:
             raise
         click.echo(click.style(f"warning: pre-flight skipped: {exc}", fg="yellow"), err=True)
+        from curate.train.preflight import dependency_warnings
+
+        for warning in dependency_warnings(spec):
+            click.echo(click.style(f"warning: {warning}", fg="yellow"), err=True)
         pre = None
     if pre is not None:
         _print_preflight(pre)

@@ -78,6 +78,23 @@ def load_export(export_dir: str | Path, spec: dict[str, Any]):
     return out[0], out[1]
 
 
+def dependency_warnings(spec: dict[str, Any]) -> list[str]:
+    """Optional packages the configuration needs that this machine lacks (bitsandbytes, DeepSpeed, liger)."""
+    warnings = []
+    optim = spec["orpo"].get("optim", "")
+    if ("paged" in optim or "8bit" in optim or spec["curate"]["method"] == "qlora") \
+            and importlib.util.find_spec("bitsandbytes") is None:
+        warnings.append(f"optim={optim!r} / method={spec['curate']['method']!r} needs bitsandbytes, "
+                        "which is not installed (pip install bitsandbytes)")
+    if spec["preset"]["num_processes"] > 1 and spec["preset"]["accelerate_config"].startswith("deepspeed") \
+            and importlib.util.find_spec("deepspeed") is None:
+        warnings.append(f"{spec['preset']['accelerate_config']} needs DeepSpeed, which is not installed "
+                        "(pip install deepspeed)")
+    if spec["curate"]["loss"] == "liger" and importlib.util.find_spec("liger_kernel") is None:
+        warnings.append("curate.loss=liger needs liger-kernel, which is not installed (pip install 'curate[gpu]')")
+    return warnings
+
+
 @dataclass
 class Preflight:
     """What the model will see: one rendered example, token lengths, truncation count, warnings."""
@@ -137,17 +154,7 @@ def check(train, tokenizer, max_length: int, spec: dict[str, Any] | None = None)
         warnings.append(f"{len(over)} of {len(lengths)} pairs exceed max_length={max_length} tokens and will be "
                         f"truncated (replies cut first); raise orpo.max_length or drop long pairs")
     if spec is not None:
-        optim = spec["orpo"].get("optim", "")
-        if ("paged" in optim or "8bit" in optim or spec["curate"]["method"] == "qlora") \
-                and importlib.util.find_spec("bitsandbytes") is None:
-            warnings.append(f"optim={optim!r} / method={spec['curate']['method']!r} needs bitsandbytes, "
-                            "which is not installed (pip install bitsandbytes)")
-        if spec["preset"]["num_processes"] > 1 and spec["preset"]["accelerate_config"].startswith("deepspeed") \
-                and importlib.util.find_spec("deepspeed") is None:
-            warnings.append(f"{spec['preset']['accelerate_config']} needs DeepSpeed, which is not installed "
-                            "(pip install deepspeed)")
-        if spec["curate"]["loss"] == "liger" and importlib.util.find_spec("liger_kernel") is None:
-            warnings.append("curate.loss=liger needs liger-kernel, which is not installed (pip install 'curate[gpu]')")
+        warnings += dependency_warnings(spec)
     return Preflight(
         pairs=len(lengths),
         max_length=max_length,

@@ -126,3 +126,19 @@ def test_tiny_model_command(fixture_export, tmp_path):
     assert len(AutoTokenizer.from_pretrained(str(tmp_path / "tiny"))) == 300
     missing = CliRunner().invoke(tiny_model, [str(tmp_path / "nope"), str(tmp_path / "t2")])
     assert missing.exception is not None and "no hf/ folder" in str(missing.exception)
+
+
+def test_dependency_warnings_name_the_missing_package(monkeypatch):
+    import importlib.util
+
+    from curate.train.preflight import dependency_warnings
+
+    real = importlib.util.find_spec
+    missing = {"bitsandbytes", "deepspeed", "liger_kernel"}  # failure injection: as on a machine without them
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in missing else real(name, *a))
+    recipe = dependency_warnings(S.resolve("gemma2-9b-chinese-chat"))
+    assert any("needs bitsandbytes" in w for w in recipe)  # paged_adamw_32bit
+    assert any("deepspeed-zero3.yaml needs DeepSpeed" in w for w in recipe)
+    liger = dependency_warnings(S.resolve("tiny-cpu", ["curate.loss=liger"], "m"))
+    assert liger == ["curate.loss=liger needs liger-kernel, which is not installed (pip install 'curate[gpu]')"]
+    assert dependency_warnings(S.resolve("tiny-cpu", [], "m")) == []
