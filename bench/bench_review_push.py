@@ -97,7 +97,7 @@ class CpuMeter:
         self.client = c.user + c.system - self.c0
 
 
-def sdk_baseline(conn, pairs: pl.DataFrame) -> dict:
+def sdk_baseline(conn, pairs: pl.DataFrame, home: Path) -> dict:
     """The SDK's standard path: build rg.Records, dataset.records.log() (its default batch of 256)."""
     import argilla as rg
 
@@ -111,10 +111,11 @@ def sdk_baseline(conn, pairs: pl.DataFrame) -> dict:
         p = S.record_payload(row, a[row["pair_id"]])
         records.append(rg.Record(id=p["id"], fields=p["fields"], metadata=p["metadata"],
                                  suggestions=[rg.Suggestion(**s) for s in p["suggestions"]]))
-    t = time.perf_counter()
-    ds.records.log(records)
-    dt = time.perf_counter() - t
-    return {"seconds": round(dt, 2), "records_per_s": round(pairs.height / dt, 1)}
+    meter = CpuMeter(home)
+    with meter:
+        ds.records.log(records)
+    return {"seconds": round(meter.wall, 2), "records_per_s": round(pairs.height / meter.wall, 1),
+            "server_cpu_ms_per_record": round(1000 * meter.server / pairs.height, 2)}
 
 
 def main() -> None:
@@ -148,7 +149,7 @@ def main() -> None:
                 pairs.write_parquet(run / "pairs.parquet")
                 row: dict = {"pairs": n}
                 if not args.no_baseline:
-                    row["sdk_log"] = sdk_baseline(conn, pairs)
+                    row["sdk_log"] = sdk_baseline(conn, pairs, home)
                 opts = PushOptions(dataset=f"push-{n}-{uuid.uuid4().hex[:6]}", vectors=False,
                                    batch_size=args.batch_size)
                 meter = CpuMeter(home)
@@ -180,6 +181,8 @@ def main() -> None:
                                            "records_per_s": round(n / vres.seconds, 1), "model": vres.vectors}
                 if "sdk_log" in row:
                     row["push_vs_sdk"] = round(row["push"]["records_per_s"] / row["sdk_log"]["records_per_s"], 2)
+                    row["server_cpu_push_vs_sdk"] = round(
+                        row["push"]["server_cpu_ms_per_record"] / row["sdk_log"]["server_cpu_ms_per_record"], 2)
                 results["runs"].append(row)
                 print(json.dumps(row), flush=True)
         finally:
@@ -190,14 +193,16 @@ def main() -> None:
     Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nmachine: {machine}, load avg at end {results['load_avg_at_end']}; "
           f"embedded server start {results['server_start_s']} s; batch {args.batch_size}\n")
-    print("| pairs | SDK log() rec/s | curate push rec/s (no vectors) | ratio | re-push (no-op) s "
+    print("| pairs | SDK log() rec/s (server CPU ms/rec) | curate push rec/s (no vectors) | ratio | re-push (no-op) s "
           "| server CPU / wall | server CPU ms/record (ceiling rec/s) | client CPU s "
           "| push with vectors rec/s (embed compute s / not overlapped s) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results["runs"]:
         v = r.get("push_vectors")
         vec = f"{v['records_per_s']} ({v['embed_compute_s']:.1f} / {v['embed_wait_s']:.1f})" if v else "-"
-        print(f"| {r['pairs']} | {r.get('sdk_log', {}).get('records_per_s', '-')} | {r['push']['records_per_s']} "
+        sdk = r.get("sdk_log")
+        sdk_txt = f"{sdk['records_per_s']} ({sdk['server_cpu_ms_per_record']})" if sdk else "-"
+        print(f"| {r['pairs']} | {sdk_txt} | {r['push']['records_per_s']} "
               f"| {r.get('push_vs_sdk', '-')} | {r['repush_noop_s']} | {r['push']['server_cpu_share_of_wall']} "
               f"| {r['push']['server_cpu_ms_per_record']} ({r['push']['ceiling_rec_per_s_one_core']}) "
               f"| {r['push']['client_cpu_s']} | {vec} |")
