@@ -6,7 +6,7 @@ import hashlib
 import shutil
 
 import pytest
-from conftest import pair_rows, write_export
+from train_helpers import pair_rows, write_export
 
 from curate.train import TrainError
 from curate.train import spec as S

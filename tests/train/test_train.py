@@ -10,7 +10,7 @@ import sys
 
 import pytest
 from click.testing import CliRunner
-from conftest import pair_rows, write_export
+from train_helpers import pair_rows, write_export
 
 from curate.train import TrainError
 from curate.train import spec as S
