@@ -39,7 +39,7 @@ def browser():
 
 def test_annotator_reviews_in_the_browser(argilla_server, browser, tmp_path, pairs_factory):
     pairs = pairs_factory([
-        {"system": "You answer in one sentence.", "prompt": "What is the capital of France?",
+        {"system": "You answer in one sentence.", "prompt": "What is the capital of France? 请用一句话回答。",
          "chosen": "The capital of France is Paris.", "rejected": "France is a country in Europe."},
     ])
     run = tmp_path / "run"
@@ -65,7 +65,7 @@ def test_annotator_reviews_in_the_browser(argilla_server, browser, tmp_path, pai
         page.get_by_text(name, exact=True).first.click()  # the dataset list → the annotation page
         page.get_by_text("France is a country in Europe.").first.wait_for()
         body = page.inner_text("body")
-        for text in ("What is the capital of France?", "You answer in one sentence.", "system",
+        for text in ("What is the capital of France? 请用一句话回答。", "You answer in one sentence.", "system",
                      "The capital of France is Paris.", "Response A", "Response B", "Which response is better?"):
             assert text in body, f"{text!r} not shown"
         a_pos, b_pos = body.index("Response A"), body.index("Response B")
