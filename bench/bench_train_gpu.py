@@ -21,6 +21,7 @@ soft-capped model); the chunked loss supports it, at the cost of one tanh per lo
 
     python bench/bench_train_gpu.py --out DIR                 # the full run (GPU)
     python bench/bench_train_gpu.py --smoke --out DIR         # CPU smoke test of the harness (tiny shapes)
+    python bench/bench_train_gpu.py --softcap 30 --out DIR    # Gemma-2's real soft-capping: TRL vs chunked only
 
 bench/run_train_gpu.sh installs the carried wheels on the device machine and runs it.
 """
@@ -44,6 +45,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 CPU_MEMORY = False  # set from --cpu-memory in the parent; passed on to children
 CHUNK_TOKENS = 1024  # --chunk-tokens: curate.loss_chunk_tokens for the chunked implementation
+SOFTCAP = None  # --softcap: Gemma-2's real final-logit soft-capping (30.0); liger is left out then
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
 # Gemma-2-2B's shape (google/gemma-2-2b config.json), final-logit soft-capping off (see module docstring).
@@ -95,6 +97,7 @@ def build_model(shape: dict, dtype, device: str, seed: int = 0):
     import torch
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
+    shape = {**shape, "final_logit_softcapping": SOFTCAP}
     config = Gemma2Config(**shape, pad_token_id=0, eos_token_id=1, bos_token_id=2, attn_implementation="eager")
     torch.manual_seed(seed)
     previous = torch.get_default_dtype()
@@ -169,7 +172,8 @@ def child_parity(args) -> dict:
         grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
         results[name] = (loss.item(), metrics, grads)
     l_ref, m_ref, g_ref = results["trl"]
-    report = {"kind": "parity", "seq": seq, "pairs": batch, "dtype": "float32", "shape": shape, "loss_trl": l_ref}
+    report = {"kind": "parity", "seq": seq, "pairs": batch, "dtype": "float32", "shape": shape, "softcap": SOFTCAP,
+              "loss_trl": l_ref}
     passed = True
     for name in impls[1:]:
         l_x, m_x, g_x = results[name]
@@ -280,7 +284,7 @@ def run_child(kind: str, out: Path, smoke: bool, timeout: int, **kw) -> dict:
     argv = [sys.executable, __file__, "--child", kind, "--out", str(out), "--result", str(result_path)]
     argv += ["--smoke"] if smoke else []
     argv += ["--cpu-memory"] if CPU_MEMORY else []
-    argv += ["--chunk-tokens", str(CHUNK_TOKENS)]
+    argv += ["--chunk-tokens", str(CHUNK_TOKENS)] + (["--softcap", str(SOFTCAP)] if SOFTCAP else [])
     for k, v in kw.items():
         argv += [f"--{k}", str(v)]
     t0 = time.perf_counter()
@@ -348,6 +352,8 @@ def main() -> int:
     p.add_argument("--child", choices=["parity", "run"], help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     p.add_argument("--chunk-tokens", type=int, default=1024, help="tokens per LM-head chunk for `chunked`")
+    p.add_argument("--softcap", type=float, default=None,
+                   help="final-logit soft-capping of the model (Gemma-2: 30); liger, which has none, is left out")
     p.add_argument("--impls", default="chunked,liger", help="implementations compared with TRL (chunked, liger)")
     p.add_argument("--budget", type=int, default=400, help="seconds; configurations not started by then are skipped")
     p.add_argument("--impl", choices=["trl", "chunked", "liger"], help=argparse.SUPPRESS)
@@ -356,13 +362,13 @@ def main() -> int:
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    global CPU_MEMORY, CHUNK_TOKENS
-    CPU_MEMORY, CHUNK_TOKENS = args.cpu_memory, args.chunk_tokens
+    global CPU_MEMORY, CHUNK_TOKENS, SOFTCAP
+    CPU_MEMORY, CHUNK_TOKENS, SOFTCAP = args.cpu_memory, args.chunk_tokens, args.softcap
     if args.cpu_memory:
         args.smoke = True  # the CPU code path
     args.steps = args.steps or (2 if args.smoke else 5)
     args.warmup = args.warmup or (1 if args.smoke else 2)
-    args.impls = [i for i in args.impls.split(",") if i]
+    args.impls = [i for i in args.impls.split(",") if i and not (args.softcap and i == "liger")]
 
     if args.child:
         result = child_parity(args) if args.child == "parity" else child_run(args)
