@@ -37,10 +37,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from curate.config import build, parse_override  # noqa: E402
+from curate.dedup.normalise import normalise  # noqa: E402
 from curate.schema import MESSAGE, conform, with_ids  # noqa: E402
 from curate.stages import dedup  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "llamafactory_dpo_demo"
+SHORT = 30  # normalised key length below which a prompt counts as short in the recall breakdown
 TYPES = ("punct_ws", "case", "edit1_5", "script", "prefix", "reorder")
 
 # Hard negatives we wrote: same template, different content. None of them duplicates another.
@@ -177,7 +179,7 @@ def with_variant(row: dict, kind: str, lang: str, rng: random.Random) -> dict | 
         return None
     prompt = [dict(m) for m in row["prompt"]]
     prompt[last]["content"] = new
-    return {**row, "prompt": prompt, "source": f"{row['source']}_{kind}", "chosen": row["chosen"] + " ",
+    return {**row, "prompt": prompt, "source": f"{row['source']}_{kind}",
             "source_row": row["source_row"] + 100_000}
 
 
@@ -234,12 +236,13 @@ def evaluate(kind: str | None, cfg, seed: int = 0) -> dict:
         for i in ms:
             if kind_of[i] == "orig":
                 continue
-            pair_ok = (
-                len([m for m in (i, ms[0]) if m in kept]) == 1
-                and all(m in kept or (m in removed and gid.get(row_of_pid.get(removed[m][1], -1)) == key)
-                        for m in (i, ms[0]))
-            )
-            found.setdefault((key[0], kind_of[i]), []).append(int(pair_ok))
+            def into_group(m: int) -> bool:
+                return m in removed and gid.get(row_of_pid.get(removed[m][1], -1)) == key
+
+            # The variant was removed into its own group, or it survived and the original was removed into it.
+            pair_ok = into_group(i) or (i in kept and into_group(ms[0]))
+            short = len(normalise(_prompt(rows[ms[0]], 10**9))) < SHORT
+            found.setdefault((key[0], kind_of[i]), []).append((int(pair_ok), short))
     out = {"type": kind or "all", "rows": df.height, "seconds": round(seconds, 2), "lost_all_groups": lost_all}
     for lang in ("en", "zh"):
         n_removed = correct[lang] + len(wrong[lang])
@@ -252,8 +255,11 @@ def evaluate(kind: str | None, cfg, seed: int = 0) -> dict:
         ]
         for (lg, t), hits in sorted(found.items()):
             if lg == lang:
-                out[f"recall_{lang}_{t}"] = round(sum(hits) / len(hits), 4)
+                out[f"recall_{lang}_{t}"] = round(sum(h for h, _ in hits) / len(hits), 4)
                 out[f"groups_{lang}_{t}"] = len(hits)
+                long_hits = [h for h, short in hits if not short]
+                out[f"recall_long_{lang}_{t}"] = round(sum(long_hits) / len(long_hits), 4) if long_hits else None
+                out[f"groups_long_{lang}_{t}"] = len(long_hits)
     return out
 
 
@@ -284,8 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     for t in args.types.split(","):
         results.append(evaluate(None if t == "all" else t, cfg))
     print(f"methods={args.methods} overrides={args.set}")
-    print("| variant | lang | groups | recall | precision (run) | false removals | lost groups |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    print(f"| variant | lang | groups | recall | recall, keys ≥ {SHORT} chars (groups) | precision (run) | false removals | lost groups |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
         for lang in ("en", "zh"):
             kinds = TYPES if r["type"] == "all" else (r["type"],)
@@ -293,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
                 if f"recall_{lang}_{t}" not in r:
                     continue
                 print(f"| {t if r['type'] != 'all' else 'all:' + t} | {lang} | {r[f'groups_{lang}_{t}']} | "
-                      f"{r[f'recall_{lang}_{t}']:.3f} | {r[f'precision_{lang}']:.3f} | {len_false(r, lang)} | "
+                      f"{r[f'recall_{lang}_{t}']:.3f} | {_fmt(r[f'recall_long_{lang}_{t}'])} ({r[f'groups_long_{lang}_{t}']}) | "
+                      f"{r[f'precision_{lang}']:.3f} | {len_false(r, lang)} | "
                       f"{r['lost_all_groups']} |")
     if args.show_false:
         for r in results:
@@ -303,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(results, ensure_ascii=False, indent=1), encoding="utf-8")
     return 0
+
+
+def _fmt(x: float | None) -> str:
+    return "—" if x is None else f"{x:.3f}"
 
 
 def len_false(r: dict, lang: str) -> int:

@@ -116,7 +116,7 @@ class SemanticConfig:
     exact_max: int = field(
         default=5_000, metadata={"help": "Up to this many rows: exact search; above: k-means partitioned search."}
     )
-    nprobe: int = field(default=4, metadata={"help": "Partitioned search: k-means cells each row is compared within."})
+    nprobe: int = field(default=5, metadata={"help": "Partitioned search: k-means cells each row is compared within."})
     cells: int = field(default=0, metadata={"help": "Partitioned search: number of k-means cells (0: about 1.5·√n)."})
     progress: bool = field(default=True, metadata={"help": "Show an embedding progress bar (stderr)."})
 
