@@ -81,8 +81,9 @@ def train(export_dir: Path, model: str | None, preset: str, out_dir: Path, overr
     if pre is not None:
         import json
 
-        (out_dir / "preflight.json").write_text(json.dumps(pre.as_dict(), indent=2, ensure_ascii=False) + "\n",
-                                                encoding="utf-8")
+        from curate.train.trainer import write_text_atomic
+
+        write_text_atomic(out_dir / "preflight.json", json.dumps(pre.as_dict(), indent=2, ensure_ascii=False) + "\n")
     if multi:
         code = subprocess.run(argv, check=False).returncode
         if code != 0:

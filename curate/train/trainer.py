@@ -216,10 +216,15 @@ def plot_metrics(metrics: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def _write_json(path: Path, obj: Any) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    """Temp file + rename: an interrupted run never leaves a half-written file where a finished one is expected."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 def train(export_dir: str | Path, out_dir: str | Path, spec: dict[str, Any], resume: bool = False) -> TrainResult:
@@ -250,5 +255,5 @@ def train(export_dir: str | Path, out_dir: str | Path, spec: dict[str, Any], res
             plot_metrics(metrics, out / "metrics.png")
         text = card.model_card(spec, export_dir, sha, metrics, model_dir.name)
         for where in (out / "README.md", model_dir / "README.md"):
-            where.write_text(text, encoding="utf-8")
+            write_text_atomic(where, text)
     return TrainResult(out, model_dir, metrics, sha, trainer.state.global_step)
