@@ -14,7 +14,11 @@ import click
 
 from curate import __version__
 
-LAZY = {"review": "curate.review.commands:review", "train": "curate.train.commands:train"}
+LAZY = {
+    "review": "curate.review.commands:review",
+    "train": "curate.train.commands:train",
+    "tiny-model": "curate.train.commands:tiny_model",
+}
 
 
 class Main(click.Group):
