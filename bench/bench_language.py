@@ -34,6 +34,7 @@ langdetect and lingua labelling the same three texts per pair (on a subset, scal
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -96,6 +97,7 @@ def demo_pairs() -> list[dict]:
     return pairs
 
 
+@functools.lru_cache(maxsize=None)
 def _converter(name: str):
     import opencc
 

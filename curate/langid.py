@@ -54,8 +54,8 @@ _NOISE = [
     r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+\.[A-Za-z0-9.-]+",  # e-mail addresses
     r"(?s)\$\$.*?\$\$",  # display math
     r"\$[^$\n]{1,300}\$",  # inline math
-    r"(?s)\\\[.*?\\\]",
-    r"(?s)\\\(.*?\\\)",
+    r"\\\[[^\n]{0,300}?\\\]",  # \[ ... \] and \( ... \) math, one line (a DOTALL scan costs 10x)
+    r"\\\([^\n]{0,300}?\\\)",
     r"<[^<>\n]{1,200}>",  # HTML/XML tags
     # Lines that look like code even without fences (common in scraped data): a keyword *with* code syntax, so
     # English lines starting with "from", "let" or "import" stay ("let's start", "from time to time").
@@ -161,7 +161,6 @@ def feature_exprs(clean: pl.Expr, prefix: str) -> list[pl.Expr]:
 
     Separate columns rather than one struct: Polars re-evaluates a struct expression for each field read.
     """
-    simp_class, trad_class = _script_classes()
     return [
         clean.str.count_matches(_HAN).alias(prefix + "han"),
         clean.str.count_matches(_KANA_HANGUL).alias(prefix + "kana"),
@@ -169,8 +168,17 @@ def feature_exprs(clean: pl.Expr, prefix: str) -> list[pl.Expr]:
         clean.str.count_matches(_OTHER_WORD).alias(prefix + "otherw"),
         clean.str.count_matches(_EN_WORD_RE).alias(prefix + "enw"),
         clean.str.contains(_NON_ASCII_LATIN).alias(prefix + "accent"),
-        clean.str.count_matches(simp_class).alias(prefix + "simp"),
-        clean.str.count_matches(trad_class).alias(prefix + "trad"),
+    ]
+
+
+def script_exprs(clean: pl.Expr, prefix: str) -> list[pl.Expr]:
+    """Simplified-only / Traditional-only character counts, scanned only in texts that have Han characters
+    (the others get an empty string, which costs nothing to scan): ~15% of the stage's time saved on zh/en data."""
+    simp_class, trad_class = _script_classes()
+    han_only = pl.when(pl.col(prefix + "han") > 0).then(clean).otherwise(pl.lit(""))
+    return [
+        han_only.str.count_matches(simp_class).alias(prefix + "simp"),
+        han_only.str.count_matches(trad_class).alias(prefix + "trad"),
     ]
 
 
@@ -326,6 +334,7 @@ def annotate(frame: pl.LazyFrame, texts: dict[str, pl.Expr], p: Params = Params(
         [f for n in texts for f in feature_exprs(pl.col(f"__{n}_clean"), f"__{n}_")]
         + [(pl.col(f"__{n}_raw").str.len_chars() > p.max_chars).alias(f"__{n}_cut") for n in texts]
     )
+    lf = lf.with_columns([f for n in texts for f in script_exprs(pl.col(f"__{n}_clean"), f"__{n}_")])
     lf = lf.with_columns([prelabel_expr(f"__{n}_", p).alias(f"__{n}_pre") for n in texts])
     return lf.with_columns(
         [resolve_expr(pl.col(f"__{n}_pre"), pl.col(f"__{n}_clean"), pl.col(f"__{n}_raw"), p).alias(f"lang_{n}")
