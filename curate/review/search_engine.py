@@ -90,6 +90,8 @@ INDEXES = (
     "CREATE INDEX IF NOT EXISTS ix_curate_suggestions_rec_q ON suggestions (record_id, question_id)",
     # Covering: "records.id IN (responses/suggestions subquery) AND dataset_id = ?" never reads the wide row.
     "CREATE INDEX IF NOT EXISTS ix_curate_records_id_ds ON records (id, dataset_id, inserted_at)",
+    # The vector cache's freshness check (count, last update) reads only this index.
+    "CREATE INDEX IF NOT EXISTS ix_curate_vectors_settings_updated ON vectors (vector_settings_id, updated_at)",
 )
 # SQLite only: expression indexes, so metadata / suggestion-value filters and metadata sorts read an index
 # instead of parsing every record's JSON (100k records: ~100 ms -> a few ms).
