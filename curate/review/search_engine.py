@@ -464,7 +464,7 @@ class SQLSearchEngine(SearchEngine):
         if isinstance(scope, MetadataFilterScope):
             return self._metadata_filter(flt, dense)
         if isinstance(scope, SuggestionFilterScope):
-            return self._suggestion_filter(dataset_id, flt)
+            return self._suggestion_filter(dataset_id, flt, dense)
         if isinstance(scope, ResponseFilterScope):
             return self._response_filter(flt)
         raise ValueError(f"cannot process filter scope {scope}")
@@ -513,7 +513,7 @@ class SQLSearchEngine(SearchEngine):
             .scalar_subquery()
         )
 
-    def _suggestion_filter(self, dataset_id: UUID, flt: Filter) -> ColumnElement:
+    def _suggestion_filter(self, dataset_id: UUID, flt: Filter, dense: bool = False) -> ColumnElement:
         scope: SuggestionFilterScope = flt.scope
         prop = str(scope.property or "value")
         if prop in ("value", "score"):
@@ -521,15 +521,17 @@ class SQLSearchEngine(SearchEngine):
             if isinstance(flt, TermsFilter):
                 values = [str(v) for v in flt.values]
                 if prop == "value" and not _is_pg():
-                    # Two index range reads (scalars; lists, which are JSON text starting with "[") instead of
-                    # an OR that SQLite can only answer by parsing every suggestion.
-                    e = func.json_extract(Suggestion.value, literal_column("'$'"))  # ix_curate_suggestions_q_value
-                    qid = self._question_id(dataset_id, scope.question)
-                    scalars = select(Suggestion.record_id).where(Suggestion.question_id == qid, e.in_(values))
-                    lists = select(Suggestion.record_id).where(
-                        Suggestion.question_id == qid, e >= "[", e < "\\", _json_any_in(col, (), values)
+                    # Two index range reads instead of an OR that SQLite answers by parsing every suggestion.
+                    scalars, lists = self._suggestion_value_selects(dataset_id, scope.question, values)
+                    if not dense:
+                        return Record.id.in_(scalars.union_all(lists))
+                    # A page over many matches: a correlated probe per record, stopping after `limit` hits,
+                    # instead of materialising every matching id first.
+                    own = Suggestion.record_id == Record.id
+                    return or_(
+                        exists(scalars.where(own)),
+                        exists(lists.where(own)),
                     )
-                    return Record.id.in_(scalars.union_all(lists))
                 else:
                     cond = _json_any_in(col, (), values)
             else:
@@ -539,12 +541,31 @@ class SQLSearchEngine(SearchEngine):
             cond = col.in_(list(flt.values)) if isinstance(flt, TermsFilter) else false()
         else:
             raise ValueError(f"cannot filter suggestions by {prop!r}")
+        if dense:
+            return exists(
+                select(literal(1)).where(
+                    Suggestion.record_id == Record.id,
+                    Suggestion.question_id == self._question_id(dataset_id, scope.question),
+                    cond,
+                )
+            )
         # IN (subquery) rather than a correlated EXISTS: the database reads the matching suggestions once.
         return Record.id.in_(
             select(Suggestion.record_id).where(
                 Suggestion.question_id == self._question_id(dataset_id, scope.question), cond
             )
         )
+
+    def _suggestion_value_selects(self, dataset_id: UUID, question: str, values: list[str]):
+        """SQLite: record ids whose suggestion for `question` is one of `values`, as two index range reads
+        (scalar values; list values, which are JSON text starting with "[")."""
+        e = func.json_extract(Suggestion.value, literal_column("'$'"))  # ix_curate_suggestions_q_value
+        qid = self._question_id(dataset_id, question)
+        scalars = select(Suggestion.record_id).where(Suggestion.question_id == qid, e.in_(values))
+        lists = select(Suggestion.record_id).where(
+            Suggestion.question_id == qid, e >= "[", e < "\\", _json_any_in(Suggestion.value, (), values)
+        )
+        return scalars, lists
 
     @staticmethod
     def _response_filter(flt: Filter) -> ColumnElement:
@@ -711,6 +732,20 @@ class SQLSearchEngine(SearchEngine):
                 )
             ).scalar_one()
             return n_records - answered
+        if (
+            not has_text
+            and not _is_pg()
+            and len(only) == 1
+            and isinstance(only[0], TermsFilter)
+            and isinstance(only[0].scope, SuggestionFilterScope)
+            and str(only[0].scope.property or "value") == "value"
+        ):
+            # A question belongs to one dataset and holds one suggestion per record, so the matching
+            # suggestions (an index-only count) are the matching records.
+            scalars, lists = self._suggestion_value_selects(
+                dataset_id, only[0].scope.question, [str(v) for v in only[0].values]
+            )
+            return (await db.execute(select(func.count()).select_from(scalars.union_all(lists).subquery()))).scalar_one()
         return (await db.execute(select(func.count()).select_from(Record).where(where))).scalar_one()
 
     async def similarity_search(
