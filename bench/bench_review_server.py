@@ -20,6 +20,8 @@ bench then clones those rows inside the SQLite database (new ids, new external i
 `n` metadata, vectors copied). The engine reads only the database, so the clones are indistinguishable to it.
 Annotator ann1 submits a response to 1 in 20 records (also cloned), so status filters have real work.
 The baseline in the same run is the plain listing (no filter): filters are reported as ratios to it.
+Then the same queries straight through SQLSearchEngine.search (in the argilla venv, no HTTP, no record loading)
+separate the engine's share from argilla-server's own per-request work.
 """
 
 from __future__ import annotations
@@ -152,6 +154,67 @@ def _clone(db_path: Path, dataset_id: str, seed_n: int, target: int) -> None:
     con.close()
 
 
+ENGINE_ONLY = r"""
+import asyncio, json, os, sqlite3, statistics, sys, time
+from types import SimpleNamespace
+from uuid import UUID
+sys.path.insert(0, os.environ["CURATE_REPO"])
+from curate.review.boot import _light_argilla_package
+_light_argilla_package()
+from argilla_server.search_engine.base import (AndFilter, MetadataFilterScope, Order, RangeFilter,
+    ResponseFilterScope, SuggestionFilterScope, TermsFilter, TextQuery)
+from curate.review.search_engine import SQLSearchEngine
+db, repeat = sys.argv[1], int(sys.argv[2])
+con = sqlite3.connect(db)
+ds_id = UUID(con.execute("select id from datasets where name='bench'").fetchone()[0])
+user = SimpleNamespace(id=UUID(con.execute("select id from users where username='ann1'").fetchone()[0]))
+n = con.execute("select count(*) from records").fetchone()[0]
+ds = SimpleNamespace(id=ds_id, is_draft=False)
+pending = TermsFilter(scope=ResponseFilterScope(property="status", user=user), values=["pending"])
+Q = {
+    "listing, first page": {},
+    "listing, page at offset N/2": {"offset": n // 2},
+    "pending queue (UI default)": {"filter": AndFilter([pending])},
+    "filter metadata lang=zh + pending": {"filter": AndFilter([
+        TermsFilter(scope=MetadataFilterScope("lang"), values=["zh"]),
+        TermsFilter(scope=ResponseFilterScope(property="status", user=user), values=["pending"])])},
+    "filter metadata n in range": {"filter": AndFilter([RangeFilter(scope=MetadataFilterScope("n"), ge=n // 3, le=n // 3 + 500)])},
+    "filter suggestion value": {"filter": AndFilter([TermsFilter(scope=SuggestionFilterScope(question="better", property="value"), values=["B"])])},
+    "filter submitted (own)": {"filter": AndFilter([TermsFilter(scope=ResponseFilterScope(property="status", user=user), values=["submitted"])])},
+    "sort metadata margin desc": {"sort": [Order(scope=MetadataFilterScope("margin"), order="desc")]},
+    "text search common zh (机器学习)": {"query": TextQuery(q="机器学习")},
+    "text search rare zh (麒麟)": {"query": TextQuery(q="麒麟")},
+}
+async def main():
+    eng, out = SQLSearchEngine(), {}
+    for name, kw in Q.items():
+        await eng.search(ds, limit=10, user_id=user.id, **kw)
+        ms = []
+        for _ in range(repeat):
+            t = time.perf_counter(); await eng.search(ds, limit=10, user_id=user.id, **kw); ms.append((time.perf_counter() - t) * 1000)
+        ms.sort()
+        out[name] = {"p50_ms": round(statistics.median(ms), 1), "p95_ms": round(ms[max(0, -(-95 * len(ms) // 100) - 1)], 1)}
+    print(json.dumps(out))
+asyncio.run(main())
+"""
+
+
+def _engine_only(home: Path, repeat: int) -> dict:
+    """The engine's own time per query (no HTTP, no argilla record loading), in the argilla venv."""
+    import os
+    import subprocess
+
+    from curate.review import server
+
+    env = {**os.environ, "CURATE_REPO": str(REPO), "ARGILLA_DATABASE_URL": f"sqlite+aiosqlite:///{home / 'argilla.db'}",
+           "ARGILLA_HOME_PATH": str(home / "argilla"), "TMPDIR": tempfile.mkdtemp(dir=home)}
+    proc = subprocess.run([str(server.argilla_venv() / "bin" / "python"), "-c", ENGINE_ONLY, str(home / "argilla.db"),
+                           str(repeat)], env=env, capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def _pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))]
@@ -262,6 +325,7 @@ def run(size: int, seed_n: int, repeat: int, keep: bool) -> dict:
         result["latency"] = timings
         result["load_avg_1m_after_queries"] = round(__import__("os").getloadavg()[0], 1)
         result["rss_peak_under_load_mb"] = round(peak.peak / 2**20)
+        result["engine_only"] = _engine_only(home, repeat)
     finally:
         server.stop(home)
         if not keep:
@@ -301,6 +365,10 @@ def main() -> None:
         print("| query | p50 ms | p95 ms | p95 / listing |\n|---|---|---|---|")
         for name, t in res["latency"].items():
             print(f"| {name} | {t['p50_ms']} | {t['p95_ms']} | {t['p95_vs_listing']} |")
+        print("\nengine only (SQLSearchEngine.search, no HTTP):\n| query | p50 ms | p95 ms |\n|---|---|---|")
+        for name, t in res.get("engine_only", {}).items():
+            if isinstance(t, dict):
+                print(f"| {name} | {t['p50_ms']} | {t['p95_ms']} |")
 
 
 if __name__ == "__main__":
