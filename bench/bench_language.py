@@ -330,6 +330,7 @@ def main() -> None:
     ap.add_argument("--disagreements", action="store_true", help="print demo texts where curate != truth")
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--skip-accuracy", action="store_true")
+    ap.add_argument("--balance-rows", type=int, default=0, help="also time the balance stage on N synthetic rows")
     ap.add_argument("--skip-langdetect", action="store_true", help="langdetect takes ~30 s on the set")
     args = ap.parse_args()
     if not SHARED.is_dir():
@@ -338,8 +339,10 @@ def main() -> None:
     print(f"# machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
           f"polars {pl.__version__}, POLARS_MAX_THREADS={os.environ.get('POLARS_MAX_THREADS', 'default')}, "
           f"load average {os.getloadavg()[0]:.1f}")
+    if args.balance_rows:
+        balance_speed(args.balance_rows)
     if args.skip_accuracy:
-        return speed(args)
+        return speed(args) if not args.skip_speed else None
     items = labelled_set()
     texts = [it["text"] for it in items]
     kinds: dict[str, int] = {}
@@ -402,6 +405,26 @@ def main() -> None:
 
     if not args.skip_speed:
         speed(args)
+
+
+def balance_speed(n: int) -> None:
+    """The balance stage on N synthetic rows: 5 labels, 4 sources, scores and duplicate-cluster sizes."""
+    import numpy as np
+
+    from curate.stages import balance
+
+    rng = np.random.default_rng(0)
+    labels = np.array(["zh-Hans", "zh-Hant", "en", "mixed", "other"])[rng.choice(5, n, p=[0.3, 0.05, 0.55, 0.07, 0.03])]
+    df = pl.DataFrame({
+        "pair_id": [f"{i:016x}" for i in range(n)], "lang": labels,
+        "source": np.array(["a", "b", "c", "d"])[rng.integers(0, 4, n)],
+        "chosen_score": rng.random(n), "rejected_score": rng.random(n), "dup_cluster_size": rng.integers(1, 4, n),
+    })
+    t, c = time.perf_counter(), time.process_time()
+    res = balance.run(df.lazy(), balance.Config(target={"zh": 0.7, "en": 0.3}, max_drop_fraction=0.9)).collect()
+    print(f"\n## Balance stage: {n:,} rows → {res.kept.height:,} kept, {res.rejects.height:,} rejected in "
+          f"{time.perf_counter() - t:.2f} s wall, {time.process_time() - c:.2f} s CPU "
+          f"(load average {os.getloadavg()[0]:.1f})")
 
 
 def speed(args: argparse.Namespace) -> None:
