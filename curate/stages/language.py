@@ -19,7 +19,7 @@ The pair's `lang` (the rule):
        rejected reply is a useful preference signal). With `mismatch = "reject"` these pairs are rejected
        (reason `language_mismatch`) instead of being kept with lang = "mismatch".
 
-Config: see `Config` (each field's help). Input columns: prompt, chosen, rejected (system and text columns are
+Config: see `Config` (each field's help). Input columns: source, prompt, chosen, rejected (system and text columns are
 rewritten only when `convert` is set). Output columns: lang_prompt, lang_chosen, lang_rejected, lang,
 lang_detail (JSON: per text the method — script / opencc / lingua / empty / full-text —, Han share and the counts of
 Simplified-only and Traditional-only characters; the original pair_id when converted), script_converted
@@ -44,7 +44,7 @@ from curate.schema import PAIR_SCHEMA, id_exprs
 from curate.stage import StageResult, reject
 
 NAME = "language"
-NEEDS = ("prompt", "chosen", "rejected")
+NEEDS = ("source", "prompt", "chosen", "rejected")
 ADDS = ("lang_prompt", "lang_chosen", "lang_rejected", "lang", "lang_detail", "script_converted")
 
 LANGUAGE_MISMATCH = "language_mismatch"
@@ -213,7 +213,9 @@ def run(frame: pl.LazyFrame | pl.DataFrame, cfg: Config) -> StageResult:
     The labels (and the stats) are computed in one collect over the text columns only; they are joined back to
     the lazy input by row number, so the wide input still streams through to the runner's Parquet writer.
     """
-    lf = frame.lazy().with_row_index("__row")
+    lf = frame.lazy()
+    stale = [c for c in ADDS if c in lf.collect_schema().names()]  # labelled before: label again
+    lf = lf.drop(stale).with_row_index("__row")
     labelled = label(lf.select("__row", "source", "prompt", "chosen", "rejected"), cfg)
     label_cols = ["lang_prompt", "lang_chosen", "lang_rejected", "lang"]
     labels = labelled.select(

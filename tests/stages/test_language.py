@@ -253,3 +253,10 @@ def test_long_code_first_reply_is_read_in_full():
     row = langid.explain(text)
     assert row["lang"] == "zh-Hans" and row["by"] == "full-text"
     assert langid.detect([code]) == ["other"]  # code only, even in full
+
+
+def test_relabelling_a_labelled_frame_replaces_the_columns(pairs_factory):
+    df = pairs_factory([_pair(ZH_Q, ZH_A), _pair(EN_Q, EN_A)])
+    once = language.run(df, language.Config()).collect().kept
+    twice = language.run(once, language.Config()).collect().kept
+    assert twice.columns == once.columns and twice.equals(once)
