@@ -85,7 +85,8 @@ class Config:
     )
     source_caps: dict[str, int] = field(
         default_factory=dict,
-        metadata={"help": "Per-source caps, e.g. { \"data/big.jsonl\" = 1000 }; override max_per_source."},
+        metadata={"help": "Per-source caps by source or by file name, e.g. { \"big.jsonl\" = 1000 }; they override "
+                  "max_per_source (caps that match no source are listed in the stats)."},
     )
     max_drop_fraction: float = field(
         default=0.5,
@@ -263,8 +264,12 @@ def plan(df: pl.DataFrame, cfg: Config) -> tuple[pl.DataFrame, list[tuple[int, i
     # 2. source caps (each language keeps its share within the source)
     cap_drops = 0
     caps = {}
+    matched: set[str] = set()
     for (src,), part in live.group_by(["source"]):
-        cap = cfg.source_caps.get(str(src), cfg.max_per_source)
+        key = _cap_key(str(src), cfg.source_caps)
+        if key is not None:
+            matched.add(key)
+        cap = cfg.source_caps[key] if key is not None else cfg.max_per_source
         if cap is None or part.height <= cap:
             continue
         caps[str(src)] = cap
@@ -348,6 +353,7 @@ def plan(df: pl.DataFrame, cfg: Config) -> tuple[pl.DataFrame, list[tuple[int, i
             "quota": sum(1 for v in decisions.values() if v[1].startswith("quota")),
         },
         "source_caps": caps,
+        "source_caps_unmatched": sorted(set(cfg.source_caps) - matched),
         "copies": len(copies),
         "before": _mix(df),
         "after": _mix(kept_lang, extra=[(copy_langs[r], src) for r, src in
@@ -359,6 +365,14 @@ def plan(df: pl.DataFrame, cfg: Config) -> tuple[pl.DataFrame, list[tuple[int, i
         schema={"__row": pl.UInt32, "reason": pl.String, "detail": pl.String},
     ).sort("__row")
     return rejected, copies, stats
+
+
+def _cap_key(source: str, caps: dict[str, int]) -> str | None:
+    """The source_caps key for a source: its full name, else its file name (sources are often paths)."""
+    if source in caps:
+        return source
+    name = source.replace("\\", "/").rsplit("/", 1)[-1]
+    return name if name in caps else None
 
 
 def _copy_sources(df: pl.DataFrame, copies: list[tuple[int, int]]) -> list[tuple[int, str]]:

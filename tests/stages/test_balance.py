@@ -202,3 +202,11 @@ def test_html_section():
     df = frame({("zh-Hans", "a.jsonl"): 60, ("en", "b.jsonl"): 40})
     html = balance.html_section(balance.run(df, balance.Config()).stats)
     assert "<svg" in html and "before" in html and "after" in html and "a.jsonl (after)" in html
+
+
+def test_source_caps_match_file_names_and_report_unmatched():
+    df = frame({("zh-Hans", "/data/in/big.jsonl"): 40, ("en", "/data/in/small.jsonl"): 20})
+    cfg = balance.Config(target={"zh": 0.5, "en": 0.5}, source_caps={"big.jsonl": 20, "nope.jsonl": 5})
+    res = balance.run(df, cfg).collect()
+    assert mix(res.kept, "source") == {"/data/in/big.jsonl": 20, "/data/in/small.jsonl": 20}
+    assert res.stats["source_caps_unmatched"] == ["nope.jsonl"]
