@@ -217,12 +217,12 @@ def reachable_mix(counts: dict[str, int], target: dict[str, float], budget: int)
 
 def _priority(df: pl.DataFrame, cfg: Config) -> pl.DataFrame:
     """Add `__drop_rank`: 0 = dropped first. Larger clusters, lower margins, then seeded random order."""
-    import numpy as np
+    import random
 
-    rng = np.random.default_rng(cfg.seed)
+    rng = random.Random(cfg.seed)  # stdlib: the same floats on every platform, no extra dependency
     keys: list[pl.Expr] = []
     desc: list[bool] = []
-    df = df.with_columns(pl.Series("__rand", rng.random(df.height)))
+    df = df.with_columns(pl.Series("__rand", [rng.random() for _ in range(df.height)], dtype=pl.Float64))
     if cfg.prefer_drop_duplicates and "dup_cluster_size" in df.columns:
         keys.append(pl.col("dup_cluster_size").fill_null(1))
         desc.append(True)
