@@ -195,7 +195,7 @@ def render(run: dict[str, Any]) -> str:
     from curate.stages import STAGES, stage_module
 
     name = run.get("pipeline", {}).get("name", "run")
-    ok = run["input_rows"] == run["kept_rows"] + run["rejected_rows"]
+    ok = run["input_rows"] + run.get("copied_rows", 0) == run["kept_rows"] + run["rejected_rows"]
     summary = (
         f"<p>{run['input_rows']:,} rows in → <b>{run['kept_rows']:,} pairs kept</b>, {run['rejected_rows']:,} "
         f"rejected. <span class={'ok' if ok else 'warn'}>Rows in = kept + rejected: {'yes' if ok else 'NO'}"

@@ -149,7 +149,9 @@ def run_pipeline(
             sink_result(result.kept, result.rejects, step_dir)
             stats = result.stats
             report_mod.write_json(step_dir / "stats.json", stats)
-            _check_conservation(name, rows_in, step_dir / "kept.parquet", step_dir / "rejects.parquet")
+            # A stage that adds rows on purpose (balance with upsample = true) reports them as stats["copies"].
+            copies = int(stats.get("copies", 0) or 0)
+            _check_conservation(name, rows_in + copies, step_dir / "kept.parquet", step_dir / "rejects.parquet")
             atomic_write_text(step_dir / "DONE", marker)
         kept_path, rejects_path = step_dir / "kept.parquet", step_dir / "rejects.parquet"
         steps.append(
@@ -158,6 +160,7 @@ def run_pipeline(
                 "rows_in": rows_in,
                 "kept": count_rows(kept_path),
                 "rejected": count_rows(rejects_path),
+                "copies": int(stats.get("copies", 0) or 0),
                 "rejects_by_reason": reasons_of(rejects_path),
                 "stats": stats,
                 "rejects_path": str(rejects_path.relative_to(out)),
@@ -183,6 +186,7 @@ def run_pipeline(
 
 
 def _check_conservation(stage: str, rows_in: int, kept: Path, rejects: Path) -> None:
+    """Rows in (plus deliberate copies) = rows kept + rows rejected, counted from the files written."""
     k, r = count_rows(kept), count_rows(rejects)
     if rows_in != k + r:
         raise ConservationError(f"stage {stage!r}: {rows_in} rows in but {k} kept + {r} rejected = {k + r}")
@@ -236,6 +240,7 @@ def build_report(
         "input_rows": steps[0]["rows_in"],
         "kept_rows": steps[-1]["kept"],
         "rejected_rows": sum(s["rejected"] for s in steps),
+        "copied_rows": sum(s.get("copies", 0) for s in steps),  # upsampling copies: in + copied = kept + rejected
         "funnel": [{"stage": s["stage"], "rows_in": s["rows_in"], "kept": s["kept"], "rejected": s["rejected"]}
                    for s in steps],
         "rejects_by_reason": _merge_reasons(steps),
