@@ -7,8 +7,8 @@
 search: synthetic L2-normalised 384-d vectors — a clustered base set (2,000 topic centres; points of one topic
     have cosine ≈ 0.3, like unrelated sentences of one domain) plus 20% planted duplicates, each a copy of a random
     base vector rotated to a cosine drawn uniformly from [0.95, 0.99]. Threshold 0.9. Each (method, size) runs in
-    a fresh subprocess so its peak RSS (ru_maxrss) is its own; the data generation is inside it, so the RSS
-    before the method is printed too. Methods: ours (curate.dedup.search.self_pairs + leader clustering) and
+    a fresh subprocess so its peak RSS (ru_maxrss) is its own; the vectors are generated once by another process
+    and loaded from a .npz in $TMPDIR, so peak RSS = the loaded vectors + the method (RSS after loading printed). Methods: ours (curate.dedup.search.self_pairs + leader clustering) and
     semhash 0.5.0 (SemHash.from_embeddings(...).self_deduplicate, default usearch backend) on the same vectors.
     Quality: pair recall against an exact search from 2,000 sampled rows (exact range search of those rows
     against all vectors), and the number of planted duplicates removed.
@@ -94,12 +94,27 @@ def _sample_exact_pairs(vecs: np.ndarray, threshold: float, sample: np.ndarray) 
     return {(min(a, b), max(a, b)) for a, b in zip(rows.tolist(), t.tolist()) if a != b}
 
 
+def data_path(n: int, seed: int, uniform: bool) -> Path:
+    return Path(os.environ.get("TMPDIR", "/tmp")) / f"curate-dedup-bench-{n}-{seed}-{int(uniform)}.npz"
+
+
+def generate(n: int, seed: int, uniform: bool) -> None:
+    """Write the synthetic set once (in its own process, so generation memory is not charged to a method)."""
+    path = data_path(n, seed, uniform)
+    if not path.exists():
+        vecs, dup_rows, dup_src = synthetic(n, seed=seed, spread=1e6 if uniform else 1.5)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, vecs=vecs, dup_rows=dup_rows, dup_src=dup_src)
+        os.replace(tmp, path)
+
+
 def worker(method: str, n: int, threshold: float, seed: int, nprobe: int, uniform: bool) -> dict:
     t0 = time.perf_counter()
-    vecs, dup_rows, dup_src = synthetic(n, seed=seed, spread=1e6 if uniform else 1.5)
+    with np.load(data_path(n, seed, uniform)) as z:
+        vecs, dup_rows, dup_src = z["vecs"], z["dup_rows"], z["dup_src"]
     gen_s = time.perf_counter() - t0
     before = rss_mib()
-    out: dict = {"method": method, "n": n, "planted": int(len(dup_rows)), "gen_s": round(gen_s, 1),
+    out: dict = {"method": method, "n": n, "planted": int(len(dup_rows)), "load_s": round(gen_s, 1),
                  "rss_before_mib": round(before), "load_avg_1m": round(os.getloadavg()[0], 1)}
     t0 = time.perf_counter()
     c0 = time.process_time()
@@ -150,7 +165,9 @@ def cmd_search(args: argparse.Namespace) -> None:
     print(f"# search+clustering, threshold {args.threshold}, machine: {machine()}")
     rows = []
     for n in [int(x) for x in args.sizes.split(",")]:
-        methods = ["ours"] + (["semhash"] if n <= args.semhash_max else [])
+        methods = [m for m in args.methods.split(",") if m != "semhash" or n <= args.semhash_max]
+        subprocess.run([sys.executable, str(Path(__file__).resolve()), "_gen", str(n), str(args.seed),
+                        "1" if args.uniform else "0"], check=True)
         for m in methods:
             cmd = [sys.executable, str(Path(__file__).resolve()), "_worker", m, str(n), str(args.threshold), str(args.seed),
                    str(args.nprobe), "1" if args.uniform else "0"]
@@ -257,6 +274,9 @@ def cmd_stage(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "_gen":
+        generate(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1")
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "_worker":
         m, n, thr, seed, nprobe, uniform = sys.argv[2:8]
         print(json.dumps(worker(m, int(n), float(thr), int(seed), int(nprobe), uniform == "1")))
@@ -269,6 +289,7 @@ def main() -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--nprobe", type=int, default=5)
     s.add_argument("--semhash-max", type=int, default=10**9)
+    s.add_argument("--methods", default="ours,semhash")
     s.add_argument("--uniform", action="store_true", help="no topic structure (worst case for k-means cells)")
     e = sub.add_parser("embed")
     e.add_argument("--texts", type=int, default=2000)
