@@ -375,16 +375,16 @@ def _decontaminate(cfg, st: _State, texts, norm, norm_opts, langs, embeddings, s
     ref = reference.load_all(cfg.against)
     ref_norm = [normalise(t, **norm_opts) for t in ref.texts]
     counts = {"reference_prompts": len(ref.texts), "exact": 0, "near": 0, "semantic": 0}
-    if "exact" in cfg.methods or True:  # an exact overlap is always checked: it is cheap and never wrong
-        where = {}
-        for k, key in enumerate(ref_norm):
-            if key:
-                where.setdefault(key, k)
-        for r in range(st.n):
-            k = where.get(norm[r]) if norm[r] else None
-            if k is not None and st.alive[r]:
-                _mark_ref(st, r, f"overlaps reference {ref.labels[k]} (same normalised key)", 1.0)
-                counts["exact"] += 1
+    # An exact-key overlap is always checked, whatever `methods` says: it is cheap and never wrong.
+    where: dict[str, int] = {}
+    for k, key in enumerate(ref_norm):
+        if key:
+            where.setdefault(key, k)
+    for r in range(st.n):
+        k = where.get(norm[r]) if norm[r] else None
+        if k is not None and st.alive[r]:
+            _mark_ref(st, r, f"overlaps reference {ref.labels[k]} (same normalised key)", 1.0)
+            counts["exact"] += 1
     if "near" in cfg.methods:
         from curate.dedup.minhash import candidate_pairs
 
@@ -400,7 +400,6 @@ def _decontaminate(cfg, st: _State, texts, norm, norm_opts, langs, embeddings, s
             counts["near"] += 1
     if "semantic" in cfg.methods:
         from curate.dedup.search import cross_pairs
-        from curate.dedup.normalise import light
 
         embedder, vecs, _ = embeddings()
         ref_vecs = embedder.embed([light(t) for t in ref.texts])

@@ -409,3 +409,13 @@ def _demo_frame(folder):
             rows.append({"source": f"demo_{lang}", "source_row": k, "system": system, "prompt": msgs,
                          "chosen": r["chosen"]["value"], "rejected": r["rejected"]["value"]})
     return make_pairs(rows)
+
+
+def test_reference_preference_file_is_read_with_ingest(tmp_path):
+    from tests.conftest import shared_data
+
+    ref = shared_data("llamafactory_dpo_demo", "dpo_zh_demo.json")  # sharegpt ranking format: no 'prompt' key
+    frame = _demo_frame(ref.parent).filter(pl.col("source") == "demo_zh").head(20)
+    res = run(frame, cfg(against=[str(ref)], methods=["exact"]))
+    assert res.reasons() == {dedup.OVERLAPS_REFERENCE: 20}
+    assert res.rejects["detail"][0].startswith("overlaps reference dpo_zh_demo.json row ")
