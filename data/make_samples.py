@@ -96,6 +96,44 @@ EN = [
     ("Convert 100 degrees Fahrenheit to Celsius.", "100 °F is about 37.8 °C.", "100 °F is 100 °C."),
 ]
 
+# More items, each used once (sharegpt, openai, csv), so that duplicates stay the planted minority.
+ZH2 = [
+    ("如何挑选一个成熟的西瓜？", "拍一拍声音清脆、瓜蒂弯曲发干、底部有黄斑的西瓜通常比较成熟。", "越大的西瓜越甜。"),
+    ("地铁上遇到有人晕倒该怎么办？", "先大声呼救并通知工作人员，检查其呼吸，必要时拨打急救电话并进行心肺复苏。", "绕开走就行。"),
+    ("请解释什么是基金定投。", "基金定投是在固定时间以固定金额买入同一只基金，用时间分散买入成本。", "基金定投就是一次性买很多基金。"),
+    ("怎样给孩子讲解分数？", "可以用切披萨或分蛋糕的例子，让孩子看到整体被平均分成几份，取其中几份就是几分之几。", "让孩子自己背概念。"),
+    ("为什么飞机能飞起来？", "机翼的形状和迎角使上方气流更快、压强更小，上下压力差产生升力，发动机提供前进的推力。", "因为飞机比空气轻。"),
+    ("如何去除衣服上的油渍？", "先用洗洁精或专用去渍剂涂在油渍处揉搓几分钟，再用温水按常规方法清洗。", "用冷水冲一下就好。"),
+    ("什么是量子计算？", "量子计算利用量子比特的叠加和纠缠来处理信息，在某些问题上可能比传统计算机快得多。", "量子计算就是很小的计算器。"),
+    ("怎样写一封得体的请假邮件？", "写明请假原因、起止时间和工作交接安排，语气礼貌简洁，并抄送相关同事。", "直接写“我明天不来了”。"),
+    ("怎么判断自己是否缺觉？", "白天经常犯困、注意力难以集中、情绪易怒或需要靠咖啡提神，往往说明睡眠不足。", "只要还能醒来就不缺觉。"),
+    ("为什么要定期更换牙刷？", "用久的牙刷刷毛会变形、滋生细菌，清洁效果下降，一般建议每三个月更换一次。", "牙刷可以用一辈子。"),
+    ("如何在面试中介绍自己？", "用一两分钟讲清楚你的背景、与岗位相关的经历和成果，以及你为什么想加入这家公司。", "把简历从头到尾念一遍。"),
+    ("电动车电池怎样保养？", "避免电量完全耗尽再充，不要长时间满电放置，夏天避免暴晒，使用原装充电器。", "每次都充一整夜。"),
+    ("请介绍一下敦煌莫高窟。", "莫高窟位于甘肃敦煌，始建于十六国时期，保存有大量精美壁画和彩塑，是世界文化遗产。", "莫高窟是一座现代商场。"),
+    ("怎样和邻居友好相处？", "见面主动打招呼，注意控制噪音，有矛盾时心平气和地沟通，必要时互相帮忙。", "不理他们就好。"),
+    ("冬天如何防止皮肤干燥？", "洗澡水不要太热，洗后及时涂抹保湿霜，室内可以使用加湿器，并多喝水。", "冬天不用护肤。"),
+    ("如何规划一次自驾游？", "提前确定路线和住宿，检查车辆状况，准备导航、应急工具和常用药品，并关注沿途天气。", "说走就走，什么都不用准备。"),
+    ("什么是光年？", "光年是长度单位，指光在真空中一年内传播的距离，约为九万四千六百亿公里。", "光年是一种时间单位。"),
+    ("怎样训练小狗定点排便？", "固定时间带它到指定地点，成功后立刻奖励零食和表扬，失误时不要打骂，耐心重复。", "打它几次就学会了。"),
+    ("如何快速记住一篇课文？", "先理解内容和结构，再分段背诵，利用关键词串联，并在睡前和第二天早上各复习一次。", "读一遍就能记住。"),
+    ("为什么要接种疫苗？", "疫苗能让身体提前产生免疫力，降低感染和重症的风险，也能保护无法接种的人。", "疫苗会让人生病，不要打。"),
+    ("怎么煮出不粘锅的饺子？", "水要多，水开后下饺子并轻轻推动，每次沸腾加一次冷水，加三次后饺子浮起即可。", "用小火慢慢煮两个小时。"),
+    ("解释一下“守株待兔”的意思。", "比喻死守狭隘经验、不知变通，或妄想不劳而获。", "意思是要耐心保护兔子。"),
+    ("如何选择一双合适的跑鞋？", "根据脚型和跑步习惯选择，下午试穿，脚尖留一指空间，注意缓震和包裹性。", "买最便宜的就行。"),
+    ("为什么会打喷嚏？", "鼻腔黏膜受到灰尘、花粉或病毒刺激时，身体会通过打喷嚏把异物排出去。", "因为有人在想你。"),
+    ("如何提高演讲能力？", "提前准备并反复练习，录下来找问题，注意语速和眼神交流，从小场合开始积累经验。", "上台前喝点酒。"),
+]
+
+EN2 = [
+    ("How do I remove a stripped screw?", "Press a wide rubber band between the screwdriver and the screw for grip, or use a screw extractor bit.", "Hit it with a hammer until it disappears."),
+    ("What is compound interest?", "Compound interest is interest earned on both the original amount and the interest already added to it.", "Interest that is complicated."),
+    ("How can I save money on groceries?", "Plan meals for the week, shop with a list, buy store brands, and avoid shopping when hungry.", "Buy everything at the airport."),
+    ("Why do leaves change colour in autumn?", "As days shorten, trees stop making chlorophyll, revealing yellow and orange pigments that were there all along.", "Because they are cold."),
+    ("Give me a tip for writing clear emails.", "Put the main request in the first sentence and keep each paragraph to one idea.", "Use as many words as possible."),
+    ("What is the boiling point of water at sea level?", "Water boils at 100 °C (212 °F) at sea level.", "About 50 °C."),
+]
+
 SYSTEMS_ZH = ["你是一个乐于助人的中文助手。", "请用简洁的中文回答。"]
 SYSTEMS_EN = ["You are a helpful assistant.", "Answer concisely."]
 
@@ -119,6 +157,8 @@ def main(out: Path = HERE) -> None:
     rng = random.Random(SEED)
     zh_t = to_traditional([x for item in ZH for x in item])
     ZH_T = [tuple(zh_t[i : i + 3]) for i in range(0, len(zh_t), 3)]
+    zh2_t = to_traditional([x for item in ZH2 for x in item])
+    ZH2_T = [tuple(zh2_t[i : i + 3]) for i in range(0, len(zh2_t), 3)]
 
     # 1. flat_zh.jsonl — flat triples, Simplified Chinese, with problems.
     flat = []
@@ -148,7 +188,9 @@ def main(out: Path = HERE) -> None:
         return [{"role": r, "content": c} for r, c in turns]
 
     trl = []
-    for i, (p, c, r) in enumerate(ZH_T[:25]):  # Traditional versions of flat_zh prompts: cross-script near-dups
+    for p, c, r in ZH_T[:10]:  # Traditional versions of flat_zh pairs: cross-script near-duplicates
+        trl.append({"prompt": msgs(("user", p)), "chosen": msgs(("assistant", c)), "rejected": msgs(("assistant", r))})
+    for p, c, r in ZH2_T[:8]:
         trl.append({"prompt": msgs(("user", p)), "chosen": msgs(("assistant", c)), "rejected": msgs(("assistant", r))})
     for i, (p, c, r) in enumerate(EN[:10]):
         sys = [("system", SYSTEMS_EN[i % 2])] if i % 3 == 0 else []
@@ -169,14 +211,14 @@ def main(out: Path = HERE) -> None:
 
     # 3. sharegpt_ranking.json — LLaMA-Factory ShareGPT ranking, Traditional and Simplified.
     sg = []
-    for i, (p, c, r) in enumerate(ZH_T[25:45]):
-        conv = [{"from": "system", "value": "你是一位知識淵博的助理。"}] if i % 5 == 0 else []
+    for i, (p, c, r) in enumerate(ZH2_T[8:16]):
+        conv = [{"from": "system", "value": "你是一位知識淵博的助理。"}] if i % 4 == 0 else []
         conv.append({"from": "human", "value": p})
         sg.append({"conversations": conv, "chosen": {"from": "gpt", "value": c}, "rejected": {"from": "gpt", "value": r}})
     for p, c, r in ZH[45:]:
         sg.append({"conversations": [{"from": "human", "value": p}], "chosen": {"from": "gpt", "value": c},
                    "rejected": {"from": "gpt", "value": r}})
-    sg.append({"conversations": [{"from": "human", "value": ZH_T[46][0]}], "chosen": {"from": "gpt", "value": ZH_T[46][1]},
+    sg.append({"conversations": [{"from": "human", "value": ZH2_T[16][0]}], "chosen": {"from": "gpt", "value": ZH2_T[16][1]},
                "rejected": {"from": "gpt", "value": ""}})  # empty reply
     sg.append(sg[0])  # exact duplicate
     (out / "sharegpt_ranking.json").write_text(json.dumps(sg, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
@@ -193,8 +235,8 @@ def main(out: Path = HERE) -> None:
 
     # 5. openai_prefs.jsonl — OpenAI preference fine-tuning format, mixed zh/en.
     oa = []
-    for i, (p, c, r) in enumerate(ZH[:12] + EN[:4]):
-        messages = ([{"role": "developer", "content": SYSTEMS_ZH[0]}] if i % 4 == 0 and i < 12 else []) + [{"role": "user", "content": p}]
+    for i, (p, c, r) in enumerate(ZH2[17:22] + EN2[:3] + [ZH[0]]):  # the last one repeats a flat_zh pair
+        messages = ([{"role": "developer", "content": SYSTEMS_ZH[0]}] if i % 3 == 0 and i < 5 else []) + [{"role": "user", "content": p}]
         oa.append({"input": {"messages": messages, "tools": [], "parallel_tool_calls": True},
                    "preferred_output": [{"role": "assistant", "content": c}],
                    "non_preferred_output": [{"role": "assistant", "content": r}]})
@@ -204,9 +246,10 @@ def main(out: Path = HERE) -> None:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["prompt", "chosen", "rejected", "chosen_score", "rejected_score", "annotator"])
-    for i, (p, c, r) in enumerate(ZH[20:35] + ZH_T[35:40] + EN[14:]):
+    rows = ZH2[22:25] + EN2[3:6]
+    for i, (p, c, r) in enumerate(rows):
         w.writerow([p, c, r, f"{7 + (i % 3) * 0.5:.1f}", f"{2 + (i % 4) * 0.5:.1f}", f"a{i % 3}"])
-    w.writerow([ZH[20][0], ZH[20][1], ZH[20][2], "8.0", "3.0", "a1"])  # exact duplicate of the first row's texts
+    w.writerow([rows[0][0], rows[0][1], rows[0][2], "8.0", "3.0", "a1"])  # exact duplicate of the first row's texts
     # identical once whitespace is folded (the clean stage's check), different to a plain comparison
     w.writerow(["Is Python a good first language?", "Yes, Python is a good first language.",
                 "Yes, Python is a good  first language.", "6.0", "5.5", "a2"])

@@ -284,7 +284,7 @@ def test_demo_samples_in_data(tmp_path: Path) -> None:
     assert {Path(k).name: v["format"] for k, v in report["sources"].items()} == {
         "chat_trl.jsonl": "trl_conversational", "flat_zh.jsonl": "flat", "hh_en.jsonl": "hh_rlhf",
         "openai_prefs.jsonl": "openai", "scored.csv": "flat", "sharegpt_ranking.json": "sharegpt"}
-    assert (report["input_rows"], report["kept_rows"]) == (178, 169)
+    assert (report["input_rows"], report["kept_rows"]) == (132, 123)
     assert report["rejects_by_reason"] == {"empty_field": 2, "identical_responses": 3, "malformed_json": 2,
                                            "non_string_content": 1, "roles_out_of_order": 1}
     pairs, _, _ = read_out(tmp_path)
