@@ -26,7 +26,7 @@ import polars as pl
 
 from curate import __version__
 from curate.errors import InputError
-from curate.io import atomic_path, atomic_write_text, sha256_file
+from curate.io import ROW_GROUP, atomic_path, atomic_write_text, sha256_file
 
 SPLITS = ("train", "test")
 PROVENANCE = ("pair_id", "prompt_id", "source", "lang")
@@ -131,7 +131,7 @@ def export(
         for split in SPLITS:
             part = to_trl(tagged.filter(pl.col("split") == split))
             trl_path = work / f"{split}.parquet"
-            part.sink_parquet(trl_path, engine="streaming")
+            part.sink_parquet(trl_path, engine="streaming", row_group_size=ROW_GROUP)
             tmp_parquet[split] = trl_path
             counts[split] = pl.scan_parquet(trl_path).select(pl.len()).collect().item()
             if "trl" in cfg.formats:

@@ -20,7 +20,7 @@ import polars as pl
 from curate import __version__
 from curate.config import Pipeline
 from curate.errors import ConfigError, ConservationError
-from curate.io import atomic_path, atomic_write_text, sha256_file
+from curate.io import ROW_GROUP, atomic_path, atomic_write_text, sha256_file
 from curate.schema import PAIR_SCHEMA
 from curate.stages import stage_module
 
@@ -68,7 +68,9 @@ def sink_result(kept: pl.LazyFrame, rejects: pl.LazyFrame, step_dir: Path) -> tu
     kept_path, rejects_path = step_dir / "kept.parquet", step_dir / "rejects.parquet"
     with atomic_path(kept_path) as tk, atomic_path(rejects_path) as tr:
         pl.collect_all(
-            [kept.sink_parquet(tk, lazy=True), rejects.sink_parquet(tr, lazy=True)], engine="streaming"
+            [kept.sink_parquet(tk, lazy=True, row_group_size=ROW_GROUP),
+             rejects.sink_parquet(tr, lazy=True, row_group_size=ROW_GROUP)],
+            engine="streaming",
         )
     return kept_path, rejects_path
 
@@ -172,7 +174,9 @@ def run_pipeline(
         shutil.copyfile(current, tmp)
     reject_files = [out / s["rejects_path"] for s in steps]
     with atomic_path(out / "rejects.parquet") as tmp:
-        pl.concat([pl.scan_parquet(p) for p in reject_files], how="diagonal_relaxed").sink_parquet(tmp)
+        pl.concat([pl.scan_parquet(p) for p in reject_files], how="diagonal_relaxed").sink_parquet(
+            tmp, row_group_size=ROW_GROUP
+        )
 
     run_report = build_report(pipeline, out, steps, ingest_report, files)
     if export:
