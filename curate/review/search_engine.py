@@ -72,7 +72,13 @@ from sqlalchemy import (
     text,
     true,
 )
+from sqlalchemy.dialects.sqlite.base import SQLiteCompiler
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.sql.elements import ColumnElement
+
+# SQLAlchemy's SQLite compiler drops FROM hints (its hook returns None); render them, so a query can name the
+# index SQLite should use ("INDEXED BY ..."). argilla_server never uses hints, so nothing else changes.
+SQLiteCompiler.get_from_hint_text = lambda self, table, text: text  # type: ignore[method-assign]
 
 ENGINE_NAME = "curate-sql"
 VERSION = "1"
@@ -106,14 +112,17 @@ def _meta_path_sql(name: str) -> Optional[str]:
     return f"'$.\"{name}\"'" if _SAFE_NAME.match(name) else None
 
 
+def _meta_index_name(name: str) -> str:
+    return "ix_curate_mdx_" + hashlib.sha1(name.encode()).hexdigest()[:16]
+
+
 def _meta_index_ddl(name: str) -> Optional[str]:
     path = _meta_path_sql(name)
     if path is None:
         return None
-    digest = hashlib.sha1(name.encode()).hexdigest()[:16]
     # The expression leads: an index led by dataset_id would compete with (dataset_id, inserted_at) for plain
     # listings and make SQLite sort instead of reading in order.
-    return f"CREATE INDEX IF NOT EXISTS ix_curate_mdx_{digest} ON records (json_extract(metadata, {path}), dataset_id, id)"
+    return f"CREATE INDEX IF NOT EXISTS {_meta_index_name(name)} ON records (json_extract(metadata, {path}), dataset_id, id)"
 
 
 _RECORD_COLUMNS = {
@@ -746,7 +755,18 @@ class SQLSearchEngine(SearchEngine):
                 dataset_id, only[0].scope.question, [str(v) for v in only[0].values]
             )
             return (await db.execute(select(func.count()).select_from(scalars.union_all(lists).subquery()))).scalar_one()
-        return (await db.execute(select(func.count()).select_from(Record).where(where))).scalar_one()
+        stmt = select(func.count()).select_from(Record).where(where)
+        terms = [f for f in only if isinstance(f, TermsFilter) and isinstance(f.scope, MetadataFilterScope)]
+        if not _is_pg() and terms and _meta_path_sql(terms[0].scope.metadata_property):
+            # A terms filter matches many records (few distinct values), so SQLite's planner prefers a table
+            # scan, parsing every record's JSON; its covering expression index answers in a fraction of that.
+            hinted = stmt.with_hint(Record, f"INDEXED BY {_meta_index_name(terms[0].scope.metadata_property)}", "sqlite")
+            try:
+                async with db.begin_nested():
+                    return (await db.execute(hinted)).scalar_one()
+            except OperationalError:  # index missing (created at the next start): plain plan
+                pass
+        return (await db.execute(stmt)).scalar_one()
 
     async def similarity_search(
         self,
