@@ -123,7 +123,11 @@ def export(
     out.mkdir(parents=True)
     pairs = pl.scan_parquet(pairs_path)
     splits = assign_splits(pairs, cfg.test_size, cfg.seed)
-    tagged = pairs.join(splits.lazy(), on="prompt_id", how="left", maintain_order="left")
+    # A membership test rather than a join: it streams in file order (an order-keeping join buffered ~1 GB at 1M).
+    test_ids = splits.filter(pl.col("split") == "test")["prompt_id"].implode()
+    tagged = pairs.with_columns(
+        pl.when(pl.col("prompt_id").is_in(test_ids)).then(pl.lit("test")).otherwise(pl.lit("train")).alias("split")
+    )
     counts: dict[str, int] = {}
     tmp_parquet: dict[str, Path] = {}
     work = Path(tempfile.mkdtemp(prefix="curate-export-"))
