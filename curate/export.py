@@ -26,7 +26,7 @@ import polars as pl
 
 from curate import __version__
 from curate.errors import InputError
-from curate.io import ROW_GROUP, atomic_path, atomic_write_text, sha256_file
+from curate.io import ROW_GROUP, STREAM_CHUNK, atomic_path, atomic_write_text, sha256_file
 
 SPLITS = ("train", "test")
 PROVENANCE = ("pair_id", "prompt_id", "source", "lang")
@@ -83,12 +83,13 @@ def assign_splits(pairs: pl.LazyFrame, test_size: float, seed: int) -> pl.DataFr
 def to_trl(pairs: pl.LazyFrame) -> pl.LazyFrame:
     names = pairs.collect_schema().names()
     msg = pl.Struct({"role": pl.String, "content": pl.String})
-    system = pl.when(pl.col("system").is_not_null() & (pl.col("system") != "")).then(
-        pl.concat_list(pl.struct(pl.lit("system").alias("role"), pl.col("system").alias("content")))
-    ).otherwise(pl.lit([], dtype=pl.List(msg)))
+    has_system = pl.col("system").is_not_null() & (pl.col("system") != "")
+    system = pl.struct(pl.lit("system").alias("role"), pl.col("system").alias("content"))
+    prompt = pl.col("prompt").cast(pl.List(msg))
     reply = lambda c: pl.concat_list(pl.struct(pl.lit("assistant").alias("role"), pl.col(c).alias("content")))  # noqa: E731
     return pairs.select(
-        pl.concat_list(system, pl.col("prompt").cast(pl.List(msg))).alias("prompt"),
+        # Both branches are columns: an empty-list literal in otherwise() made this sink hold ~1 GB at 1M pairs.
+        pl.when(has_system).then(pl.concat_list(system, prompt)).otherwise(prompt).alias("prompt"),
         reply("chosen").alias("chosen"),
         reply("rejected").alias("rejected"),
         *[pl.col(c) for c in PROVENANCE if c in names],
@@ -132,20 +133,8 @@ def export(
     tmp_parquet: dict[str, Path] = {}
     work = Path(tempfile.mkdtemp(prefix="curate-export-"))
     try:
-        for split in SPLITS:
-            part = to_trl(tagged.filter(pl.col("split") == split))
-            trl_path = work / f"{split}.parquet"
-            part.sink_parquet(trl_path, engine="streaming", row_group_size=ROW_GROUP)
-            tmp_parquet[split] = trl_path
-            counts[split] = pl.scan_parquet(trl_path).select(pl.len()).collect().item()
-            if "trl" in cfg.formats:
-                _write(out / "trl" / f"{split}.parquet", lambda t, p=trl_path: shutil.copyfile(p, t))
-                _write(out / "trl" / f"{split}.jsonl", lambda t, p=trl_path: pl.scan_parquet(p).sink_ndjson(t))
-            if "llamafactory" in cfg.formats:
-                _write(
-                    out / "llamafactory" / f"{split}.jsonl",
-                    lambda t, p=trl_path: to_llamafactory(pl.scan_parquet(p)).sink_ndjson(t),
-                )
+        with pl.Config(streaming_chunk_size=STREAM_CHUNK):
+            _write_splits(tagged, cfg, out, work, counts, tmp_parquet)
         if "llamafactory" in cfg.formats:
             atomic_write_text(out / "llamafactory" / "dataset_info.json", _dump(llamafactory_info(cfg.name)))
         if "hf" in cfg.formats:
@@ -161,6 +150,24 @@ def export(
     atomic_write_text(out / "manifest.json", _dump(manifest))
     summary["manifest_sha256"] = sha256_file(out / "manifest.json")
     return summary
+
+
+def _write_splits(tagged: pl.LazyFrame, cfg: Config, out: Path, work: Path, counts: dict, tmp_parquet: dict) -> None:
+    """Per split: TRL Parquet (kept in `work` for the HF step), then TRL JSONL and LLaMA-Factory JSONL from it."""
+    for split in SPLITS:
+        part = to_trl(tagged.filter(pl.col("split") == split))
+        trl_path = work / f"{split}.parquet"
+        part.sink_parquet(trl_path, engine="streaming", row_group_size=ROW_GROUP)
+        tmp_parquet[split] = trl_path
+        counts[split] = pl.scan_parquet(trl_path).select(pl.len()).collect().item()
+        if "trl" in cfg.formats:
+            _write(out / "trl" / f"{split}.parquet", lambda t, p=trl_path: shutil.copyfile(p, t))
+            _write(out / "trl" / f"{split}.jsonl", lambda t, p=trl_path: pl.scan_parquet(p).sink_ndjson(t))
+        if "llamafactory" in cfg.formats:
+            _write(
+                out / "llamafactory" / f"{split}.jsonl",
+                lambda t, p=trl_path: to_llamafactory(pl.scan_parquet(p)).sink_ndjson(t),
+            )
 
 
 def _write(path: Path, fn) -> None:

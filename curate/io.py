@@ -12,6 +12,9 @@ from typing import Iterator
 # Rows per Parquet row group for every sink. Polars' default morsels (~123k rows, several in flight) hold ~800 MB
 # of ~1 KB pairs whatever the input size; 20k-row groups keep a stage's memory flat (bench/bench_pipeline.py).
 ROW_GROUP = 20_000
+# Rows per streaming morsel for wide rows (message lists): Polars' default let the export's TRL transform hold
+# 718 MB at 1M pairs; 2,000 rows held 314 MB (bench/bench_pipeline.py).
+STREAM_CHUNK = 2_000
 
 
 @contextmanager
