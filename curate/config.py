@@ -157,7 +157,13 @@ def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     for item in overrides:
         table, key, value = parse_override(item)
-        doc.setdefault(table, {})[key] = value
+        target = doc.setdefault(table, {})
+        *parents, leaf = key.split(".")  # dedup.near.threshold → [dedup.near] threshold
+        for part in parents:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"--set {item!r}: {table}.{part} is not a table")
+        target[leaf] = value
 
     head = doc.get("pipeline", {})
     unknown = sorted(set(head) - PIPELINE_KEYS)

@@ -220,6 +220,8 @@ def render(run: dict[str, Any]) -> str:
         stage = step["stage"]
         sections.append(f"<h2>Stage: {esc(stage)}</h2>")
         sections.append(table([{"rows in": step["rows_in"], "kept": step["kept"], "rejected": step["rejected"]}]))
+        for warning in (step.get("stats") or {}).get("warnings", []) or []:
+            sections.append(f"<p class=warn>⚠ {esc(warning)}</p>")
         if step["rejects_by_reason"]:
             sections.append(table([{"reason": k, "rows": v} for k, v in step["rejects_by_reason"].items()]))
         section = getattr(stage_module(stage), "html_section", None) if stage in STAGES else None

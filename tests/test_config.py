@@ -53,3 +53,10 @@ def test_overrides():
     assert pipe.export.test_size == 0.5
     with pytest.raises(ConfigError, match="STAGE.KEY=VALUE"):
         parse_override("novalue")
+
+
+def test_nested_override_reaches_sub_tables():
+    pipe = load(REPO / "pipelines" / "default.toml", ["dedup.near.threshold=0.5"])
+    assert pipe.stage_config("dedup").near.threshold == 0.5
+    with pytest.raises(ConfigError, match="unknown key 'nope'"):
+        load(REPO / "pipelines" / "default.toml", ["dedup.near.nope=1"])
