@@ -90,20 +90,18 @@ _NARROW = str.maketrans({"，": ",", "：": ":", "？": "?", "！": "!", "；": 
 
 
 def load_demo(lang: str) -> list[dict]:
-    """The demo file's rows as canonical-ish dicts (prompt = list of messages)."""
-    rows = []
-    for k, r in enumerate(json.loads((DATA / f"dpo_{lang}_demo.json").read_text(encoding="utf-8"))):
-        system, msgs = None, []
-        for m in r["conversations"]:
-            if m["from"] == "system":
-                system = m["value"]
-            else:
-                msgs.append({"role": "user" if m["from"] == "human" else "assistant", "content": m["value"]})
-        rows.append(
-            {"source": f"demo_{lang}", "source_row": k, "system": system, "prompt": msgs,
-             "chosen": r["chosen"]["value"], "rejected": r["rejected"]["value"], "meta": "{}"}
-        )
-    return rows
+    """The demo file's rows as canonical dicts, read by curate's own ingest (LLaMA-Factory ShareGPT ranking)."""
+    import tempfile
+
+    import polars as pl
+
+    from curate.ingest import ingest
+
+    with tempfile.TemporaryDirectory() as out:
+        ingest([str(DATA / f"dpo_{lang}_demo.json")], out)
+        pairs = pl.read_parquet(f"{out}/pairs.parquet").sort("source_row")
+    keep = ("source_row", "system", "prompt", "chosen", "rejected")
+    return [{"source": f"demo_{lang}", **{k: r[k] for k in keep}, "meta": "{}"} for r in pairs.to_dicts()]
 
 
 def originals(lang: str) -> list[dict]:

@@ -353,10 +353,20 @@ def test_columns_and_extra_columns_pass_through(pairs_factory):
     assert res.kept.schema["dup_cluster_size"] == pl.Int64
 
 
+def _demo_frame(folder, out):
+    """Both LLaMA-Factory demo files read by curate's ingest, sources named demo_en / demo_zh."""
+    from curate.ingest import ingest
+
+    ingest([str(folder / "dpo_en_demo.json"), str(folder / "dpo_zh_demo.json")], out)
+    return pl.read_parquet(out / "pairs.parquet").with_columns(
+        ("demo_" + pl.col("source").str.extract(r"dpo_(\w+)_demo")).alias("source")
+    )
+
+
 def test_demo_data_conservation_determinism_and_report(tmp_path):
     from tests.conftest import shared_data
 
-    frame = _demo_frame(shared_data("llamafactory_dpo_demo"))
+    frame = _demo_frame(shared_data("llamafactory_dpo_demo"), tmp_path / "demo")
     config = cfg(tmp_path, **LEXICAL)  # lexical only: embedding 600 long prompts would dominate the suite's time
     a = run(frame, config)
     b = run(frame, config)
@@ -393,29 +403,13 @@ def test_semantic_runs_are_deterministic_and_report_a_histogram(pairs_factory, t
     assert "Nearest-neighbour cosine" in html and "English-only" in html
 
 
-def _demo_frame(folder):
-    from tests.conftest import make_pairs
-
-    rows = []
-    for lang in ("en", "zh"):
-        data = json.loads((folder / f"dpo_{lang}_demo.json").read_text(encoding="utf-8"))
-        for k, r in enumerate(data):
-            system, msgs = None, []
-            for m in r["conversations"]:
-                if m["from"] == "system":
-                    system = m["value"]
-                else:
-                    msgs.append({"role": "user" if m["from"] == "human" else "assistant", "content": m["value"]})
-            rows.append({"source": f"demo_{lang}", "source_row": k, "system": system, "prompt": msgs,
-                         "chosen": r["chosen"]["value"], "rejected": r["rejected"]["value"]})
-    return make_pairs(rows)
-
-
 def test_reference_preference_file_is_read_with_ingest(tmp_path):
+    from curate.ingest import ingest
     from tests.conftest import shared_data
 
     ref = shared_data("llamafactory_dpo_demo", "dpo_zh_demo.json")  # sharegpt ranking format: no 'prompt' key
-    frame = _demo_frame(ref.parent).filter(pl.col("source") == "demo_zh").head(20)
+    ingest([str(ref)], tmp_path / "pairs")
+    frame = pl.read_parquet(tmp_path / "pairs" / "pairs.parquet").head(20)
     res = run(frame, cfg(against=[str(ref)], methods=["exact"]))
     assert res.reasons() == {dedup.OVERLAPS_REFERENCE: 20}
     assert res.rejects["detail"][0].startswith("overlaps reference dpo_zh_demo.json row ")
