@@ -26,7 +26,7 @@ import polars as pl
 
 from curate import __version__
 from curate.errors import InputError
-from curate.io import ROW_GROUP, STREAM_CHUNK, atomic_path, atomic_write_text, sha256_file
+from curate.io import ROW_GROUP, STREAM_CHUNK, atomic_path, atomic_write_text, count_rows, sha256_file
 
 SPLITS = ("train", "test")
 PROVENANCE = ("pair_id", "prompt_id", "source", "lang")
@@ -129,12 +129,10 @@ def export(
     tagged = pairs.with_columns(
         pl.when(pl.col("prompt_id").is_in(test_ids)).then(pl.lit("test")).otherwise(pl.lit("train")).alias("split")
     )
-    counts: dict[str, int] = {}
-    tmp_parquet: dict[str, Path] = {}
     work = Path(tempfile.mkdtemp(prefix="curate-export-"))
     try:
         with pl.Config(streaming_chunk_size=STREAM_CHUNK):
-            _write_splits(tagged, cfg, out, work, counts, tmp_parquet)
+            counts, tmp_parquet = _write_splits(tagged, cfg, out, work)
         if "llamafactory" in cfg.formats:
             atomic_write_text(out / "llamafactory" / "dataset_info.json", _dump(llamafactory_info(cfg.name)))
         if "hf" in cfg.formats:
@@ -152,14 +150,17 @@ def export(
     return summary
 
 
-def _write_splits(tagged: pl.LazyFrame, cfg: Config, out: Path, work: Path, counts: dict, tmp_parquet: dict) -> None:
-    """Per split: TRL Parquet (kept in `work` for the HF step), then TRL JSONL and LLaMA-Factory JSONL from it."""
+def _write_splits(tagged: pl.LazyFrame, cfg: Config, out: Path, work: Path) -> tuple[dict[str, int], dict[str, Path]]:
+    """Per split: TRL Parquet (kept in `work` for the HF step), then TRL JSONL and LLaMA-Factory JSONL from it.
+    Returns the pair count and the TRL Parquet path of each split."""
+    counts: dict[str, int] = {}
+    tmp_parquet: dict[str, Path] = {}
     for split in SPLITS:
         part = to_trl(tagged.filter(pl.col("split") == split))
         trl_path = work / f"{split}.parquet"
         part.sink_parquet(trl_path, engine="streaming", row_group_size=ROW_GROUP)
         tmp_parquet[split] = trl_path
-        counts[split] = pl.scan_parquet(trl_path).select(pl.len()).collect().item()
+        counts[split] = count_rows(trl_path)
         if "trl" in cfg.formats:
             _write(out / "trl" / f"{split}.parquet", lambda t, p=trl_path: shutil.copyfile(p, t))
             _write(out / "trl" / f"{split}.jsonl", lambda t, p=trl_path: pl.scan_parquet(p).sink_ndjson(t))
@@ -168,6 +169,7 @@ def _write_splits(tagged: pl.LazyFrame, cfg: Config, out: Path, work: Path, coun
                 out / "llamafactory" / f"{split}.jsonl",
                 lambda t, p=trl_path: to_llamafactory(pl.scan_parquet(p)).sink_ndjson(t),
             )
+    return counts, tmp_parquet
 
 
 def _write(path: Path, fn) -> None:

@@ -46,3 +46,10 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def count_rows(path: str | Path) -> int:
+    """Rows of a Parquet file, from its metadata."""
+    import polars as pl
+
+    return pl.scan_parquet(path).select(pl.len()).collect().item()

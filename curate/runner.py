@@ -20,15 +20,11 @@ import polars as pl
 from curate import __version__
 from curate.config import Pipeline
 from curate.errors import ConfigError, ConservationError
-from curate.io import ROW_GROUP, STREAM_CHUNK, atomic_path, atomic_write_text, sha256_file
+from curate.io import ROW_GROUP, STREAM_CHUNK, atomic_path, atomic_write_text, count_rows, sha256_file
 from curate.schema import PAIR_SCHEMA
 from curate.stages import stage_module
 
 Progress = Callable[[str], None]
-
-
-def count_rows(path: Path) -> int:
-    return pl.scan_parquet(path).select(pl.len()).collect().item()
 
 
 def reasons_of(path: Path) -> dict[str, int]:
