@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from curate.config import build, parse_override  # noqa: E402
 from curate.dedup.normalise import normalise  # noqa: E402
-from curate.schema import MESSAGE, conform, with_ids  # noqa: E402
+from curate.schema import MESSAGE, conform, row_ids, with_ids  # noqa: E402
 from curate.stages import dedup  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "llamafactory_dpo_demo"
@@ -183,6 +183,8 @@ def with_variant(row: dict, kind: str, lang: str, rng: random.Random) -> dict | 
 
 def frame(rows: list[dict]) -> pl.DataFrame:
     df = pl.DataFrame(rows, schema_overrides={"prompt": pl.List(MESSAGE)})
+    # Variants copy their original's row; every row gets its own row_id, as ingest would give it.
+    df = df.with_columns(pl.Series("row_id", row_ids("dedup_eval", list(range(df.height)))))
     return conform(with_ids(df)).collect()
 
 
@@ -206,7 +208,7 @@ def evaluate(kind: str | None, cfg, seed: int = 0) -> dict:
     gid = {i: (lang, g) for i, (lang, g, _) in enumerate(group)}
     kind_of = {i: t for i, (_, _, t) in enumerate(group)}
     row_of_pid: dict[str, int] = {}
-    for i, pid in zip(df["__i"].to_list(), df["pair_id"].to_list()):
+    for i, pid in zip(df["__i"].to_list(), df["row_id"].to_list()):
         row_of_pid.setdefault(pid, i)
     removed = {i: (reason, root) for i, reason, root in res.rejects.select("__i", "reason", "dup_cluster").iter_rows()}
     kept = set(res.kept["__i"].to_list())

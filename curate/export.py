@@ -29,7 +29,7 @@ from curate.errors import InputError
 from curate.io import ROW_GROUP, STREAM_CHUNK, atomic_path, atomic_write_text, count_rows, sha256_file
 
 SPLITS = ("train", "test")
-PROVENANCE = ("pair_id", "prompt_id", "source", "lang")
+PROVENANCE = ("pair_id", "prompt_id", "row_id", "source", "lang")
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import tempfile
@@ -41,10 +42,30 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes. Remembered per (path, size, mtime) within a process: the runner's manifest and
+    ingest's row ids both need it, and reading a big input twice for the same answer is waste."""
+    p = Path(path)
+    st = p.stat()
+    return _sha256_file(str(p.resolve()), st.st_size, st.st_mtime_ns, chunk)
+
+
+@functools.lru_cache(maxsize=4096)
+def _sha256_file(path: str, size: int, mtime_ns: int, chunk: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
+    return h.hexdigest()
+
+
+def sha256_tree(path: str | Path) -> str:
+    """SHA-256 over a file, or over every file under a folder (relative names and contents, in sorted order)."""
+    p = Path(path)
+    if p.is_file():
+        return sha256_file(p)
+    h = hashlib.sha256()
+    for f in sorted(q for q in p.rglob("*") if q.is_file()):
+        h.update(f"{f.relative_to(p).as_posix()}\0{sha256_file(f)}\0".encode())
     return h.hexdigest()
 
 

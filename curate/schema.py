@@ -6,6 +6,12 @@ Normalisation for ids (documented in the JSON Schema too): Unicode NFC, then eve
 one space, then leading/trailing whitespace trimmed. Ids are the first 16 hex digits of SHA-256 over the
 normalised fields joined with control separators, so they are stable across runs, machines and Polars versions
 (Polars' own `hash()` is not promised stable, hence hashlib).
+
+`pair_id` is a content hash, so two identical rows (from two files, say) share it. `row_id` names one row: it is
+unique within a run and made at ingest from the source's content (SHA-256 of its bytes, plus the occurrence
+number when the same content is given twice) and the row index — not from the path, so it does not change with
+how a path is spelled. Everything that points at one row (`dup_of`, `dup_cluster`, review mappings) uses
+`row_id`.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ PAIR_SCHEMA = pl.Schema(
     {
         "pair_id": pl.String,
         "prompt_id": pl.String,
+        "row_id": pl.String,
         "source": pl.String,
         "source_row": pl.Int64,
         "system": pl.String,
@@ -59,6 +66,16 @@ def normalise_text(text: str | None) -> str:
     if text is None:
         return ""
     return re.sub(r"\s+", " ", unicodedata.normalize("NFC", text)).strip()
+
+
+def row_ids(source_key: str, rows: list[int]) -> list[str]:
+    """`row_id`s of rows `rows` of the source identified by `source_key` (see the module docstring)."""
+    return [hashlib.sha256(f"{source_key}{_FIELD_SEP}{r}".encode()).hexdigest()[:ID_HEX_DIGITS] for r in rows]
+
+
+def derived_id(row_id: str | None, tag: str) -> str:
+    """A fresh id for a row made from another one (a balance copy): stable, unique, traceable by `tag`."""
+    return hashlib.sha256(f"{row_id}{_FIELD_SEP}{tag}".encode()).hexdigest()[:ID_HEX_DIGITS]
 
 
 def _prompt_key_expr() -> pl.Expr:

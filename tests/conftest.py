@@ -20,7 +20,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def make_pairs(rows: list[dict]) -> pl.DataFrame:
     """Canonical pairs from short dicts: prompt may be a string (one user turn) or a list of messages."""
-    from curate.schema import conform, with_ids
+    from curate.schema import conform, row_ids, with_ids
 
     full = []
     for i, r in enumerate(rows):
@@ -42,7 +42,10 @@ def make_pairs(rows: list[dict]) -> pl.DataFrame:
                                                        "rejected", "chosen_score", "rejected_score", "meta"}},
             }
         )
-    return pl.DataFrame(full).pipe(lambda df: conform(with_ids(df)).collect())
+    df = pl.DataFrame(full)
+    if "row_id" not in df.columns:  # as ingest does: unique per row, from the source and the row index
+        df = df.with_columns(pl.Series("row_id", [row_ids(s, [r])[0] for s, r in zip(df["source"], df["source_row"])]))
+    return df.pipe(lambda d: conform(with_ids(d)).collect())
 
 
 @pytest.fixture

@@ -158,6 +158,30 @@ def test_schema_and_ids(tmp_path: Path) -> None:
     assert pairs["pair_id"].n_unique() == pairs.height
 
 
+def test_row_ids_unique_and_independent_of_path_spelling(tmp_path: Path) -> None:
+    """Identical rows in two files share a pair_id (content) but never a row_id; the same file named by a
+    relative or an absolute path, or copied under another name, gives the same ids."""
+    import os
+    import shutil
+
+    row = {"prompt": "Same question", "chosen": "Good", "rejected": "Bad"}
+    a = write_jsonl(tmp_path / "a.jsonl", [row, row])
+    shutil.copyfile(a, tmp_path / "copy.jsonl")
+    ingest([a, tmp_path / "copy.jsonl"], tmp_path / "o1")
+    pairs, _, _ = read_out(tmp_path / "o1")
+    assert pairs["pair_id"].n_unique() == 1
+    assert pairs["row_id"].n_unique() == 4 and pairs["row_id"].str.contains(r"^[0-9a-f]{16}$").all()
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp_path)
+        ingest(["a.jsonl"], tmp_path / "o2")
+    finally:
+        os.chdir(cwd)
+    ingest([str(a.resolve())], tmp_path / "o3")
+    ids2 = read_out(tmp_path / "o2")[0]["row_id"].to_list()
+    assert ids2 == read_out(tmp_path / "o3")[0]["row_id"].to_list() == pairs["row_id"].to_list()[:2]
+
+
 def test_same_prompt_same_prompt_id_across_formats(tmp_path: Path) -> None:
     flat = write_jsonl(tmp_path / "a.jsonl", [{"prompt": "Hi  there", "chosen": "Hello", "rejected": "Go away"}])
     trl = write_jsonl(tmp_path / "b.jsonl", [{"prompt": [{"role": "user", "content": "Hi there "}],

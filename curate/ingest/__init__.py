@@ -27,8 +27,8 @@ from curate.ingest import readers
 from curate.ingest.detect import FAMILIES, SAMPLE_ROWS, Plan, check_mapping, detect
 from curate.ingest.messages import score, string
 from curate.ingest.reasons import NOT_AN_OBJECT, REASONS, STAGE, RowError
-from curate.io import atomic_path, atomic_write_text
-from curate.schema import PAIR_SCHEMA, REJECT_COLUMNS, conform, with_ids
+from curate.io import atomic_path, atomic_write_text, sha256_tree
+from curate.schema import PAIR_SCHEMA, REJECT_COLUMNS, conform, row_ids, with_ids
 
 __all__ = ["ingest", "FAMILIES", "REASONS"]
 
@@ -54,8 +54,9 @@ def _schemas() -> tuple[pa.Schema, pa.Schema]:
 class _Sink:
     """Accumulates one batch of kept rows and rejects, then appends them to the two Parquet writers."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, source_key: str) -> None:
         self.name = name
+        self.source_key = source_key  # row ids: see curate.schema.row_ids
         self.rows: list[int] = []
         self.system: list[str | None] = []
         self.offsets: list[int] = [0]  # prompt turns, flattened: Arrow list offsets + roles + contents
@@ -97,6 +98,7 @@ class _Sink:
             return None
         tbl = pa.table(
             {
+                "row_id": pa.array(row_ids(self.source_key, self.rows), pa.string()),
                 "source": pa.array([self.name] * n, pa.string()),
                 "source_row": pa.array(self.rows, pa.int64()),
                 "system": pa.array(self.system, pa.string()),
@@ -121,6 +123,7 @@ class _Sink:
         if not n:
             return None
         given = {
+            "row_id": pa.array(row_ids(self.source_key, self.r_rows), pa.string()),
             "source": pa.array([self.name] * n, pa.string()),
             "source_row": pa.array(self.r_rows, pa.int64()),
             "meta": pa.array(self.r_meta, pa.string()),
@@ -221,6 +224,19 @@ def _plan_for(src: readers.Source, mapping: dict[str, str]) -> Plan:
     return detect(sample, mapping, src.name)
 
 
+def source_keys(sources: list[readers.Source]) -> list[str]:
+    """Each source's identity for row ids: the SHA-256 of its content, with `#k` added for the k-th repeat of the
+    same content (the same file under two names), so ids stay unique in a run and don't depend on path spelling."""
+    seen: dict[str, int] = {}
+    keys = []
+    for src in sources:
+        digest = sha256_tree(src.path)
+        k = seen.get(digest, 0)
+        seen[digest] = k + 1
+        keys.append(digest if k == 0 else f"{digest}#{k}")
+    return keys
+
+
 def ingest(inputs: list[str | Path], out_dir: str | Path, mapping: dict[str, str] | None = None) -> dict:
     """Read every input, detect each file's format family, convert rows to canonical pairs, and write
     out_dir/pairs.parquet, out_dir/rejects.parquet and out_dir/report.json.
@@ -250,11 +266,11 @@ def ingest(inputs: list[str | Path], out_dir: str | Path, mapping: dict[str, str
             # and converts batch k+1. At most one batch waits, so memory stays bounded; writes stay in order.
             with ThreadPoolExecutor(max_workers=1) as pool:
                 pending: Future | None = None
-                for src, plan in plans:
+                for (src, plan), key in zip(plans, source_keys(sources)):
                     stats = {"format": plan.family, "reader": src.kind, "rows_in": 0, "rows_kept": 0,
                              "rows_rejected": 0, "rejects_by_reason": {}, "fields": dict(plan.fields)}
                     for batch in readers.read(src):
-                        sink = _Sink(src.name)
+                        sink = _Sink(src.name, key)
                         _convert_batch(batch, plan, sink)
                         stats["rows_in"] += len(batch)
                         stats["rows_kept"] += len(sink.rows)

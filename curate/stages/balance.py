@@ -25,8 +25,9 @@ How, in order:
    the reverse order: smallest clusters, widest margins first.
 
 Config: see `Config`. Input columns: lang, source (+ dup_cluster_size, chosen_score, rejected_score when
-present). Output columns: balance_copy_of (null for original rows; for a copy, the pair_id of the row it
-copies — copies get a fresh pair_id derived from the original's and the copy number, so ids stay unique).
+present). Output columns: balance_copy_of (null for original rows; for a copy, the row_id of the row it
+copies — a copy keeps the original's pair_id, the content hash, and gets a fresh row_id derived from the
+original's and the copy number, so row ids stay unique).
 Reasons: `balance_downsampled` (detail names the quota or cap that dropped the row), `balance_language_dropped`.
 
 Conservation with upsampling: rows out = rows kept + rows rejected − copies; `stats["copies"]` says how many.
@@ -34,7 +35,6 @@ Conservation with upsampling: rows out = rows kept + rows rejected − copies; `
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -42,6 +42,7 @@ from typing import Any, Literal
 import polars as pl
 
 from curate.errors import ConfigError, InputError
+from curate.schema import derived_id
 from curate.stage import StageResult, no_rejects, reject
 
 NAME = "balance"
@@ -392,8 +393,8 @@ def _mix(df: pl.DataFrame, extra: list[tuple[str, str]] | None = None) -> dict[s
     return {"overall": overall, "by_source": by_source}
 
 
-def _copy_id(pair_id: str | None, k: int) -> str:
-    return hashlib.sha256(f"{pair_id}\x1fcopy{k}".encode()).hexdigest()[:16]
+def _copy_id(row_id: str | None, k: int) -> str:
+    return derived_id(row_id, f"copy{k}")
 
 
 def run(frame: pl.LazyFrame | pl.DataFrame, cfg: Config) -> StageResult:
@@ -420,16 +421,16 @@ def run(frame: pl.LazyFrame | pl.DataFrame, cfg: Config) -> StageResult:
             base.join(plan_df.lazy(), on="__row", how="inner")
             .sort("__order")
             .with_columns(
-                pl.col("pair_id").alias("balance_copy_of"),
-                pl.struct("pair_id", "__copy")
+                pl.col("row_id").alias("balance_copy_of"),
+                pl.struct("row_id", "__copy")
                 .map_batches(
                     lambda s: pl.Series(
-                        [_copy_id(p, k) for p, k in zip(s.struct.field("pair_id"), s.struct.field("__copy"))],
+                        [_copy_id(p, k) for p, k in zip(s.struct.field("row_id"), s.struct.field("__copy"))],
                         dtype=pl.String,
                     ),
                     return_dtype=pl.String,
                 )
-                .alias("pair_id"),
+                .alias("row_id"),
             )
         )
         kept = pl.concat([kept.select(out_cols), dup.select(out_cols)])

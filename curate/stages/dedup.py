@@ -12,12 +12,12 @@ Key (`key`): the prompt (all prompt turns' contents joined by newlines; the syst
 optionally with the chosen reply, or the whole pair. Exact and near keys are normalised (see NormaliseConfig);
 embedding inputs get only NFC + folded whitespace.
 
-Input columns: pair_id, source, prompt, chosen, rejected, chosen_score, rejected_score; `lang` when the language
+Input columns: row_id, source, prompt, chosen, rejected, chosen_score, rejected_score; `lang` when the language
 stage ran (selects per-language semantic thresholds; without it a row with ≥ 30% CJK letters counts as "zh").
 
-Output columns on kept rows: `dup_cluster` (the kept row's own pair_id when its cluster has other members, else
+Output columns on kept rows: `dup_cluster` (the kept row's own row_id when its cluster has other members, else
 null) and `dup_cluster_size` (members including removed ones; 1 for a unique row). Rejected rows also carry
-`dup_cluster` (their cluster's kept pair_id), `dup_cluster_size`, `dup_of` (pair_id of the row they were found to
+`dup_cluster` (their cluster's kept row_id), `dup_cluster_size`, `dup_of` (row_id of the row they were found to
 duplicate, which may itself have been removed by a later method — follow `dup_cluster` for the survivor) and
 `dup_similarity` (1.0 exact, Jaccard for near, cosine for semantic).
 
@@ -37,7 +37,7 @@ from curate.dedup.normalise import cjk_share, light, normalise
 from curate.stage import StageResult, reject
 
 NAME = "dedup"
-NEEDS = ("pair_id", "source", "prompt", "chosen", "rejected", "chosen_score", "rejected_score")
+NEEDS = ("row_id", "source", "prompt", "chosen", "rejected", "chosen_score", "rejected_score")
 ADDS = ("dup_cluster", "dup_cluster_size")
 REJECT_EXTRA = ("dup_of", "dup_similarity")
 
@@ -231,7 +231,7 @@ def run(frame: pl.LazyFrame | pl.DataFrame, cfg: Config) -> StageResult:
     """Decide, on the collected key columns, which rows are duplicates; join the decisions back lazily."""
     lf = frame.lazy().with_row_index("__row")
     names = lf.collect_schema().names()
-    need = ["__row", "pair_id", "source", "prompt", "chosen", "rejected", "chosen_score", "rejected_score"]
+    need = ["__row", "row_id", "source", "prompt", "chosen", "rejected", "chosen_score", "rejected_score"]
     if "lang" in names:
         need.append("lang")
     df = lf.select(need).collect()
@@ -241,7 +241,7 @@ def run(frame: pl.LazyFrame | pl.DataFrame, cfg: Config) -> StageResult:
         dup_of=np.full(n, -1, dtype=np.int64), sim=np.full(n, np.nan),
     )
     stats: dict[str, Any] = {"rows_in": n, "methods": list(cfg.methods), "key": cfg.key, "warnings": []}
-    pair_ids = df["pair_id"].to_list()
+    pair_ids = df["row_id"].to_list()  # ids of rows (unique in a run), not content hashes
     texts = _texts(df, cfg.key)
     norm_opts = dict(
         unicode_form=cfg.normalise.unicode, t2s=cfg.normalise.t2s, casefold=cfg.normalise.casefold,
@@ -317,7 +317,7 @@ def _apply(st: _State, alive_rows: np.ndarray, a: clu.Assignment, reason: str, p
 def _exact(st: _State, norm: list[str], rank: np.ndarray, pair_ids: list) -> None:
     rows = np.flatnonzero(st.alive)
     a = clu.group_leader([norm[r] for r in rows.tolist()], rank[rows])
-    _apply(st, rows, a, EXACT_DUPLICATE, pair_ids, "duplicate of pair {pid} (same normalised key)")
+    _apply(st, rows, a, EXACT_DUPLICATE, pair_ids, "duplicate of row {pid} (same normalised key)")
 
 
 def _near(nc: NearConfig, st: _State, norm: list[str], rank: np.ndarray, pair_ids: list, stats: dict) -> None:
@@ -330,7 +330,7 @@ def _near(nc: NearConfig, st: _State, norm: list[str], rank: np.ndarray, pair_id
     )
     a = clu.leader_cluster(len(rows), rank[rows], i, j, s)
     stats["near"] = {"ngram": nc.ngram, "ngram_cjk": nc.ngram_cjk, "threshold": nc.threshold, "similar_pairs": int(len(i))}
-    _apply(st, rows, a, NEAR_DUPLICATE, pair_ids, "near-duplicate of pair {pid} (n-gram Jaccard {sim:.2f})")
+    _apply(st, rows, a, NEAR_DUPLICATE, pair_ids, "near-duplicate of row {pid} (n-gram Jaccard {sim:.2f})")
 
 
 def _ngrams(keys: list[str], nc: NearConfig) -> list[int]:
@@ -366,7 +366,7 @@ def _semantic(cfg: Config, st: _State, rank: np.ndarray, pair_ids: list, langs: 
         "similar_pairs": int(len(i)),
         "nn_similarity_sample": [round(float(x), 3) for x in nn],
     }
-    _apply(st, rows, a, SEMANTIC_DUPLICATE, pair_ids, "duplicate of pair {pid} (cosine {sim:.3f})")
+    _apply(st, rows, a, SEMANTIC_DUPLICATE, pair_ids, "duplicate of row {pid} (cosine {sim:.3f})")
 
 
 def _decontaminate(cfg, st: _State, texts, norm, norm_opts, langs, embeddings, stats) -> None:
@@ -480,7 +480,7 @@ def _summary(cfg: Config, st: _State, df: pl.DataFrame, texts: list[str], decisi
         .sort(["size", "dup_cluster"], descending=[True, False]).head(5)
     )
     pid_to_row: dict[str, int] = {}
-    for k, p in enumerate(df["pair_id"].to_list()):
+    for k, p in enumerate(df["row_id"].to_list()):
         pid_to_row.setdefault(p, k)
     members = decisions.select("__row", "dup_cluster", "__reason", "dup_similarity")
     largest = []

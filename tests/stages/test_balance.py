@@ -19,7 +19,7 @@ def frame(spec: dict[tuple[str, str], int], **extra_cols) -> pl.DataFrame:
     for (lang, source), n in spec.items():
         for _ in range(n):
             i = len(rows)
-            rows.append({"pair_id": f"p{i:05d}", "lang": lang, "source": source,
+            rows.append({"pair_id": f"p{i:05d}", "row_id": f"r{i:05d}", "lang": lang, "source": source,
                          **{k: f(i) for k, f in extra_cols.items()}})
     return pl.DataFrame(rows)
 
@@ -166,8 +166,10 @@ def test_upsampling_marks_copies_with_fresh_ids():
     assert groups(res.kept) == {"zh": 30, "en": 30} and res.rejects.height == 0
     copies = res.kept.filter(pl.col("balance_copy_of").is_not_null())
     assert copies.height == 20 == res.stats["copies"]
-    assert res.kept["pair_id"].n_unique() == res.kept.height
-    assert set(copies["balance_copy_of"]) == set(df.filter(pl.col("lang") == "en")["pair_id"])
+    assert res.kept["row_id"].n_unique() == res.kept.height
+    assert set(copies["balance_copy_of"]) == set(df.filter(pl.col("lang") == "en")["row_id"])
+    originals = dict(zip(df["row_id"], df["pair_id"]))
+    assert all(originals[o] == p for o, p in zip(copies["balance_copy_of"], copies["pair_id"]))  # content hash kept
     assert res.kept.height == df.height - res.rejects.height + res.stats["copies"]
     assert res.stats["after"]["overall"] == {"en": 30, "zh-Hans": 30}
 

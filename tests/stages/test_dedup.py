@@ -74,10 +74,10 @@ def test_exact_duplicates_in_english_and_chinese(pairs_factory):
     assert kept == ["What is the capital of France?", "法国的首都是哪里？", "What is the capital of Spain?"]
     assert removed == {"what is the capital of  france ？": dedup.EXACT_DUPLICATE, "法國的首都是哪裡?": dedup.EXACT_DUPLICATE}
     rej = res.rejects.sort("source_row")
-    ids = frame["pair_id"].to_list()
+    ids = frame["row_id"].to_list()
     assert rej["dup_of"].to_list() == [ids[0], ids[2]]
     assert rej["dup_similarity"].to_list() == [1.0, 1.0]
-    assert rej["detail"][0].startswith(f"duplicate of pair {ids[0][:8]}")
+    assert rej["detail"][0].startswith(f"duplicate of row {ids[0][:8]}")
     assert set(rej["stage"]) == {"dedup"}
 
 
@@ -150,7 +150,7 @@ def test_semantic_duplicates_english(pairs_factory, tmp_path):
     res = run(frame, cfg(tmp_path, methods=["semantic"]))
     assert res.reasons() == {dedup.SEMANTIC_DUPLICATE: 1}
     rej = res.rejects
-    assert rej["dup_of"][0] == frame["pair_id"][0]
+    assert rej["dup_of"][0] == frame["row_id"][0]
     assert rej["dup_similarity"][0] >= 0.92
     assert "cosine" in rej["detail"][0]
     assert res.stats["semantic"]["search"] == "exact"
@@ -221,8 +221,8 @@ def test_survivor_rule(pairs_factory, table, survivor):
     res = run(frame, cfg(methods=["exact"], **table))
     assert res.kept["source"].to_list() == [survivor]
     assert res.kept["dup_cluster_size"].to_list() == [3]
-    assert res.kept["dup_cluster"].to_list() == res.kept["pair_id"].to_list()
-    assert set(res.rejects["dup_cluster"]) == set(res.kept["pair_id"])
+    assert res.kept["dup_cluster"].to_list() == res.kept["row_id"].to_list()
+    assert set(res.rejects["dup_cluster"]) == set(res.kept["row_id"])
 
 
 def test_unique_rows_have_no_cluster(pairs_factory):
@@ -245,8 +245,8 @@ def test_clusters_across_methods_resolve_to_the_final_survivor(pairs_factory):
     assert res.kept["dup_cluster_size"].to_list() == [3]
     rej = res.rejects.sort("source_row")
     assert rej["reason"].to_list() == [dedup.NEAR_DUPLICATE, dedup.EXACT_DUPLICATE]
-    assert set(rej["dup_cluster"]) == {frame["pair_id"][2]}
-    assert rej["dup_of"].to_list() == [frame["pair_id"][2], frame["pair_id"][0]]
+    assert set(rej["dup_cluster"]) == {frame["row_id"][2]}
+    assert rej["dup_of"].to_list() == [frame["row_id"][2], frame["row_id"][0]]
 
 
 # --------------------------------------------------------------------------------------------- anti-chaining
