@@ -65,6 +65,17 @@ EXPECTED = {
                      "I can't see live weather, but Paris is mild in spring.", None),
     "flat.csv": ("flat", 2, None, [("user", "Give me a synonym for happy.")], "Joyful.", 7.0),
     "mapped.jsonl": ("flat", 2, None, [("user", "What is 10 / 2?")], "5", None),
+    "messages_pairs.jsonl": ("messages_pairs", 2, "You are a concise cooking assistant.",
+                             [("user", "How long should I boil an egg for a runny yolk?")],
+                             "About 6 minutes from boiling water, then straight into cold water.", None),
+    "messages.jsonl": ("messages", 2, "你是一名耐心的数学老师。", [("user", "为什么任何数的0次方都等于1？")],
+                       "因为 a^n ÷ a^n = a^(n-n) = a^0，而任何非零数除以自身等于1，所以 a^0 = 1（a≠0）。", None),
+    "ultrafeedback_raw.jsonl": ("rated_completions", 2, None, [("user", "Explain in two sentences why the sky is blue.")],
+                                ("Sunlight is scattered by air molecules, and shorter blue wavelengths scatter far "
+                                 "more than red ones (Rayleigh scattering). So blue light reaches our eyes from every "
+                                 "direction."), 4.75),
+    "responses_scores.jsonl": ("rated_responses", 2, None, [("user", "Write a one-line slogan for a bicycle shop.")],
+                               "Ride further, smile wider.", 8.0),
 }
 
 

@@ -16,6 +16,7 @@ M = lambda role, content: {"role": role, "content": content}  # noqa: E731
 TRL_GOOD = {"prompt": [M("user", "hi")], "chosen": [M("assistant", "hello")], "rejected": [M("assistant", "go")]}
 UF_GOOD = {"chosen": [M("user", "hi"), M("assistant", "hello")], "rejected": [M("user", "hi"), M("assistant", "go")]}
 HH_GOOD = {"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant: go"}
+RATED_GOOD = {"prompt": "hi", "responses": ["hello", "go"], "scores": [5, 1]}
 SG_GOOD = {"conversations": [{"from": "human", "value": "hi"}], "chosen": {"from": "gpt", "value": "hello"},
            "rejected": {"from": "gpt", "value": "go"}}
 
@@ -46,7 +47,13 @@ CASES: dict[str, tuple[str, dict, bytes, str]] = {
     R.MALFORMED_TRANSCRIPT: ("a.jsonl", HH_GOOD, line({"chosen": "Human: hi there, Assistant: hello",
                                                       "rejected": "Human: hi there, Assistant: go"}), "no '\\n\\nAssistant:'"),
     R.IDENTICAL_RESPONSES: ("a.jsonl", GOOD, line({"prompt": "a", "chosen": "same ", "rejected": " same"}), "same text"),
+    R.TOO_FEW_RESPONSES: ("a.jsonl", RATED_GOOD, line({**RATED_GOOD, "scores": [2, None]}),
+                          "1 usable response(s) of 2 (left out 1: no score)"),
+    R.TIED_SCORES: ("a.jsonl", RATED_GOOD, line({**RATED_GOOD, "scores": [3, 3.0]}), "score 3: no preference"),
+    R.BELOW_MARGIN: ("a.jsonl", RATED_GOOD, line({**RATED_GOOD, "scores": [2, 1.5]}), "less than the margin 2"),
+    R.SCORES_MISMATCH: ("a.jsonl", RATED_GOOD, line({**RATED_GOOD, "scores": [2]}), "2 responses but scores 1 scores"),
 }
+BINARIZE = {R.BELOW_MARGIN: "all-margin:2"}  # the default best-worst never needs a margin
 
 
 def test_every_reason_has_a_case() -> None:
@@ -65,7 +72,7 @@ def test_reason(tmp_path: Path, reason: str) -> None:
         path.write_text("[" + json.dumps(good) + "," + bad.decode() + "]", encoding="utf-8")
     else:
         path.write_bytes(line(good) + bad)
-    report = ingest([path], tmp_path / "out")
+    report = ingest([path], tmp_path / "out", binarize=BINARIZE.get(reason, "best-worst"))
     pairs, rejects, _ = read_out(tmp_path / "out")
     assert report["rejects_by_reason"] == {reason: 1}
     assert pairs.height == 1 and pairs["source_row"].to_list() == [0]

@@ -2,10 +2,13 @@
 
 `ingest(inputs, out_dir)` expands the inputs (files, folders, globs, `datasets.save_to_disk` folders), detects
 each source's format family (`detect.py`), converts its rows with that family's module (flat, conversational,
-hh, sharegpt, openai) and streams the results, batch by batch, to `out_dir/pairs.parquet` (canonical schema,
+hh, sharegpt, openai, chat, rated) and streams the results, batch by batch, to `out_dir/pairs.parquet` (canonical schema,
 `curate.schema.PAIR_SCHEMA`) and `out_dir/rejects.parquet` (the same columns plus stage/reason/detail), then
 writes `out_dir/report.json`. Per-row problems become rejects with a reason code (`reasons.py`); whole-file
-problems raise `InputError`. Every input row ends up in exactly one of the two files.
+problems raise `InputError`. Every input row ends up in exactly one of the two files — or, for rated
+completions (`rated.py`), a row that yields k pairs ends up as k rows of pairs.parquet: the report counts the
+k − 1 extra as `extra_pairs`, so input_rows + extra_pairs = kept_rows + rejected_rows, and
+input_rows = paired_rows + rejected_rows (paired_rows: input rows that made at least one pair).
 
 Deterministic: sources in the order given (folders and globs sorted), rows in file order, no clocks or
 randomness in the outputs.
@@ -26,11 +29,12 @@ from curate.errors import InputError
 from curate.ingest import readers
 from curate.ingest.detect import FAMILIES, SAMPLE_ROWS, Plan, check_mapping, detect
 from curate.ingest.messages import score, string
+from curate.ingest.rated import Binarize, parse_binarize
 from curate.ingest.reasons import NOT_AN_OBJECT, REASONS, STAGE, RowError
 from curate.io import atomic_path, atomic_write_text, sha256_tree
-from curate.schema import PAIR_SCHEMA, REJECT_COLUMNS, conform, row_ids, with_ids
+from curate.schema import PAIR_SCHEMA, REJECT_COLUMNS, conform, derived_id, row_ids, with_ids
 
-__all__ = ["ingest", "FAMILIES", "REASONS"]
+__all__ = ["FAMILIES", "REASONS", "Binarize", "ingest", "parse_binarize"]
 
 _MSG = pa.struct([("role", pa.string()), ("content", pa.string())])
 
@@ -71,9 +75,12 @@ class _Sink:
         self.r_reason: list[str] = []
         self.r_detail: list[str] = []
         self.r_meta: list[str] = []
+        self.subs: dict[int, int] = {}  # position in this batch → pair index j >= 1 within its row (rated rows)
 
     def keep(self, idx: int, system: str | None, turns: list[dict[str, str]], chosen: str, rejected: str,
-             cs: float | None, rs: float | None, meta: str) -> None:
+             cs: float | None, rs: float | None, meta: str, sub: int = 0) -> None:
+        if sub:
+            self.subs[len(self.rows)] = sub
         self.rows.append(idx)
         self.system.append(system)
         for t in turns:
@@ -96,9 +103,12 @@ class _Sink:
         n = len(self.rows)
         if not n:
             return None
+        ids = row_ids(self.source_key, self.rows)
+        for pos, j in self.subs.items():  # pair j of a rated row: an id derived from the row's own
+            ids[pos] = derived_id(ids[pos], f"pair{j}")
         tbl = pa.table(
             {
-                "row_id": pa.array(row_ids(self.source_key, self.rows), pa.string()),
+                "row_id": pa.array(ids, pa.string()),
                 "source": pa.array([self.name] * n, pa.string()),
                 "source_row": pa.array(self.rows, pa.int64()),
                 "system": pa.array(self.system, pa.string()),
@@ -135,7 +145,7 @@ class _Sink:
         return pa.Table.from_arrays(cols, schema=schema)
 
 
-def _convert_batch(batch: list[readers.Record], plan: Plan, sink: _Sink) -> None:
+def _convert_batch(batch: list[readers.Record], plan: Plan, sink: _Sink, how: Binarize) -> None:
     """Convert one batch, in row order. Flat triples without history (the common case at scale) take a fast
     path: a few type checks and no per-field function calls (about 4x faster); a row that doesn't pass them goes
     through the family's full checks, which give the same result for rows that do."""
@@ -172,13 +182,13 @@ def _convert_batch(batch: list[readers.Record], plan: Plan, sink: _Sink) -> None
                         else:
                             sink.meta.append(_dumps({k: v for k, v in row.items() if k not in consumed}))
                         continue
-            _convert_row(rec, plan, sink)
+            _convert_row(rec, plan, sink, how)
     else:
         for rec in batch:
-            _convert_row(rec, plan, sink)
+            _convert_row(rec, plan, sink, how)
 
 
-def _convert_row(rec: readers.Record, plan: Plan, sink: _Sink) -> None:
+def _convert_row(rec: readers.Record, plan: Plan, sink: _Sink, how: Binarize) -> None:
     idx, row, err = rec
     if err is not None:
         sink.reject(idx, *err)
@@ -191,6 +201,9 @@ def _convert_row(rec: readers.Record, plan: Plan, sink: _Sink) -> None:
     sys_col = fields.get("system")
     cs_col = fields.get("chosen_score")
     rs_col = fields.get("rejected_score")
+    if plan.rated:
+        _convert_rated(idx, row, plan, sink, how)
+        return
     try:
         system = string(row.get(sys_col), sys_col, required=False) if sys_col else None
         system, turns, chosen, rejected = plan.convert(row, fields, system or None)
@@ -203,6 +216,20 @@ def _convert_row(rec: readers.Record, plan: Plan, sink: _Sink) -> None:
     if plan.extra_meta is not None:
         meta.update(plan.extra_meta(row, fields))
     sink.keep(idx, system, turns, chosen, rejected, cs, rs, _dumps(meta))
+
+
+def _convert_rated(idx: int, row: dict[str, Any], plan: Plan, sink: _Sink, how: Binarize) -> None:
+    """A row of scored responses → its pairs (pair j gets sub-index j), or one reject when it yields none."""
+    sys_col = plan.fields.get("system")
+    try:
+        system = string(row.get(sys_col), sys_col, required=False) if sys_col else None
+        made = plan.convert(row, plan.fields, system or None, how)
+    except RowError as e:
+        sink.reject(idx, e.reason, f"row {idx}: {e.detail}", readers.raw_text(_dumps(row)))
+        return
+    meta = {k: v for k, v in row.items() if k not in plan.consumed}
+    for j, (system, turns, chosen, rejected, cs, rs, info) in enumerate(made):
+        sink.keep(idx, system, turns, chosen, rejected, cs, rs, _dumps({**meta, "binarize": info}), sub=j)
 
 
 def _plan_for(src: readers.Source, mapping: dict[str, str]) -> Plan:
@@ -237,16 +264,22 @@ def source_keys(sources: list[readers.Source]) -> list[str]:
     return keys
 
 
-def ingest(inputs: list[str | Path], out_dir: str | Path, mapping: dict[str, str] | None = None) -> dict:
+def ingest(inputs: list[str | Path], out_dir: str | Path, mapping: dict[str, str] | None = None,
+           binarize: str | Binarize = "best-worst", seed: int = 0) -> dict:
     """Read every input, detect each file's format family, convert rows to canonical pairs, and write
     out_dir/pairs.parquet, out_dir/rejects.parquet and out_dir/report.json.
 
-    Returns the report: input_rows, kept_rows, rejected_rows, rejects_by_reason, sources ({source: {format,
-    rows_in, rows_kept, rows_rejected, rejects_by_reason, fields}}) and skipped (files in folders that aren't
-    data). Raises InputError (one line naming the file) for whole-file problems; every file is checked and its
-    format detected before any row is written, so a bad file fails fast.
+    `binarize` (`best-worst` | `best-random` | `all-margin:M`) and `seed` say how rows of rated responses become
+    pairs (rated.py); other families ignore them.
+
+    Returns the report: input_rows, kept_rows (pairs written), rejected_rows, paired_rows (input rows that made a
+    pair), extra_pairs (pairs beyond the first of rows that made several), rejects_by_reason, binarize, sources
+    ({source: {format, rows_in, rows_kept, rows_rejected, paired_rows, extra_pairs, rejects_by_reason, fields}})
+    and skipped (files in folders that aren't data). Raises InputError (one line naming the file) for whole-file
+    problems; every file is checked and its format detected before any row is written, so a bad file fails fast.
     """
     mapping = check_mapping(mapping)
+    how = parse_binarize(binarize, seed)
     sources, skipped = readers.expand(list(inputs))
     plans = [(src, _plan_for(src, mapping)) for src in sources]
     out = Path(out_dir)
@@ -267,14 +300,17 @@ def ingest(inputs: list[str | Path], out_dir: str | Path, mapping: dict[str, str
             with ThreadPoolExecutor(max_workers=1) as pool:
                 pending: Future | None = None
                 for (src, plan), key in zip(plans, source_keys(sources)):
-                    stats = {"format": plan.family, "reader": src.kind, "rows_in": 0, "rows_kept": 0,
-                             "rows_rejected": 0, "rejects_by_reason": {}, "fields": dict(plan.fields)}
+                    stats: dict[str, Any] = {"format": plan.family, "reader": src.kind, "rows_in": 0, "rows_kept": 0,
+                             "rows_rejected": 0, "paired_rows": 0, "extra_pairs": 0, "rejects_by_reason": {},
+                             "fields": dict(plan.fields)}
                     for batch in readers.read(src):
                         sink = _Sink(src.name, key)
-                        _convert_batch(batch, plan, sink)
+                        _convert_batch(batch, plan, sink, how)
                         stats["rows_in"] += len(batch)
                         stats["rows_kept"] += len(sink.rows)
                         stats["rows_rejected"] += len(sink.r_rows)
+                        stats["extra_pairs"] += len(sink.subs)
+                        stats["paired_rows"] += len(sink.rows) - len(sink.subs)
                         for r in sink.r_reason:
                             stats["rejects_by_reason"][r] = stats["rejects_by_reason"].get(r, 0) + 1
                         del batch
@@ -294,6 +330,9 @@ def ingest(inputs: list[str | Path], out_dir: str | Path, mapping: dict[str, str
         "input_rows": sum(s["rows_in"] for s in per_source.values()),
         "kept_rows": sum(s["rows_kept"] for s in per_source.values()),
         "rejected_rows": sum(s["rows_rejected"] for s in per_source.values()),
+        "paired_rows": sum(s["paired_rows"] for s in per_source.values()),
+        "extra_pairs": sum(s["extra_pairs"] for s in per_source.values()),
+        "binarize": how.label,
         "rejects_by_reason": dict(sorted(by_reason.items())),
         "sources": per_source,
         "skipped": skipped,

@@ -22,6 +22,11 @@ PROMPT_NOT_ENDING_ON_USER = "prompt_not_ending_on_user"  # the conversation befo
 CONVERSATIONS_DIVERGE = "conversations_diverge"  # chosen/rejected carry whole conversations that differ before the reply
 MALFORMED_TRANSCRIPT = "malformed_transcript"  # an HH-RLHF transcript without "Human:"/"Assistant:" turns
 IDENTICAL_RESPONSES = "identical_responses"  # chosen == rejected (after trimming): nothing to learn
+# Rated completions (rated.py): a row of N scored responses that yields no pair.
+TOO_FEW_RESPONSES = "too_few_responses"  # fewer than two responses with a text and a usable score
+TIED_SCORES = "tied_scores"  # every usable response has the same score: no preference to learn
+BELOW_MARGIN = "below_margin"  # all-margin:M and no two responses differ by at least M
+SCORES_MISMATCH = "scores_mismatch"  # the responses and scores lists differ in length
 
 REASONS: dict[str, str] = {
     INVALID_UTF8: "the row holds bytes that are not valid UTF-8",
@@ -39,6 +44,10 @@ REASONS: dict[str, str] = {
     CONVERSATIONS_DIVERGE: "chosen and rejected conversations differ before the reply",
     MALFORMED_TRANSCRIPT: "an HH-RLHF transcript lacks Human/Assistant turns",
     IDENTICAL_RESPONSES: "chosen and rejected are the same text",
+    TOO_FEW_RESPONSES: "fewer than two responses with a text and a score",
+    TIED_SCORES: "all responses have the same score",
+    BELOW_MARGIN: "no two responses differ by the binarisation margin",
+    SCORES_MISMATCH: "the responses and scores lists differ in length",
 }
 
 
