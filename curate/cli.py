@@ -74,50 +74,112 @@ def parse_map(values: tuple[str, ...]) -> dict[str, str] | None:
 
 
 MAP_HELP = "Column names for the canonical fields, e.g. prompt=query,chosen=good,rejected=bad (repeatable)."
+INPUT_HELP = "Input file, folder or glob; one --input may name several (--input a.jsonl b/ 'c/*.parquet'), or repeat it."
+BINARIZE_HELP = ("How rows of rated responses become pairs: best-worst (default), best-random (seeded) or all-margin:M "
+                 "(every pair whose scores differ by at least M).")
+
+
+def spread_inputs(args: list[str]) -> list[str]:
+    """`--input a b c` → `--input a --input b --input c` (a click option takes one value). The paths after one
+    --input run up to the next option or `--`; a `.toml` name is never an input (`curate run --input a.jsonl
+    p.toml` still finds its pipeline file)."""
+    out: list[str] = []
+    spreading = False
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            out += args[i:]
+            break
+        if a == "--input" and i + 1 < len(args):
+            out += [a, args[i + 1]]
+            spreading, i = True, i + 2
+            continue
+        if spreading and not a.startswith("-") and not a.lower().endswith(".toml"):
+            out += ["--input", a]
+            i += 1
+            continue
+        spreading = a.startswith("--input=")
+        out.append(a)
+        i += 1
+    return out
+
+
+class InputsCommand(click.Command):
+    """A command that takes inputs the way `ingest` and `run` do: INPUT... arguments or `--input PATH...`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, spread_inputs(args))
+
+
+def input_options(fn):
+    """The input options `ingest` and `run` share: [INPUT]..., --input PATH... (repeatable), --map, --binarize."""
+    fn = click.option("--binarize", default=None, metavar="STRATEGY", help=BINARIZE_HELP)(fn)
+    fn = click.option("--map", "maps", multiple=True, help=MAP_HELP)(fn)
+    fn = click.option("--input", "input_opts", multiple=True, metavar="PATH...", help=INPUT_HELP)(fn)
+    return click.argument("input_args", nargs=-1, metavar="[INPUT]...")(fn)
+
+
+def gather_inputs(args: tuple[str, ...], opts: tuple[str, ...]) -> list[str]:
+    """The inputs, in the order given: as arguments or after --input (not both: their order decides row order)."""
+    if args and opts:
+        raise click.UsageError("give the inputs as arguments or with --input, not both")
+    if not (args or opts):
+        raise click.UsageError("no input: name files, folders or globs (as arguments or after --input)")
+    return list(args or opts)
 
 
 def _say(msg: str) -> None:
     click.secho(f"· {msg}", fg="cyan", err=True)
 
 
-@main.command()
-@click.argument("inputs", nargs=-1, required=True)
+@main.command(cls=InputsCommand)
+@input_options
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
-@click.option("--map", "maps", multiple=True, help=MAP_HELP)
-def ingest(inputs: tuple[str, ...], out_dir: str, maps: tuple[str, ...]) -> None:
+@click.option("--seed", default=0, show_default=True, help="Seed of --binarize best-random.")
+def ingest(input_args: tuple[str, ...], input_opts: tuple[str, ...], out_dir: str, maps: tuple[str, ...],
+           binarize: str | None, seed: int) -> None:
     """Read raw preference files (any supported format) into canonical pairs."""
     from curate.ingest import ingest as do_ingest
 
-    rep = do_ingest(list(inputs), out_dir, mapping=parse_map(maps))
+    rep = do_ingest(gather_inputs(input_args, input_opts), out_dir, mapping=parse_map(maps),
+                    binarize=binarize or "best-worst", seed=seed)
     for src, info in rep["sources"].items():
-        click.echo(f"{src}: {info['format']}, {info['rows_in']:,} rows in, {info['rows_kept']:,} kept")
-    click.echo(f"{rep['input_rows']:,} rows in → {rep['kept_rows']:,} kept, {rep['rejected_rows']:,} rejected")
+        made = (f", {info['rows_kept']:,} pairs from {info['paired_rows']:,} rows ({rep['binarize']})"
+                if info["format"].startswith("rated_") else f", {info['rows_kept']:,} kept")
+        click.echo(f"{src}: {info['format']}, {info['rows_in']:,} rows in{made}")
+    extra = f" ({rep['extra_pairs']:,} extra pairs from rated rows)" if rep.get("extra_pairs") else ""
+    click.echo(f"{rep['input_rows']:,} rows in → {rep['kept_rows']:,} pairs kept{extra}, "
+               f"{rep['rejected_rows']:,} rows rejected")
     for reason, n in rep["rejects_by_reason"].items():
         click.echo(f"  {reason}: {n:,}")
     click.echo(f"wrote {out_dir}/pairs.parquet, rejects.parquet, report.json")
 
 
-@main.command()
+@main.command(cls=InputsCommand)
 @click.argument("pipeline_file", type=click.Path(dir_okay=False))
-@click.option("--input", "inputs", multiple=True, required=True, help="Input file, folder or glob (repeatable).")
+@input_options
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run folder.")
-@click.option("--map", "maps", multiple=True, help=MAP_HELP)
 @click.option("--set", "overrides", multiple=True, help="Override a pipeline setting: STAGE.KEY=VALUE (repeatable).")
 @click.option("--against", multiple=True, help="Reference set for decontamination (dedup.against; repeatable).")
 @click.option("--no-export", is_flag=True, help="Stop before the export step.")
-def run(pipeline_file: str, inputs: tuple[str, ...], out_dir: str, maps: tuple[str, ...],
-        overrides: tuple[str, ...], against: tuple[str, ...], no_export: bool) -> None:
+def run(pipeline_file: str, input_args: tuple[str, ...], input_opts: tuple[str, ...], out_dir: str,
+        maps: tuple[str, ...], binarize: str | None, overrides: tuple[str, ...], against: tuple[str, ...],
+        no_export: bool) -> None:
     """Run a pipeline file on INPUTs: ingest, its stages, export. Writes a run folder with report.html."""
     import json
 
     from curate.config import load
     from curate.runner import run_pipeline
 
+    inputs = gather_inputs(input_args, input_opts)
     sets = list(overrides)
     if against:
         sets.append(f"dedup.against={json.dumps(list(against))}")
+    if binarize:
+        sets.append(f"ingest.binarize={json.dumps(binarize)}")  # checked with the pipeline file: [ingest] binarize
     pipeline = load(pipeline_file, sets)
-    rep = run_pipeline(pipeline, list(inputs), out_dir, mapping=parse_map(maps), progress=_say,
+    rep = run_pipeline(pipeline, inputs, out_dir, mapping=parse_map(maps), progress=_say,
                        export=not no_export)
     for step in rep["funnel"]:
         click.echo(f"{step['stage']:>10}: {step['rows_in']:>9,} in  {step['kept']:>9,} kept  {step['rejected']:>9,} rejected")

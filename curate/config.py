@@ -13,6 +13,9 @@ A pipeline file looks like:
     [export]
     test_size = 0.05
 
+    [ingest]                # optional: how ingest reads inputs (curate.ingest.options)
+    binarize = "best-worst"
+
 Every table becomes the stage module's frozen `Config` dataclass; an unknown key, an unknown stage or a value of
 the wrong type is a ConfigError naming it. A `seed` field in a stage's Config defaults to the pipeline seed.
 """
@@ -40,6 +43,7 @@ class Pipeline:
     export: Any  # curate.export.Config
     path: str | None = None
     raw: dict = field(default_factory=dict)  # the resolved tables, as written to the run folder
+    ingest: Any = None  # curate.ingest.options.Config ([ingest]; defaults when the file has none)
 
     def stage_config(self, name: str) -> Any:
         for n, cfg in self.stages:
@@ -144,6 +148,7 @@ def parse_override(text: str) -> tuple[str, str, Any]:
 def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Pipeline:
     """Read and check a pipeline file (None: the built-in default) before any data moves."""
     from curate import export
+    from curate.ingest import options as ingest_options
     from curate.stages import STAGES, stage_module
 
     if path is None:
@@ -180,7 +185,7 @@ def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -
             raise ConfigError(f"{path}: unknown stage {name!r} (known stages: {', '.join(STAGES)})")
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: a stage is listed twice in [pipeline] stages")
-    tables = set(doc) - {"pipeline", "export"}
+    tables = set(doc) - {"pipeline", "export", "ingest"}
     stray = sorted(tables - set(names))
     if stray:
         hint = "not a known stage" if stray[0] not in STAGES else "not listed in [pipeline] stages"
@@ -191,10 +196,12 @@ def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -
         module = stage_module(name)
         stages.append((name, build(module.Config, doc.get(name, {}), f"{path}: [{name}]", seed)))
     export_cfg = build(export.Config, doc.get("export", {}), f"{path}: [export]", seed)
+    ingest_cfg = build(ingest_options.Config, doc.get("ingest", {}), f"{path}: [ingest]", seed)
     raw = {"pipeline": {"name": head.get("name", path.stem), "seed": seed, "stages": names}}
+    raw["ingest"] = _plain(dataclasses.asdict(ingest_cfg))
     raw.update({n: _plain(dataclasses.asdict(c)) for n, c in stages})
     raw["export"] = _plain(dataclasses.asdict(export_cfg))
-    return Pipeline(head.get("name", path.stem), seed, tuple(stages), export_cfg, str(path), raw)
+    return Pipeline(head.get("name", path.stem), seed, tuple(stages), export_cfg, str(path), raw, ingest_cfg)
 
 
 def _plain(obj: Any) -> Any:

@@ -111,7 +111,9 @@ def run_pipeline(
 
     # Step 0: ingest.
     ingest_dir = out / "00-ingest"
-    marker = _marker("ingest", __version__, files, mapping)
+    ingest_cfg = pipeline.ingest
+    binarize = (ingest_cfg.binarize, ingest_cfg.seed) if ingest_cfg is not None else ("best-worst", pipeline.seed)
+    marker = _marker("ingest", __version__, files, mapping, *binarize)
     if _done(ingest_dir, marker):
         say("ingest: unchanged, skipped")
         ingest_report = json.loads((ingest_dir / "report.json").read_text())
@@ -119,8 +121,11 @@ def run_pipeline(
         say("ingest")
         if ingest_dir.exists():
             shutil.rmtree(ingest_dir)
-        ingest_report = ingest([str(i) for i in inputs], ingest_dir, mapping=mapping)
-        _check_conservation("ingest", ingest_report["input_rows"], ingest_dir / "pairs.parquet", ingest_dir / "rejects.parquet")
+        ingest_report = ingest([str(i) for i in inputs], ingest_dir, mapping=mapping, binarize=binarize[0],
+                               seed=binarize[1])
+        # A row of rated responses may yield several pairs: rows in + extra pairs = kept + rejected.
+        _check_conservation("ingest", ingest_report["input_rows"] + ingest_report.get("extra_pairs", 0),
+                            ingest_dir / "pairs.parquet", ingest_dir / "rejects.parquet")
         atomic_write_text(ingest_dir / "DONE", marker)
 
     steps: list[dict[str, Any]] = [
@@ -129,6 +134,7 @@ def run_pipeline(
             "rows_in": ingest_report["input_rows"],
             "kept": ingest_report["kept_rows"],
             "rejected": ingest_report["rejected_rows"],
+            "copies": ingest_report.get("extra_pairs", 0),  # extra pairs from rated rows: counted like copies
             "rejects_by_reason": ingest_report.get("rejects_by_reason", {}),
             "stats": {"sources": ingest_report.get("sources", {})},
             "rejects_path": str((ingest_dir / "rejects.parquet").relative_to(out)),
