@@ -211,7 +211,8 @@ def export(source: str, out_dir: str, pipeline_file: str | None, overrides: tupl
 @click.argument("path", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 def stats(path: str, as_json: bool) -> None:
-    """Counts by source (and language when known) and length percentiles of a pairs file or run folder."""
+    """Counts (by split, source, language, reject reason) and length percentiles of a run, stage or export folder,
+    or of a pairs, rejects, TRL or LLaMA-Factory file curate wrote."""
     import json
 
     from curate.stats import compute
@@ -224,12 +225,16 @@ def stats(path: str, as_json: bool) -> None:
     from rich.table import Table
 
     console = Console()
-    console.print(f"[bold]{result['path']}[/bold]: {result['pairs']:,} pairs, {result['prompts']:,} prompts")
-    for key in ("by_source", "by_lang"):
+    what = "rejected rows" if result["format"] == "rejects" else "pairs"
+    console.print(f"[bold]{result['path']}[/bold] ({result['kind']}, {result['format']}): {result['pairs']:,} {what}, "
+                  f"{result['prompts']:,} prompts")
+    if "rejected" in result:
+        console.print(f"rejected on the way: {result['rejected']:,}")
+    for key in ("by_split", "by_source", "by_lang", "by_stage", "by_reason", "rejects_by_reason"):
         if key in result:
             t = Table(title=key.replace("_", " "))
-            t.add_column(key.split("_")[1])
-            t.add_column("pairs", justify="right")
+            t.add_column(key.split("_")[-1])
+            t.add_column("rows", justify="right")
             for k, v in result[key].items():
                 t.add_row(str(k), f"{v:,}")
             console.print(t)
