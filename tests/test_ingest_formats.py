@@ -202,6 +202,23 @@ def test_distilabel_generations_ratings_and_unusable_responses(tmp_path: Path) -
     assert m["binarize"]["scores"] == [5, 4, None, 1, 2] and m["model_names"][0] == "m1"
 
 
+def test_responses_as_messages_or_objects_beside_a_scores_list(tmp_path: Path) -> None:
+    rows = [{"messages": [M("system", "Be kind."), M("user", "Cheer me up.")],
+             "responses": [M("assistant", "You've got this!"), M("assistant", "No.")], "rewards": [0.8, -1.2]}]
+    objs = [{"question": "2+2?", "outputs": [{"text": "4", "model": "a"}, {"text": "5", "model": "b"}],
+             "scores": [1, 0]}]
+    a, b = write_jsonl(tmp_path / "m.jsonl", rows), write_jsonl(tmp_path / "o.jsonl", objs)
+    report = ingest([a, b], tmp_path / "out")
+    pairs, rejects, _ = read_out(tmp_path / "out")
+    assert [s["format"] for s in report["sources"].values()] == ["rated_responses", "rated_responses"]
+    assert rejects.height == 0
+    first, second = pairs.iter_rows(named=True)
+    assert (first["system"], first["chosen"], first["rejected"], first["rejected_score"]) == (
+        "Be kind.", "You've got this!", "No.", -1.2)
+    assert (second["chosen"], second["rejected"]) == ("4", "5")
+    assert meta(second)["binarize"]["rejected_response"] == {"model": "b"}
+
+
 def test_score_key_annotations_mean_and_map_override(tmp_path: Path) -> None:
     def comp(text: str, ratings: list[str], overall: float) -> dict:
         return {"response": text, "overall_score": overall,

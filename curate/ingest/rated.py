@@ -8,8 +8,9 @@ Two families:
   by), the mean of `annotations.*.Rating`, `overall_score` (the critique score, known to be unreliable), `score`,
   `rating`, `reward` that most responses carry; `--map score=KEY` picks another. Never mixed within a file:
   fine-grained (1-5) and overall (1-10) scores are on different scales.
-- `rated_responses`: parallel lists, `responses` (or `completions`/`generations`/`outputs`) of texts and `scores`
-  (or `ratings`/`rewards`) of numbers, as distilabel's UltraFeedback task writes them (`generations`, `ratings`).
+- `rated_responses`: parallel lists, `responses` (or `completions`/`generations`/`outputs`) of texts (or assistant
+  messages, or objects with a text key) and `scores` (or `ratings`/`rewards`) of numbers, as distilabel's
+  UltraFeedback task writes them (`generations`, `ratings`).
 
 The prompt is `prompt`/`instruction`/`question` (a string) or `prompt`/`messages` (a list of messages); `system`
 as elsewhere. A response without a usable score (missing, null, NaN, "N/A") or text (missing, empty, not text) is
@@ -154,13 +155,18 @@ def candidates(sample: list[dict[str, Any]], view: dict[str, str], has: Has,
     if not elements:
         return []
     fields = {"prompt": view[prompt], "responses": view[responses]}
-    if all(isinstance(e, dict) for e in elements[:20]):
-        text_key = text_key_of(elements)
-        score_key = mapping.get("score") or score_key_of(elements)
-        if text_key is None or score_key is None:
-            return []
-        return [(OBJECTS, {**fields, "text": text_key, "score": score_key})]
     scores = next((n for n in SCORE_COLUMNS if has(n, "list")), None)
+    if all(isinstance(e, dict) for e in elements[:20]):
+        # response objects: messages ({role, content}) are read as replies; others need a text key
+        is_message = all("role" in e or "from" in e for e in elements[:20])
+        text_key = None if is_message else text_key_of(elements)
+        if text_key is None and not is_message:
+            return []
+        if text_key is not None:
+            fields["text"] = text_key
+        score_key = mapping.get("score") or score_key_of(elements)
+        if score_key is not None and text_key is not None:
+            return [(OBJECTS, {**fields, "score": score_key})]
     if scores is None:
         return []
     return [(LISTS, {**fields, "scores": view[scores]})]
