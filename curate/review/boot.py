@@ -12,6 +12,11 @@ Usage:
 `server --setup SPEC` runs the setup in the server's own process (one ~8 s argilla_server import instead of
 two); SPEC holds passwords, so it is deleted as soon as it is read. A failed setup prints one line starting with
 SETUP_FAILED and exits with code 3, which the launcher turns into a ServiceError.
+
+Secrets (the token-signing key, the Redis password) come from the 0600 file named by $CURATE_REVIEW_SECRETS and
+are put into this process's environment here, before argilla_server reads its settings: they never appear on a
+command line or in the environment the launcher passes (both readable by other local users via /proc or ps).
+Every file this process creates is private (umask 077): the SQLite database and its journal, logs, the UI copy.
 """
 
 from __future__ import annotations
@@ -21,6 +26,19 @@ import asyncio
 import json
 import os
 import sys
+
+
+def _load_secrets() -> None:
+    """Set the signing key and the Redis URL (with its password) from the launcher's private secrets file."""
+    os.umask(0o077)
+    path = os.environ.pop("CURATE_REVIEW_SECRETS", None)
+    if not path:
+        return
+    with open(path) as fh:
+        secrets = json.load(fh)
+    # argilla reads ARGILLA_AUTH_SECRET_KEY once, at import: a key kept across restarts keeps sign-ins valid.
+    os.environ["ARGILLA_AUTH_SECRET_KEY"] = secrets["secret_key"]
+    os.environ["ARGILLA_REDIS_URL"] = secrets["redis_url"]
 
 
 def _register() -> None:
@@ -92,8 +110,9 @@ def setup(spec: dict) -> None:
     except SystemExit as exc:  # alembic exits on failure
         if exc.code:
             raise RuntimeError(f"database migration failed (alembic exit {exc.code})") from exc
-    from curate.review.search_engine import ensure_indexes_sync
+    from curate.review.search_engine import ensure_indexes_sync, ensure_wal_sync
 
+    ensure_wal_sync()
     ensure_indexes_sync()
     asyncio.run(_create_users(spec.get("users", [])))
 
@@ -123,6 +142,7 @@ def _cache_type_adapters() -> None:
 def server(host: str, port: int, spec_path: str | None = None) -> None:
     import uvicorn
 
+    _load_secrets()
     _register()
     _cache_type_adapters()
     if spec_path:
@@ -130,9 +150,17 @@ def server(host: str, port: int, spec_path: str | None = None) -> None:
             spec = json.load(fh)
         os.unlink(spec_path)
         _setup_or_exit(spec)
+    from argilla_server import app as argilla_app
+
+    from curate.review import vector_cache
+    from curate.review.adapter import install
+
+    vector_cache.BACKGROUND = True
+    vector_cache.warm_all()
+
     # Bounded graceful shutdown: open keep-alive connections (SDK clients) must not delay a stop.
     uvicorn.run(
-        "argilla_server:app", host=host, port=port, access_log=False, log_level="warning", timeout_graceful_shutdown=3
+        install(argilla_app), host=host, port=port, access_log=False, log_level="warning", timeout_graceful_shutdown=3
     )
 
 
@@ -157,6 +185,7 @@ def worker() -> None:
     Jobs run in rq's forked work-horse, which registers the engine before the job imports its module, so the
     idle parent stays small.
     """
+    _load_secrets()
     _light_argilla_package()
     from argilla_server.jobs.queues import DEFAULT_QUEUE, HIGH_QUEUE, REDIS_CONNECTION
     from rq import Worker
@@ -180,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("worker")
     args = parser.parse_args(argv)
     if args.cmd == "setup":
+        _load_secrets()
         _setup_or_exit(json.load(sys.stdin))
     elif args.cmd == "server":
         server(args.host, args.port, args.setup)

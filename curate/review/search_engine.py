@@ -12,19 +12,26 @@ Runs inside the argilla-server virtualenv: import only the stdlib, argilla_serve
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import json
 import os
 import re
-import threading
-from datetime import datetime, timezone
-from typing import Any, Iterable, List, Optional, Union
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 import numpy as np
 from argilla_server.database import AsyncSessionLocal
-from argilla_server.enums import MetadataPropertyType, ResponseStatusFilter, SimilarityOrder, SortOrder
+from argilla_server.enums import (
+    MetadataPropertyType,
+    ResponseStatusFilter,
+    SimilarityOrder,
+    SortOrder,
+)
+from argilla_server.errors.future import UnprocessableEntityError
 from argilla_server.models import (
     Dataset,
     MetadataProperty,
@@ -33,7 +40,6 @@ from argilla_server.models import (
     Response,
     Suggestion,
     User,
-    Vector,
     VectorSettings,
 )
 from argilla_server.search_engine.base import (
@@ -44,7 +50,6 @@ from argilla_server.search_engine.base import (
     MetadataFilterScope,
     MetadataMetrics,
     Order,
-    RangeFilter,
     RecordFilterScope,
     ResponseFilterScope,
     SearchEngine,
@@ -75,6 +80,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.sqlite.base import SQLiteCompiler
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.sql.elements import ColumnElement
+
+from curate.review import text_index, vector_cache
+from curate.review.adapter import LIMITS, is_timeout
 
 # SQLAlchemy's SQLite compiler drops FROM hints (its hook returns None); render them, so a query can name the
 # index SQLite should use ("INDEXED BY ..."). argilla_server never uses hints, so nothing else changes.
@@ -107,7 +115,7 @@ SQLITE_INDEXES = (
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,200}$")
 
 
-def _meta_path_sql(name: str) -> Optional[str]:
+def _meta_path_sql(name: str) -> str | None:
     """The JSON path of a metadata property as an SQL literal, or None if the name isn't plain (then bound)."""
     return f"'$.\"{name}\"'" if _SAFE_NAME.match(name) else None
 
@@ -116,7 +124,7 @@ def _meta_index_name(name: str) -> str:
     return "ix_curate_mdx_" + hashlib.sha1(name.encode()).hexdigest()[:16]
 
 
-def _meta_index_ddl(name: str) -> Optional[str]:
+def _meta_index_ddl(name: str) -> str | None:
     path = _meta_path_sql(name)
     if path is None:
         return None
@@ -136,12 +144,29 @@ _TERM = re.compile(r'"([^"]+)"|(\S+)')
 
 
 def ensure_indexes_sync() -> None:
-    """Create the engine's indexes with argilla_server's synchronous engine (boot setup, every start)."""
+    """Create the engine's indexes and the text index with argilla_server's synchronous engine (boot setup, every
+    start); a text index missing rows (a database from before it) is filled in here."""
+    import logging
+
     from argilla_server.database import sync_engine
 
     with sync_engine.begin() as conn:
         for ddl in _all_index_ddl(conn.exec_driver_sql("SELECT DISTINCT name FROM metadata_properties").scalars()):
             conn.exec_driver_sql(ddl)
+        done = text_index.ensure_sync(conn, _is_pg())
+    if done.get("rebuilt"):
+        logging.getLogger("curate.review").warning("curate-sql: text index filled in (%s)", done)
+
+
+def ensure_wal_sync() -> None:
+    """SQLite: write-ahead logging, so searches (readers) and annotators' submissions (the writer) don't block
+    each other; persistent in the database file. Durability unchanged (synchronous stays FULL)."""
+    if _is_pg():
+        return
+    from argilla_server.database import sync_engine
+
+    with sync_engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA journal_mode=WAL")
 
 
 def _all_index_ddl(metadata_names: Iterable[str]) -> list[str]:
@@ -171,8 +196,8 @@ def _json_values(col: ColumnElement, keys: tuple[str, ...]):
 
 
 def _text_array():
-    from sqlalchemy.dialects.postgresql import ARRAY
     from sqlalchemy import Text
+    from sqlalchemy.dialects.postgresql import ARRAY
 
     return ARRAY(Text)
 
@@ -228,12 +253,12 @@ def _as_datetime(value: Any) -> Any:
     if value is None or isinstance(value, datetime):
         return value
     if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value / 1000, tz=timezone.utc).replace(tzinfo=None)
+        return datetime.fromtimestamp(value / 1000, tz=UTC).replace(tzinfo=None)
     parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    return parsed.astimezone(timezone.utc).replace(tzinfo=None) if parsed.tzinfo else parsed
+    return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
 
 
-def _user_id(user: Optional[User]) -> Optional[UUID]:
+def _user_id(user: User | None) -> UUID | None:
     return None if user is None else user.id
 
 
@@ -265,7 +290,7 @@ def _like_pattern(term: str) -> str:
 class _TextSQL:
     """Builds bound-parameter SQL fragments over the string leaves of records.fields (one field or all)."""
 
-    def __init__(self, field: Optional[str]):
+    def __init__(self, field: str | None):
         self.field = field
         self.n = 0
         self.params: dict[str, Any] = {}
@@ -317,26 +342,15 @@ class _TextSQL:
         )
 
 
-# ---------------------------------------------------------------------------------------------- vector cache
 @dataclasses.dataclass
-class _Vectors:
-    key: tuple
-    ids: list[UUID]
-    matrix: np.ndarray  # rows L2-normalised, float32
-    pos: dict = dataclasses.field(default_factory=dict)  # record id -> row
+class _Text:
+    """A search-box query as SQL: WHERE conditions, an optional join on the text index's hits, a score column;
+    `empty` when some required term occurs in no record at all."""
 
-    def __post_init__(self):
-        self.pos = {rid: i for i, rid in enumerate(self.ids)}
-
-
-_VECTOR_CACHE: dict[UUID, _Vectors] = {}
-_CACHE_LOCK = threading.Lock()
-
-
-def _forget_dataset(dataset_id: UUID) -> None:
-    with _CACHE_LOCK:
-        for key in [k for k, v in _VECTOR_CACHE.items() if v.key and v.key[0] == dataset_id]:
-            _VECTOR_CACHE.pop(key, None)
+    conds: list = dataclasses.field(default_factory=list)
+    hits: Any = None
+    score: Any = None
+    empty: bool = False
 
 
 # ---------------------------------------------------------------------------------------------- the engine
@@ -346,7 +360,7 @@ class SQLSearchEngine(SearchEngine):
     """Every SearchEngine method argilla-server 2.8.0 calls, answered from its database."""
 
     @classmethod
-    async def new_instance(cls) -> "SQLSearchEngine":
+    async def new_instance(cls) -> SQLSearchEngine:
         return cls()
 
     async def close(self) -> None:
@@ -372,7 +386,7 @@ class SQLSearchEngine(SearchEngine):
             await db.commit()
 
     async def delete_index(self, dataset: Dataset) -> None:
-        _forget_dataset(dataset.id)
+        vector_cache.forget_dataset(dataset.id)
 
     async def configure_metadata_property(self, dataset: Dataset, metadata_property: MetadataProperty) -> None:
         ddl = None if _is_pg() else _meta_index_ddl(metadata_property.name)
@@ -382,16 +396,18 @@ class SQLSearchEngine(SearchEngine):
                 await db.commit()
 
     async def configure_index_vectors(self, vector_settings: VectorSettings) -> None:
-        _forget_dataset(vector_settings.dataset_id)
+        return None
 
     async def index_records(self, dataset: Dataset, records: Iterable[Record]) -> None:
-        _forget_dataset(dataset.id)
+        """Records were written (the text index is kept by triggers): bring the vector matrices up to date in the
+        background, so the next "Find similar" doesn't wait for parsing."""
+        vector_cache.schedule(dataset.id)
 
     async def partial_record_update(self, record: Record, **update) -> None:
         return None
 
     async def delete_records(self, dataset: Dataset, records: Iterable[Record]) -> None:
-        _forget_dataset(dataset.id)
+        vector_cache.schedule(dataset.id)
 
     async def update_record_response(self, response: Response) -> None:
         return None
@@ -459,7 +475,7 @@ class SQLSearchEngine(SearchEngine):
         return FloatMetadataMetrics(min=lo, max=hi)
 
     # -- filters -----------------------------------------------------------------------------------------
-    def _filter(self, dataset_id: UUID, flt: Optional[Filter], dense: bool = False) -> ColumnElement:
+    def _filter(self, dataset_id: UUID, flt: Filter | None, dense: bool = False) -> ColumnElement:
         """SQL for a filter. `dense` (SQLite): write metadata conditions so they can't use their expression
         index, letting a page query walk the (dataset, inserted_at) index and stop after `limit` matches, which
         beats sorting every match when matches are many."""
@@ -600,7 +616,7 @@ class SQLSearchEngine(SearchEngine):
         raise ValueError(f"cannot process response filter scope {scope}")
 
     # -- sorting -----------------------------------------------------------------------------------------
-    async def _order_by(self, db, dataset_id: UUID, sort: Optional[List[Order]]) -> list:
+    async def _order_by(self, db, dataset_id: UUID, sort: list[Order] | None) -> list:
         clauses: list = []
         for order in sort or []:
             scope = order.scope
@@ -659,53 +675,108 @@ class SQLSearchEngine(SearchEngine):
         return clauses
 
     # -- search ------------------------------------------------------------------------------------------
-    def _text(self, query: Optional[Union[TextQuery, str]]) -> tuple[list[ColumnElement], Optional[Any]]:
-        """WHERE conditions and a score column for a search-box query (both bound-parameter SQL)."""
+    async def _text(self, db, dataset_id: UUID, query: TextQuery | str | None) -> _Text:
+        """How a search-box query restricts and ranks records: through the text index (text_index.py) where its
+        terms allow, by scanning the records' JSON for the rest. Bound parameters only. Over-long queries and
+        queries with too many terms are refused (422) before any SQL runs."""
         if query is None:
-            return [], None
+            return _Text()
         if isinstance(query, str):
             query = TextQuery(q=query)
-        must, must_not = _terms(query.q)
+        q = query.q or ""
+        if len(q) > LIMITS.max_query_chars:
+            raise UnprocessableEntityError(
+                f"search query is {len(q)} characters long; the limit is {LIMITS.max_query_chars}"
+            )
+        must, must_not = _terms(q)
+        if len(must) + len(must_not) > LIMITS.max_query_terms:
+            raise UnprocessableEntityError(
+                f"search query has {len(must) + len(must_not)} terms; the limit is {LIMITS.max_query_terms}"
+            )
         if not must and not must_not:
-            return [], None
+            return _Text()
         sql = _TextSQL(query.field)
 
         def frag(s: str):
             names = re.findall(r":(curate_q\d+)", s)
             return text(s).bindparams(*[bindparam(n, sql.params[n]) for n in dict.fromkeys(names)])
 
-        conds = [frag(sql.contains(t)) for t in must] + [frag("NOT " + sql.contains(t)) for t in must_not]
-        score = frag(sql.occurrences(must) + " AS curate_score") if must else None
-        return conds, score
+        # A query in one field: the index finds the records holding the terms anywhere, the exact check keeps
+        # those holding them in that field (and exclusions are checked in that field only).
+        index_not = [] if query.field is not None else must_not
+        plan = await text_index.plan(db, dataset_id, must, index_not, _is_pg())
+        if plan.empty:
+            return _Text(empty=True)
+        scan_must = plan.scan_must if query.field is None else must
+        scan_not = plan.scan_not if query.field is None else must_not
+        conds = [frag(sql.contains(t)) for t in scan_must] + [frag("NOT " + sql.contains(t)) for t in scan_not]
+        params = plan.params
+        for ex in plan.exclude_sql:
+            names = re.findall(r":(curate_t\d+)", ex)
+            sub = text(ex).bindparams(**{n: params[n] for n in names}).columns(literal_column("record_id", Record.id.type))
+            conds.append(Record.id.not_in(sub))
+        hits = None
+        score = None
+        if plan.hits_sql is not None:
+            names = re.findall(r":(curate_t\d+)", plan.hits_sql)
+            hits = (
+                text(plan.hits_sql)
+                .bindparams(**{n: params[n] for n in names})
+                .columns(literal_column("rid", Record.id.type), literal_column("score", Float()))
+                .subquery("curate_hits")
+            )
+            score = hits.c.score
+        elif scan_must:
+            score = frag(sql.occurrences(scan_must))
+        return _Text(conds=conds, hits=hits, score=score)
+
+    @staticmethod
+    def _from_records(stmt, hits):
+        return stmt.join(hits, hits.c.rid == Record.id) if hits is not None else stmt
 
     async def search(
         self,
         dataset: Dataset,
-        query: Optional[Union[TextQuery, str]] = None,
-        filter: Optional[Filter] = None,
-        sort: Optional[List[Order]] = None,
+        query: TextQuery | str | None = None,
+        filter: Filter | None = None,
+        sort: list[Order] | None = None,
         offset: int = 0,
         limit: int = 100,
-        user_id: Optional[UUID] = None,
+        user_id: UUID | None = None,
     ) -> SearchResponses:
-        """Matching records with a total; text matches ranked by density unless a sort is given.
+        """Matching records with a total; text matches ranked by relevance unless a sort is given.
 
-        Without a sort, records come in insertion order (stable pages for the UI and the SDK).
+        Without a sort, records come in insertion order (stable pages for the UI and the SDK). A query stopped by
+        the time limit is answered 422 with a message, not a 500.
         """
-        text_conds, score = self._text(query)
-        base = [Record.dataset_id == dataset.id, *text_conds]
-        where = and_(*base, self._filter(dataset.id, filter))
+        try:
+            return await self._search(dataset, query, filter, sort, offset, limit)
+        except Exception as exc:
+            if is_timeout(exc):
+                raise UnprocessableEntityError(
+                    f"the search took longer than {LIMITS.query_timeout_s:g} s and was stopped: use longer or fewer "
+                    "terms, or add a filter"
+                ) from None
+            raise
+
+    async def _search(self, dataset, query, filter, sort, offset, limit) -> SearchResponses:
         async with AsyncSessionLocal() as db:
+            txt = await self._text(db, dataset.id, query)
+            if txt.empty:
+                return SearchResponses(items=[], total=0)
+            base = [Record.dataset_id == dataset.id, *txt.conds]
+            where = and_(*base, self._filter(dataset.id, filter))
             order = await self._order_by(db, dataset.id, sort)
-            total = await self._count(db, dataset.id, filter, where, bool(text_conds))
+            has_text = bool(txt.conds) or txt.hits is not None
+            total = await self._count(db, dataset.id, filter, where, has_text, txt.hits)
             rows = []
             if total > offset:
                 page_where = where
-                if not order and score is None and total >= DENSE_MATCHES:
+                if not order and txt.score is None and total >= DENSE_MATCHES:
                     page_where = and_(*base, self._filter(dataset.id, filter, dense=True))
-                stmt = select(Record.id).where(page_where)
-                if score is not None:
-                    stmt = stmt.add_columns(score)
+                stmt = self._from_records(select(Record.id), txt.hits).where(page_where)
+                if txt.score is not None:
+                    stmt = stmt.add_columns(txt.score.label("curate_score"))
                     if not order:
                         order = [text("curate_score DESC")]
                 stmt = stmt.order_by(*order, Record.inserted_at.asc(), Record.id.asc()).offset(offset).limit(limit)
@@ -716,7 +787,7 @@ class SQLSearchEngine(SearchEngine):
         ]
         return SearchResponses(items=items, total=total)
 
-    async def _count(self, db, dataset_id: UUID, flt: Optional[Filter], where, has_text: bool) -> int:
+    async def _count(self, db, dataset_id: UUID, flt: Filter | None, where, has_text: bool, hits=None) -> int:
         """Total matches. The annotator's default queue ("pending for me" alone) is counted as records minus
         the user's responses: two index lookups instead of a probe per record."""
         only = flt.filters if isinstance(flt, AndFilter) else ([flt] if flt is not None else [])
@@ -755,7 +826,7 @@ class SQLSearchEngine(SearchEngine):
                 dataset_id, only[0].scope.question, [str(v) for v in only[0].values]
             )
             return (await db.execute(select(func.count()).select_from(scalars.union_all(lists).subquery()))).scalar_one()
-        stmt = select(func.count()).select_from(Record).where(where)
+        stmt = self._from_records(select(func.count()).select_from(Record), hits).where(where)
         terms = [f for f in only if isinstance(f, TermsFilter) and isinstance(f.scope, MetadataFilterScope)]
         if not _is_pg() and terms and _meta_path_sql(terms[0].scope.metadata_property):
             # A terms filter matches many records (few distinct values), so SQLite's planner prefers a table
@@ -772,15 +843,18 @@ class SQLSearchEngine(SearchEngine):
         self,
         dataset: Dataset,
         vector_settings: VectorSettings,
-        value: Optional[List[float]] = None,
-        record: Optional[Record] = None,
-        query: Optional[Union[TextQuery, str]] = None,
-        filter: Optional[Filter] = None,
+        value: list[float] | None = None,
+        record: Record | None = None,
+        query: TextQuery | str | None = None,
+        filter: Filter | None = None,
         max_results: int = 100,
         order: SimilarityOrder = SimilarityOrder.most_similar,
-        threshold: Optional[float] = None,
+        threshold: float | None = None,
     ) -> SearchResponses:
-        """Brute-force cosine over the cached, normalised vectors; score = (1 + cos) / 2 like Elasticsearch."""
+        """Brute-force cosine over the cached, normalised vectors; score = (1 + cos) / 2 like Elasticsearch.
+
+        With a filter or text query, the best candidates are checked in SQL in growing rounds (4x the results
+        wanted, then 4x more …) instead of listing every record the filter allows."""
         if bool(value) == bool(record):
             raise ValueError("Must provide either vector value or record to compute the similarity search")
         excluded = None
@@ -789,82 +863,71 @@ class SQLSearchEngine(SearchEngine):
             value = record.vector_value_by_vector_settings(vector_settings)
         if not value:
             raise ValueError("Cannot find a vector value to apply with provided info")
-        cache = await self._vectors(dataset.id, vector_settings.id)
+        cache = await asyncio.to_thread(vector_cache.refresh_sync, dataset.id, vector_settings.id)
         if not cache.ids:
             return SearchResponses(items=[], total=0)
         q = np.asarray(value, dtype=np.float32)
         norm = float(np.linalg.norm(q))
-        if norm == 0:
+        if norm == 0 or q.shape != cache.matrix.shape[1:]:
             return SearchResponses(items=[], total=0)
         sims = cache.matrix @ (q / norm)
         if order == SimilarityOrder.least_similar:
             sims = -sims
-        mask = np.ones(len(cache.ids), dtype=bool)
         if excluded is not None and excluded in cache.pos:
-            mask[cache.pos[excluded]] = False
-        text_conds, _ = self._text(query)
-        if filter is not None or text_conds:
-            where = and_(Record.dataset_id == dataset.id, self._filter(dataset.id, filter), *text_conds)
-            async with AsyncSessionLocal() as db:
-                allowed = set((await db.execute(select(Record.id).where(where))).scalars().all())
-            keep = np.zeros(len(cache.ids), dtype=bool)
-            keep[[cache.pos[i] for i in allowed if i in cache.pos]] = True
-            mask &= keep
-        idx = np.flatnonzero(mask)
-        if idx.size == 0:
+            sims[cache.pos[excluded]] = -np.inf
+        n_valid = len(cache.ids) - (1 if excluded is not None and excluded in cache.pos else 0)
+        k = min(max_results, n_valid)
+        if k <= 0:
             return SearchResponses(items=[], total=0)
-        k = min(max_results, idx.size)
-        cand = sims[idx]
-        top = idx[np.argpartition(-cand, k - 1)[:k]] if k < idx.size else idx
-        top = top[np.argsort(-sims[top], kind="stable")]
+        ranked = self._top(sims, min(len(sims), k))
+        try:
+            async with AsyncSessionLocal() as db:
+                txt = await self._text(db, dataset.id, query)
+                if txt.empty:
+                    return SearchResponses(items=[], total=0)
+                if filter is not None or txt.conds or txt.hits is not None:
+                    ranked = await self._allowed_top(db, dataset.id, filter, txt, sims, cache, k, n_valid)
+        except Exception as exc:
+            if is_timeout(exc):
+                raise UnprocessableEntityError(
+                    f"the similarity search took longer than {LIMITS.query_timeout_s:g} s and was stopped"
+                ) from None
+            raise
         items = []
-        for i in top:
+        for i in ranked:
             score = (1.0 + float(sims[i])) / 2.0
             if threshold is not None and score < threshold:
                 continue
             items.append(SearchResponseItem(record_id=cache.ids[i], score=score))
         return SearchResponses(items=items, total=len(items))
 
-    async def _vectors(self, dataset_id: UUID, settings_id: UUID) -> _Vectors:
-        """Vectors of one vector settings, cached; the key (count, last update) catches writes by other processes."""
-        async with AsyncSessionLocal() as db:
-            count, last = (
-                await db.execute(
-                    select(func.count(), func.max(Vector.updated_at)).where(Vector.vector_settings_id == settings_id)
-                )
-            ).one()
-            key = (dataset_id, count, last)
-            with _CACHE_LOCK:
-                cached = _VECTOR_CACHE.get(settings_id)
-            if cached is not None and cached.key == key:
-                return cached
-            # Stream the JSON text and parse it straight into a preallocated float32 matrix: decoding 100k x 384
-            # vectors into Python lists first would need over a gigabyte.
-            dims = (
-                await db.execute(select(VectorSettings.dimensions).where(VectorSettings.id == settings_id))
-            ).scalar_one()
-            matrix = np.zeros((count, dims), dtype=np.float32)
-            ids: list[UUID] = []
-            stmt = (
-                select(Vector.record_id, func.cast(Vector.value, _sa_text()))
-                .join(Record, Record.id == Vector.record_id)
-                .where(Vector.vector_settings_id == settings_id)
-                .order_by(Record.inserted_at, Record.id)
-                .execution_options(yield_per=2000)
+    @staticmethod
+    def _top(sims: np.ndarray, k: int) -> np.ndarray:
+        if k <= 0:
+            return np.zeros(0, dtype=np.int64)
+        part = np.argpartition(-sims, k - 1)[:k] if k < sims.size else np.arange(sims.size)
+        part = part[np.isfinite(sims[part])]
+        return part[np.argsort(-sims[part], kind="stable")]
+
+    async def _allowed_top(self, db, dataset_id, flt, txt, sims, cache, k: int, n_valid: int) -> np.ndarray:
+        """The k best candidates the filter and text query allow, checked in SQL by rounds of candidates."""
+        where = and_(Record.dataset_id == dataset_id, self._filter(dataset_id, flt), *txt.conds)
+        width = max(4 * k, 200)
+        while True:
+            width = min(width, n_valid)
+            cand = self._top(sims, width)
+            if width >= n_valid or width > 20_000:
+                # Few records pass: list what the filter allows once instead of probing ever wider.
+                stmt = self._from_records(select(Record.id), txt.hits).where(where)
+                allowed = set((await db.execute(stmt)).scalars().all())
+                keep = [i for i in self._top(sims, n_valid) if cache.ids[i] in allowed]
+                return np.asarray(keep[:k], dtype=np.int64)
+            ids = [cache.ids[i] for i in cand]
+            stmt = self._from_records(select(Record.id), txt.hits).where(
+                where, Record.id.in_(bindparam("curate_cand", ids, expanding=True))
             )
-            async for record_id, raw in await db.stream(stmt):
-                if len(ids) >= count:
-                    break
-                row = np.array(json.loads(raw), dtype=np.float32) if raw else np.zeros(0, np.float32)
-                if row.shape != (dims,):
-                    continue
-                matrix[len(ids)] = row
-                ids.append(record_id)
-        matrix = matrix[: len(ids)]
-        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-        norms[norms == 0] = 1.0
-        matrix /= norms
-        fresh = _Vectors(key=key, ids=ids, matrix=matrix)
-        with _CACHE_LOCK:
-            _VECTOR_CACHE[settings_id] = fresh
-        return fresh
+            allowed = set((await db.execute(stmt)).scalars().all())
+            keep = [i for i in cand if cache.ids[i] in allowed]
+            if len(keep) >= k:
+                return np.asarray(keep[:k], dtype=np.int64)
+            width *= 4

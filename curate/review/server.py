@@ -3,9 +3,11 @@
 Why: a normal Argilla deployment needs Elasticsearch; this runs the real server and web UI on SQLite or
 PostgreSQL with a search-engine plugin that answers from Argilla's own tables (see search_engine.py).
 
-Layout of a home folder: credentials.json (0600: owner + annotators), pids.json (the running stack),
-argilla.db (SQLite, unless a database URL was given), argilla/ (ARGILLA_HOME_PATH), redis/, logs/*.log and a
-tmp-* folder per run (TMPDIR: argilla_server copies its 14 MB UI there on every import), removed on stop.
+Layout of a home folder (0700; every file in it 0600, see docs/review-security.md):
+credentials.json (owner + annotators), secrets.json (the token-signing key, kept so sign-ins survive a restart,
+and the Redis password), pids.json (the running stack), argilla.db (SQLite, unless a database URL was given),
+argilla/ (ARGILLA_HOME_PATH), redis/ (its config and unix socket, 0700), logs/*.log and a tmp-* folder per run
+(TMPDIR: argilla_server copies its 14 MB UI there on every import), removed on stop.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import threading
@@ -115,11 +118,59 @@ def _last_line(path: Path, default: str) -> str:
     return lines[-1][:300] if lines else default
 
 
-def _redis_ping(port: int) -> bool:
+UNIX_PATH_MAX = 100  # sun_path is 108 bytes on Linux; keep a margin
+
+
+@dataclass(frozen=True)
+class RedisEndpoint:
+    """Where Redis listens: a unix socket in the home's 0700 redis/ folder (nobody else can even connect), or,
+    when that path is too long for a socket, loopback TCP. A random password either way."""
+
+    password: str
+    socket_path: str | None = None
+    port: int | None = None
+
+    @property
+    def url(self) -> str:
+        if self.socket_path:
+            return f"unix://{self.socket_path}?db=0&password={self.password}"
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    def config(self, redis_dir: Path) -> str:
+        """redis.conf text (the password is in this 0600 file, not on the command line, which `ps` shows)."""
+        lines = [f"dir {redis_dir}", "save \"\"", "appendonly no", "daemonize no", f"requirepass {self.password}",
+                 "protected-mode yes"]
+        if self.socket_path:
+            lines += ["port 0", f"unixsocket {self.socket_path}", "unixsocketperm 700"]
+        else:
+            lines += ["bind 127.0.0.1", f"port {self.port}"]
+        return "\n".join(lines) + "\n"
+
+
+def redis_endpoint(home: Path, password: str) -> RedisEndpoint:
+    path = home / "redis" / "redis.sock"
+    if len(str(path).encode()) <= UNIX_PATH_MAX:
+        return RedisEndpoint(password=password, socket_path=str(path))
+    return RedisEndpoint(password=password, port=_free_port())
+
+
+def _redis_ping(endpoint: RedisEndpoint) -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
+        if endpoint.socket_path:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(1)
+            s.connect(endpoint.socket_path)
+        else:
+            s = socket.create_connection(("127.0.0.1", endpoint.port), timeout=1)
+        with s:
+            s.sendall(f"AUTH {endpoint.password}\r\nPING\r\n".encode())
+            data = b""
+            while data.count(b"\r\n") < 2:
+                chunk = s.recv(64)
+                if not chunk:
+                    break
+                data += chunk
+            return data.startswith(b"+OK") and b"+PONG" in data
     except OSError:
         return False
 
@@ -157,14 +208,51 @@ def _new_account(username: str, role: str) -> Account:
     return Account(username=username, password=secrets.token_urlsafe(18), api_key=secrets.token_urlsafe(32), role=role)
 
 
-def _write_private(path: Path, data: dict) -> None:
-    """Write JSON readable by the owner only (0600 from creation, no window where it is world-readable)."""
+def _write_private(path: Path, data: dict | str) -> None:
+    """Write JSON (or text) readable by the owner only (0600 from creation, no window where it is world-readable)."""
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2)
+        if isinstance(data, str):
+            fh.write(data)
+        else:
+            json.dump(data, fh, indent=2)
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
+
+
+def _private_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
+def _lock_down(home: Path) -> None:
+    """Home 0700 and everything already in it owner-only (a home made by an older curate was 0755/0644)."""
+    _private_dir(home)
+    for root, dirs, files in os.walk(home):
+        for d in dirs:
+            p = Path(root) / d
+            if not p.is_symlink():
+                os.chmod(p, 0o700)
+        for f in files:
+            p = Path(root) / f
+            if not p.is_symlink():
+                os.chmod(p, stat.S_IMODE(p.stat().st_mode) & 0o700 & ~0o111 | 0o600)
+
+
+def load_secrets(home: Path) -> dict[str, str]:
+    """<home>/secrets.json: the token-signing key (made once, reused by every start so sign-ins and open browser
+    sessions survive a restart) and the Redis password (also made once)."""
+    path = home / "secrets.json"
+    try:
+        data = json.loads(path.read_text())
+        if isinstance(data.get("secret_key"), str) and len(data["secret_key"]) >= 32 and data.get("redis_password"):
+            return data
+    except (FileNotFoundError, ValueError, AttributeError):
+        pass
+    data = {"secret_key": secrets.token_hex(32), "redis_password": secrets.token_urlsafe(32)}
+    _write_private(path, data)
+    return data
 
 
 def _info_from(data: dict, home: Path) -> ServerInfo:
@@ -210,7 +298,9 @@ def running(home: str | Path) -> bool:
     return _status_ok(pids["api_url"])
 
 
-def _env(home: Path, db_url: str, redis_port: int, tmpdir: Path) -> dict[str, str]:
+def _env(home: Path, db_url: str, secrets_path: Path, tmpdir: Path) -> dict[str, str]:
+    """The children's environment: no secret in it (boot.py reads them from secrets_path), but the database URL,
+    which may hold a PostgreSQL password the user gave us (it is in our own environment too)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ARGILLA_")}
     env.update(
         {
@@ -218,7 +308,7 @@ def _env(home: Path, db_url: str, redis_port: int, tmpdir: Path) -> dict[str, st
             "ARGILLA_SEARCH_ENGINE": ENGINE_NAME,
             "ARGILLA_DATABASE_URL": db_url,
             "ARGILLA_HOME_PATH": str(home / "argilla"),
-            "ARGILLA_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+            "CURATE_REVIEW_SECRETS": str(secrets_path),
             "HF_HUB_OFFLINE": "1",
             "HF_HUB_DISABLE_TELEMETRY": "1",
             "TMPDIR": str(tmpdir),
@@ -230,10 +320,14 @@ def _env(home: Path, db_url: str, redis_port: int, tmpdir: Path) -> dict[str, st
 
 
 def _spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    with open(log, "wb") as fh:
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.chmod(log, 0o600)
+    with os.fdopen(fd, "wb") as fh:
         # Own session: a Ctrl-C in the terminal reaches only the launcher, which stops the children in order.
+        # umask 077: whatever a child creates (database, journal, dumps) is private from the start.
         return subprocess.Popen(
-            cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            umask=0o077,
         )
 
 
@@ -308,8 +402,8 @@ def start(
     or the server doesn't answer in time; whatever was started is stopped again.
     """
     home = Path(home).expanduser().resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "logs").mkdir(exist_ok=True)
+    _lock_down(home)
+    _private_dir(home / "logs")
     python = _python()
     if running(home):
         raise ServiceError(f"a review server already runs for {home} (stop it with `curate review stop --home {home}`)")
@@ -343,22 +437,21 @@ def start(
         "annotators": [asdict(a) for a in accounts],
     }
 
-    tmpdir = Path(tempfile.mkdtemp(prefix="tmp-", dir=home))
-    redis_port = _free_port()
-    env = _env(home, db_url, redis_port, tmpdir)
-    pids: dict = {"api_url": api_url, "tmpdir": str(tmpdir), "redis_port": redis_port}
+    tmpdir = Path(tempfile.mkdtemp(prefix="tmp-", dir=home))  # mkdtemp makes it 0700
+    keys = load_secrets(home)
+    redis_dir = home / "redis"
+    endpoint = redis_endpoint(home, keys["redis_password"])
+    run_secrets = tmpdir / "secrets.json"
+    env = _env(home, db_url, run_secrets, tmpdir)
+    pids: dict = {"api_url": api_url, "tmpdir": str(tmpdir), "redis": None}
     try:
-        redis_dir = home / "redis"
-        redis_dir.mkdir(exist_ok=True)
-        redis = _spawn(
-            [_redis_binary(), "--bind", "127.0.0.1", "--port", str(redis_port), "--save", "", "--appendonly", "no",
-             "--dir", str(redis_dir), "--daemonize", "no"],
-            env,
-            home / "logs" / "redis.log",
-        )
+        _private_dir(redis_dir)
+        _write_private(redis_dir / "redis.conf", endpoint.config(redis_dir))
+        _write_private(run_secrets, {"secret_key": keys["secret_key"], "redis_url": endpoint.url})
+        redis = _spawn([_redis_binary(), str(redis_dir / "redis.conf")], env, home / "logs" / "redis.log")
         pids["redis"] = redis.pid
         deadline = time.monotonic() + 15
-        while not _redis_ping(redis_port):
+        while not _redis_ping(endpoint):
             if redis.poll() is not None or time.monotonic() > deadline:
                 raise ServiceError(f"Redis won't start: {_last_line(home / 'logs' / 'redis.log', 'no output')}")
             time.sleep(0.05)
@@ -417,7 +510,7 @@ def wait(home: str | Path) -> None:
     stop_now = threading.Event()
     previous = {}
 
-    def _handler(signum, frame):  # noqa: ARG001
+    def _handler(signum, frame):
         stop_now.set()
 
     if threading.current_thread() is threading.main_thread():
