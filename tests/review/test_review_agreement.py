@@ -5,7 +5,12 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from curate.review.agreement import agreement_report, annotator_stats, krippendorff_alpha, percent_agreement
+from curate.review.agreement import (
+    agreement_report,
+    annotator_stats,
+    krippendorff_alpha,
+    percent_agreement,
+)
 
 
 def test_percent_agreement_pairs():

@@ -8,7 +8,14 @@ import polars as pl
 import pytest
 
 from curate.errors import ConfigError, ConservationError
-from curate.review.apply import REASON_PENDING, REASON_REJECTED, ResolvePolicy, apply_decisions, resolve, resolve_pair
+from curate.review.apply import (
+    REASON_PENDING,
+    REASON_REJECTED,
+    ResolvePolicy,
+    apply_decisions,
+    resolve,
+    resolve_pair,
+)
 
 
 def ans(user, vote, problems=(), rating=None, corrected=None, updated_at="2026-01-01T00:00:00"):
@@ -158,3 +165,91 @@ def test_nothing_reviewed_keeps_everything(pairs_factory):
     rep = agreement_report(empty)
     assert rep["better"] == {"level": "nominal", "items": 0, "percent": None, "alpha": None}
     assert annotator_stats(empty, dec) == []
+
+
+def test_both_bad_with_a_correction_keeps_the_corrected_pair(pairs_factory):
+    # what the guidelines promise: "dropped unless someone writes a corrected reply"
+    row = resolve_pair([ans("a", "both_bad", corrected="a good reply"), ans("b", "both_bad")], P)
+    assert row["__drop"] is None and row["review_decision"] == "both_bad" and row["__correction"] == "a good reply"
+    # a correction from an annotator who voted otherwise doesn't rescue it
+    row = resolve_pair([ans("a", "both_bad"), ans("b", "both_bad"), ans("c", "chosen", corrected="x")], P)
+    assert "both responses bad" in row["__drop"]
+    assert "both responses bad" in resolve_pair([ans("a", "both_bad", corrected="x")],
+                                                ResolvePolicy(corrections=False))["__drop"]
+    pairs = pairs_factory([{"prompt": "p", "chosen": "bad one", "rejected": "bad two", "chosen_score": 3.0}])
+    votes = [(0, ("a", "both_bad", [], "a good reply"))]
+    out = apply_decisions(pairs, resolve(_responses_only(pairs, votes), P), P)
+    kept = out.kept.to_dicts()[0]
+    assert (kept["chosen"], kept["rejected"], kept["review_replaced"]) == ("a good reply", "bad two", "bad one")
+    assert kept["review_corrected"] and kept["chosen_score"] is None and out.rejects.height == 0
+
+
+def _responses_only(pairs, votes):
+    rows = [{"pair_id": pairs["pair_id"][i], "user": user, "status": "submitted", "vote": vote, "problems": problems,
+             "rating": None, "corrected": corrected, "updated_at": "t"} for i, (user, vote, problems, corrected) in votes]
+    return pl.DataFrame(rows, schema={"pair_id": pl.String, "user": pl.String, "status": pl.String, "vote": pl.String,
+                                      "problems": pl.List(pl.String), "rating": pl.Int64, "corrected": pl.String,
+                                      "updated_at": pl.String})
+
+
+def test_min_votes_defaults_to_the_datasets_min_submitted():
+    two = [ans("a", "rejected")]
+    assert ResolvePolicy().votes_needed(2) == 2 and ResolvePolicy(min_votes=1).votes_needed(2) == 1
+    # one vote of two wanted: not decided (a pair must not be swapped while the other annotator has a draft)
+    assert resolve_pair(two, ResolvePolicy().resolved(2))["review_decision"] is None
+    assert resolve_pair(two, ResolvePolicy().resolved(1))["review_swapped"]
+    with pytest.raises(ValueError, match="min_votes"):
+        ResolvePolicy(min_votes=0).validate()
+
+
+def _lang_pairs(pairs_factory):
+    from curate.stages import language
+
+    rows = [
+        {"prompt": "請問台灣的首都在哪裡？", "chosen": "台灣的首都是臺北市。", "rejected": "不知道。"},
+        {"prompt": "请解释什么是机器学习。", "chosen": "机器学习是人工智能的一个分支。", "rejected": "不清楚。"},
+        {"prompt": "请解释什么是量子计算。", "chosen": "答案一很差。", "rejected": "答案二也很差。"},
+    ]
+    pairs = pairs_factory(rows)
+    return language.run(pairs, language.Config()).kept.collect(), language.Config()
+
+
+def test_corrections_go_through_the_language_stage(pairs_factory):
+    from curate.stages import language
+
+    pairs, cfg = _lang_pairs(pairs_factory)
+    assert pairs["lang_chosen"].to_list() == ["zh-Hant", "zh-Hans", "zh-Hans"]
+    votes = [
+        (0, ("a", "chosen", [], "台湾的首都是台北市，这是简体字写的答案。")),  # Simplified correction, Traditional pair
+        (1, ("a", "chosen", [], "Machine learning is a branch of artificial intelligence that learns from data.")),
+        (2, ("a", "both_bad", [], "Quantum computing uses qubits, which can hold superpositions of states.")),
+    ]
+    dec = resolve(_responses_only(pairs, votes), P)
+    out = apply_decisions(pairs, dec, P, language=cfg)
+    kept = {r["prompt"][0]["content"][:4]: r for r in out.kept.to_dicts()}
+    hant = kept["請問台灣"]
+    assert hant["review_corrected"] and hant["lang_chosen"] == "zh-Hans"  # labelled again, not left zh-Hant
+    assert hant["lang_prompt"] == "zh-Hant" and hant["review_correction_refused"] is None
+    en = kept["请解释什"]  # an English correction to a Chinese question is set aside; the vote stands
+    assert not en["review_corrected"] and en["chosen"] == "机器学习是人工智能的一个分支。"
+    assert en["review_correction_refused"] == "language_mismatch: prompt is zh-Hans, corrected reply is en"
+    assert en["lang_chosen"] == "zh-Hans"
+    # both bad, and its only correction refused: dropped, saying why
+    assert out.rejects.height == 1 and "corrected reply was set aside" in out.rejects["detail"][0]
+    assert out.stats["corrections_refused"] == 2 and out.stats["corrected"] == 1
+    # the stage's flag mode keeps a mismatched pair (labelled) instead of refusing the correction
+    flag = language.Config(mismatch="flag")
+    out = apply_decisions(pairs, dec, P, language=flag)
+    assert out.stats["corrections_refused"] == 0 and "mismatch" in out.kept["lang"].to_list()
+    # without a language stage in the run: no check, corrections used as written
+    assert apply_decisions(pairs, dec, P).stats["corrected"] == 3
+
+
+def test_corrections_follow_the_stages_script_conversion(pairs_factory):
+    from curate.stages import language
+
+    pairs, _ = _lang_pairs(pairs_factory)
+    votes = [(1, ("a", "chosen", [], "機器學習是人工智慧的一個分支，這是繁體字。"))]
+    out = apply_decisions(pairs, resolve(_responses_only(pairs, votes), P), P, language=language.Config(convert="t2s"))
+    fixed = [r for r in out.kept.to_dicts() if r["review_corrected"]][0]
+    assert fixed["chosen"] == "机器学习是人工智慧的一个分支，这是繁体字。" and fixed["lang_chosen"] == "zh-Hans"

@@ -3,7 +3,21 @@
 from __future__ import annotations
 
 from curate.review.settings import (
-    FIELD_A, FIELD_B, FIELD_PROMPT, META_MARGIN, VECTOR, a_is_chosen, mapping_frame, record_payload, suggestion,
+    FIELD_A,
+    FIELD_B,
+    FIELD_CONTEXT,
+    FIELD_PROMPT,
+    META_DUP_CLUSTER,
+    META_DUP_OF,
+    META_DUP_SIM,
+    META_DUP_SIZE,
+    META_MARGIN,
+    VECTOR,
+    a_is_chosen,
+    mapping_frame,
+    record_payload,
+    split_prompt,
+    suggestion,
     unblind,
 )
 
@@ -39,7 +53,14 @@ def test_payload_places_replies_by_mapping_and_shows_system_first():
     p = record_payload(_row(), a_chosen=True)
     assert p["id"] == "abc"
     assert p["fields"][FIELD_A] == "GOOD" and p["fields"][FIELD_B] == "BAD!"
-    assert p["fields"][FIELD_PROMPT][0] == {"role": "system", "content": "Be brief."}
+    # every field is text (the UI's "Find similar" shows a chat field's messages as "[object Object]")
+    assert all(isinstance(v, str) for v in p["fields"].values())
+    assert p["fields"][FIELD_CONTEXT] == "**System:** Be brief." and p["fields"][FIELD_PROMPT] == "你好"
+    assert list(p["fields"]) == [FIELD_CONTEXT, FIELD_PROMPT, FIELD_A, FIELD_B]
+    assert FIELD_CONTEXT not in record_payload(_row(system=None), a_chosen=True)["fields"]  # optional field
+    # a dataset pushed by an older curate keeps its chat field
+    old = record_payload(_row(), a_chosen=True, layout="chat")
+    assert old["fields"][FIELD_PROMPT][0] == {"role": "system", "content": "Be brief."} and FIELD_CONTEXT not in old["fields"]
     q = record_payload(_row(), a_chosen=False, vector=[0.1, 0.2])
     assert q["fields"][FIELD_A] == "BAD!" and q["fields"][FIELD_B] == "GOOD"
     assert q["vectors"] == {VECTOR: [0.1, 0.2]}
@@ -55,6 +76,9 @@ def test_suggestion_follows_scores_through_the_mapping():
     assert suggestion(_row(chosen_score=2.0, rejected_score=2.0), a_chosen=True)["value"] == "tie"
     assert suggestion(_row(chosen_score=None), a_chosen=True) is None
     assert record_payload(_row(), True, with_suggestion=False)["suggestions"] == []
+    # blind by default: nothing suggested (Argilla would pre-select it) unless asked for
+    assert record_payload(_row(), True)["suggestions"] == []
+    assert record_payload(_row(), True, with_suggestion=True)["suggestions"][0]["value"] == "a"
     s = suggestion(_row(), a_chosen=True)
     assert 0.0 <= s["score"] <= 1.0 and s["score"] == round(6 / 12, 6)
 
@@ -87,3 +111,20 @@ def test_responses_frame_unblinds_raw_api_records():
     assert rows[0]["problems"] == ["truncated", "unsafe"] and rows[0]["rating"] == 3
     assert rows[0]["corrected"] is None  # blank text is no correction
     assert rows[2]["better"] is None and rows[2]["vote"] is None
+
+
+def test_multi_turn_prompt_splits_into_context_and_final_turn():
+    turns = [{"role": "user", "content": "第一问"}, {"role": "assistant", "content": "第一答"},
+             {"role": "user", "content": "What next?"}]
+    context, last = split_prompt("Sys.", turns)
+    assert last == "What next?"
+    assert context == "**System:** Sys.\n\n**User:** 第一问\n\n**Assistant:** 第一答"
+    assert split_prompt(None, [{"role": "user", "content": "only"}]) == (None, "only")
+
+
+def test_duplicate_information_is_metadata():
+    p = record_payload(_row(dup_of="k-7", dup_similarity=0.93456, dup_cluster="k-7", dup_cluster_size=3), True)
+    md = p["metadata"]
+    assert (md[META_DUP_OF], md[META_DUP_SIM], md[META_DUP_CLUSTER], md[META_DUP_SIZE]) == ("k-7", 0.9346, "k-7", 3)
+    plain = record_payload(_row(dup_of=None, dup_similarity=float("nan")), True)["metadata"]
+    assert META_DUP_OF not in plain and META_DUP_SIM not in plain
