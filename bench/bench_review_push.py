@@ -102,7 +102,7 @@ def sdk_baseline(conn, pairs: pl.DataFrame, home: Path) -> dict:
     import argilla as rg
 
     name = f"baseline-{uuid.uuid4().hex[:6]}"
-    ds = rg.Dataset(name=name, workspace=conn.workspace, settings=S.build_settings(conn.client),
+    ds = rg.Dataset(name=name, workspace=conn.workspace, settings=S.build_settings(conn.client, guidelines="bench baseline"),
                     client=conn.client).create()
     mapping = S.mapping_frame(pairs["pair_id"], 0)
     a = dict(zip(mapping["pair_id"], mapping["a_is_chosen"]))

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Services the review tests need: PostgreSQL (started, with a test role + database) and Debian's Chromium
-# (for the Playwright browser test). Installs them with apt when missing (needs root). Idempotent.
+# Services the review tests need: PostgreSQL (started, with a test role + database), Debian's Chromium (for the
+# Playwright browser test) and a CJK font for it (fonts-noto-cjk: without one Chromium draws Chinese as boxes, and
+# the browser test checks the glyphs are drawn). Installs them with apt when missing (needs root). Idempotent.
 # Prints the PostgreSQL URL on its last line; callers export it as CURATE_TEST_PG_URL:
 #   export CURATE_TEST_PG_URL="$(bash scripts/ci_services.sh | tail -n1)"
 set -euo pipefail
@@ -13,6 +14,7 @@ log() { echo "ci_services: $*" >&2; }
 need=()
 command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)
 [ -x /usr/bin/chromium ] || need+=(chromium)
+dpkg -s fonts-noto-cjk >/dev/null 2>&1 || need+=(fonts-noto-cjk)
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]} with apt"
   export DEBIAN_FRONTEND=noninteractive

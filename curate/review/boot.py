@@ -13,7 +13,7 @@ Usage:
 two); SPEC holds passwords, so it is deleted as soon as it is read. A failed setup prints one line starting with
 SETUP_FAILED and exits with code 3, which the launcher turns into a ServiceError.
 
-Secrets (the token-signing key, the Redis password) come from the 0600 file named by $CURATE_REVIEW_SECRETS and
+Secrets (the token-signing key, the Redis password, the database URL) come from the 0600 file named by $CURATE_REVIEW_SECRETS and
 are put into this process's environment here, before argilla_server reads its settings: they never appear on a
 command line or in the environment the launcher passes (both readable by other local users via /proc or ps).
 Every file this process creates is private (umask 077): the SQLite database and its journal, logs, the UI copy.
@@ -39,6 +39,7 @@ def _load_secrets() -> None:
     # argilla reads ARGILLA_AUTH_SECRET_KEY once, at import: a key kept across restarts keeps sign-ins valid.
     os.environ["ARGILLA_AUTH_SECRET_KEY"] = secrets["secret_key"]
     os.environ["ARGILLA_REDIS_URL"] = secrets["redis_url"]
+    os.environ["ARGILLA_DATABASE_URL"] = secrets["database_url"]
 
 
 def _register() -> None:

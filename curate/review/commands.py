@@ -98,7 +98,9 @@ def review() -> None:
 @click.option("--home", default=None, type=click.Path(file_okay=False), help=HOME_HELP)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (keep 127.0.0.1 unless needed).")
 @click.option("--port", default=6900, show_default=True, type=int)
-@click.option("--database-url", default=None, help="postgresql://user:pass@host/db (default: SQLite under --home).")
+@click.option("--database-url", default=None, envvar="CURATE_REVIEW_DATABASE_URL", show_envvar=True,
+              help="postgresql://user:pass@host/db (default: SQLite under --home). Prefer the environment variable: "
+                   "a password on the command line is visible to every local user.")
 @click.option("--annotators", default="", help="Annotator accounts to create, comma-separated (e.g. ann1,ann2).")
 @click.option("--workspace", default="curate", show_default=True)
 @click.option("--detach", is_flag=True, help="Return once the server answers; stop it with `curate review stop`.")

@@ -99,4 +99,4 @@ def render(policy: ResolvePolicy, min_submitted: int) -> str:
         "The metadata panel (language, source, lengths, duplicates, score margin) and *Find similar* help you compare",
         "a record with its neighbours.",
     ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines)  # no final newline: the server strips it, and push compares

@@ -298,15 +298,14 @@ def running(home: str | Path) -> bool:
     return _status_ok(pids["api_url"])
 
 
-def _env(home: Path, db_url: str, secrets_path: Path, tmpdir: Path) -> dict[str, str]:
-    """The children's environment: no secret in it (boot.py reads them from secrets_path), but the database URL,
-    which may hold a PostgreSQL password the user gave us (it is in our own environment too)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ARGILLA_")}
+def _env(home: Path, secrets_path: Path, tmpdir: Path) -> dict[str, str]:
+    """The children's environment. No secret in it: boot.py reads the signing key, the Redis URL and the database
+    URL (which may hold a PostgreSQL password) from secrets_path, a 0600 file in a 0700 folder."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARGILLA_") and k != "CURATE_REVIEW_DATABASE_URL"}
     env.update(
         {
             "PYTHONPATH": str(REPO_ROOT),
             "ARGILLA_SEARCH_ENGINE": ENGINE_NAME,
-            "ARGILLA_DATABASE_URL": db_url,
             "ARGILLA_HOME_PATH": str(home / "argilla"),
             "CURATE_REVIEW_SECRETS": str(secrets_path),
             "HF_HUB_OFFLINE": "1",
@@ -442,12 +441,12 @@ def start(
     redis_dir = home / "redis"
     endpoint = redis_endpoint(home, keys["redis_password"])
     run_secrets = tmpdir / "secrets.json"
-    env = _env(home, db_url, run_secrets, tmpdir)
+    env = _env(home, run_secrets, tmpdir)
     pids: dict = {"api_url": api_url, "tmpdir": str(tmpdir), "redis": None}
     try:
         _private_dir(redis_dir)
         _write_private(redis_dir / "redis.conf", endpoint.config(redis_dir))
-        _write_private(run_secrets, {"secret_key": keys["secret_key"], "redis_url": endpoint.url})
+        _write_private(run_secrets, {"secret_key": keys["secret_key"], "redis_url": endpoint.url, "database_url": db_url})
         redis = _spawn([_redis_binary(), str(redis_dir / "redis.conf")], env, home / "logs" / "redis.log")
         pids["redis"] = redis.pid
         deadline = time.monotonic() + 15

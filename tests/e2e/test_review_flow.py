@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from curate.errors import ConfigError, ServiceError
+from curate.review import guidelines
 from curate.review import settings as S
 from curate.review.apply import REASON_REJECTED, ResolvePolicy
 from curate.review.pull import pull
@@ -35,6 +36,8 @@ SCENARIO = {
     "split": (("chosen", [], None), ("rejected", [], None)),
     "draft only": ("draft:both_bad", None),
     "untouched": (None, None),
+    "both bad, fixed": (("both_bad", [], "这是一个更好的中文回答，写得很清楚。"), ("both_bad", [], None)),
+    "how this is done in the kitchen": (("chosen", [], "这是一个用中文写的修改，但问题是英文的。"), ("chosen", [], None)),
 }
 
 
@@ -57,10 +60,13 @@ def _pairs(pairs_factory) -> pl.DataFrame:
     return pairs_factory(rows)
 
 
-def _run_dir(tmp_path: Path, pairs: pl.DataFrame) -> Path:
+def _run_dir(tmp_path: Path, pairs: pl.DataFrame, language: bool = False) -> Path:
     run = tmp_path / "run"
     run.mkdir()
     pairs.write_parquet(run / "pairs.parquet")
+    if language:  # the run had a language stage: pull checks corrected replies with it
+        (run / "pipeline.json").write_text(json.dumps({"pipeline": {"stages": ["clean", "language"]},
+                                                       "language": {"mismatch": "reject"}}))
     return run
 
 
@@ -115,26 +121,28 @@ def _answer(info, run: Path, pairs: pl.DataFrame, conn, dataset) -> None:
             assert resp.status_code == 201, resp.text
 
 
-def _flow(info, tmp_path, pairs_factory, *, vectors: bool) -> None:
+def _flow(info, tmp_path, pairs_factory, *, vectors: bool, suggest: bool) -> None:
     pairs = _pairs(pairs_factory)
-    run = _run_dir(tmp_path, pairs)
+    run = _run_dir(tmp_path, pairs, language=True)
     name = _name("flow")
     conn = connect(home=info.home)
     seen = []
-    result = push(run, conn, PushOptions(dataset=name, min_submitted=2, seed=3, batch_size=4, vectors=vectors),
+    result = push(run, conn, PushOptions(dataset=name, min_submitted=2, seed=3, batch_size=4, vectors=vectors,
+                                         suggest=suggest),
                   progress=lambda done, total: seen.append((done, total)))
     assert result.created_dataset and result.sent == pairs.height and result.already == 0
-    assert seen[0] == (0, 9) and seen[-1] == (9, 9) and len(seen) == 4  # 3 batches of ≤4, plus the start
+    assert seen[0] == (0, 11) and seen[-1] == (11, 11) and len(seen) == 4  # 3 batches of ≤4, plus the start
     dataset = find_dataset(conn, name)
 
-    # the design: chat prompt + two blind responses, four questions, metadata, distribution
+    # the design: context + prompt + two blind responses, four questions, metadata, distribution
     st = dataset.settings
-    assert [f.name for f in st.fields] == [S.FIELD_PROMPT, S.FIELD_A, S.FIELD_B]
+    assert [f.name for f in st.fields] == [S.FIELD_CONTEXT, S.FIELD_PROMPT, S.FIELD_A, S.FIELD_B]
     assert [q.name for q in st.questions] == [S.Q_BETTER, S.Q_PROBLEMS, S.Q_RATING, S.Q_CORRECTED]
     assert {q.name: q.required for q in st.questions} == {S.Q_BETTER: True, S.Q_PROBLEMS: False,
                                                            S.Q_RATING: False, S.Q_CORRECTED: False}
-    assert st.distribution.min_submitted == 2 and "Response A" in st.guidelines
-    assert {m.name for m in st.metadata} >= {S.META_LANG, S.META_SOURCE, S.META_DUP_SIZE, S.META_MARGIN}
+    assert st.distribution.min_submitted == 2 and st.guidelines == guidelines.render(ResolvePolicy(), 2)
+    assert {m.name for m in st.metadata} >= {S.META_LANG, S.META_SOURCE, S.META_DUP_SIZE, S.META_MARGIN,
+                                             S.META_DUP_OF, S.META_DUP_SIM, S.META_DUP_CLUSTER}
     assert ([v.name for v in st.vectors] == [S.VECTOR]) is vectors
 
     records = {r["external_id"]: r for r in _server_records(conn, dataset)}
@@ -146,11 +154,11 @@ def _flow(info, tmp_path, pairs_factory, *, vectors: bool) -> None:
         a_chosen = mapping.filter(pl.col("pair_id") == row["pair_id"])["a_is_chosen"].item()
         assert rec["fields"][S.FIELD_A] == (row["chosen"] if a_chosen else row["rejected"])
         assert rec["fields"][S.FIELD_B] == (row["rejected"] if a_chosen else row["chosen"])
-        chat = rec["fields"][S.FIELD_PROMPT]
-        assert chat[-1]["content"] == row["prompt"][-1]["content"]
-        assert (chat[0] == {"role": "system", "content": row["system"]}) is (row["system"] is not None)
+        assert rec["fields"][S.FIELD_PROMPT] == row["prompt"][-1]["content"]
+        context = rec["fields"].get(S.FIELD_CONTEXT)
+        assert (context == f"**System:** {row['system']}") if row["system"] is not None else context is None
         assert rec["metadata"][S.META_LANG] == row["lang"]
-        if row["chosen_score"] is not None:
+        if row["chosen_score"] is not None and suggest:
             sugg = rec["suggestions"][0]
             assert sugg["value"] == ("a" if a_chosen else "b") and sugg["agent"] == S.SUGGESTION_AGENT
             assert rec["metadata"][S.META_MARGIN] == pytest.approx(7.0)
@@ -199,36 +207,90 @@ def _flow(info, tmp_path, pairs_factory, *, vectors: bool) -> None:
     details = " | ".join(rejects["detail"])
     assert "both responses bad (2 of 2 votes)" in details and "flagged unsafe by 1 of 2" in details
 
-    # raw responses: 7 pairs × 2 submitted + 1 draft, with users, statuses, timestamps and raw values
-    assert responses.height == 15
+    both_fixed = find("both bad, fixed")  # kept: a both-bad voter wrote a corrected reply
+    assert both_fixed["review_decision"] == "both_bad" and both_fixed["review_corrected"]
+    assert both_fixed["chosen"] == "这是一个更好的中文回答，写得很清楚。" and both_fixed["rejected"] == "rejected reply 9"
+    wrong = find("how this is done in the kitchen")  # a Chinese reply to an English prompt: set aside, the vote stands
+    assert not wrong["review_corrected"] and wrong["chosen"] == "chosen reply 10"
+    assert wrong["review_correction_refused"].startswith("language_mismatch: prompt is en")
+
+    # raw responses: 9 pairs × 2 submitted + 1 draft, with users, statuses, timestamps and raw values
+    assert responses.height == 19
     assert sorted(set(responses["user"])) == [info.annotators[0].username, info.annotators[1].username]
-    assert responses["status"].value_counts().sort("status").rows() == [("draft", 1), ("submitted", 14)]
+    assert responses["status"].value_counts().sort("status").rows() == [("draft", 1), ("submitted", 18)]
     assert responses["inserted_at"].null_count() == 0 and responses["updated_at"].null_count() == 0
     assert json.loads(responses["values"][0])[S.Q_BETTER]["value"] in S.BETTER_LABELS
 
     assert stats["dataset"] == name and stats["api_url"] == info.api_url
-    assert (stats["pairs_in"], stats["kept"], stats["rejected"], stats["reviewed"]) == (9, 7, 2, 7)
-    assert stats["responses"] == {"draft": 1, "submitted": 14}
+    assert (stats["pairs_in"], stats["kept"], stats["rejected"], stats["reviewed"]) == (11, 9, 2, 9)
+    assert stats["responses"] == {"draft": 1, "submitted": 18}
+    assert stats["policy"]["min_votes"] == 2 and stats["policy_differs_from_guidelines"] == []
+    assert (stats["corrected"], stats["corrections_refused"]) == (2, 1)
     better = stats["agreement"]["better"]
-    assert better["items"] == 7 and better["percent"] == pytest.approx(6 / 7)
+    assert better["items"] == 9 and better["percent"] == pytest.approx(8 / 9)
     assert better["alpha"] is not None and 0.5 < better["alpha"] < 1
-    assert stats["agreement"]["problems"]["unsafe"]["percent"] == pytest.approx(6 / 7)
+    assert stats["agreement"]["problems"]["unsafe"]["percent"] == pytest.approx(8 / 9)
     users = {u["user"]: u for u in stats["annotators"]}
-    assert users[info.annotators[0].username]["submitted"] == 7 and users[info.annotators[0].username]["draft"] == 1
-    assert res.responses == 15
+    assert users[info.annotators[0].username]["submitted"] == 9 and users[info.annotators[0].username]["draft"] == 1
+    assert res.responses == 19
 
     # a stricter policy drops the tie and the disputed pair too; the raw answers don't change
-    pull(run, conn, name, ResolvePolicy(tie="drop", disagreement="drop"))
+    stats = pull(run, conn, name, overrides={"tie": "drop", "disagreement": "drop"}).stats
     rejects = pl.read_parquet(run / "review" / "rejects.parquet")
-    assert rejects.height == 4 and pl.read_parquet(run / "review" / "pairs.parquet").height == 5
+    assert rejects.height == 4 and pl.read_parquet(run / "review" / "pairs.parquet").height == 7
+    assert stats["policy_differs_from_guidelines"] == ["disagreement", "tie"]
 
 
 def test_flow_sqlite(argilla_server, tmp_path, pairs_factory):
-    _flow(argilla_server, tmp_path, pairs_factory, vectors=True)
+    _flow(argilla_server, tmp_path, pairs_factory, vectors=True, suggest=True)
 
 
 def test_flow_postgresql(argilla_server_pg, tmp_path, pairs_factory):
-    _flow(argilla_server_pg, tmp_path, pairs_factory, vectors=False)
+    _flow(argilla_server_pg, tmp_path, pairs_factory, vectors=False, suggest=False)
+
+
+def test_pull_applies_the_policy_push_wrote_into_the_guidelines(any_server, tmp_path, pairs_factory):
+    """One source of truth: push records its policy and writes the guidelines from it; pull applies it, with
+    min-votes = the dataset's min_submitted, unless told otherwise (and then says so)."""
+    pairs = pairs_factory([{"prompt": f"Question {i}?", "chosen": f"good {i}", "rejected": f"bad {i}"}
+                           for i in range(3)])
+    run = _run_dir(tmp_path, pairs)
+    name = _name("policy")
+    conn = connect(home=any_server.home)
+    policy = ResolvePolicy(tie="drop")
+    push(run, conn, PushOptions(dataset=name, min_submitted=2, vectors=False, policy=policy))
+    dataset = find_dataset(conn, name)
+    assert dataset.settings.guidelines == guidelines.render(policy, 2)
+    assert "A pair decided as a tie is dropped." in dataset.settings.guidelines
+    mapping = pl.read_parquet(run / "review" / "mapping.parquet")
+    a_chosen = dict(zip(mapping["pair_id"], mapping["a_is_chosen"]))
+    server_id = {r["external_id"]: r["id"] for r in _server_records(conn, dataset)}
+    ann1, ann2 = (_client(any_server, a) for a in any_server.annotators[:2])
+    ids = pairs["pair_id"].to_list()
+
+    def answer(client, pid, better, status="submitted"):
+        r = client.http_client.post(f"/api/v1/records/{server_id[pid]}/responses",
+                                    json={"values": {S.Q_BETTER: {"value": better}}, "status": status})
+        assert r.status_code == 201, r.text
+
+    for c in (ann1, ann2):
+        answer(c, ids[0], "tie")
+    # pair 1: one annotator prefers the rejected reply, the other has only a draft: not decided (min_submitted 2)
+    answer(ann1, ids[1], "b" if a_chosen[ids[1]] else "a")
+    answer(ann2, ids[1], "b" if a_chosen[ids[1]] else "a", status="draft")
+    stats = pull(run, conn, name).stats
+    kept = pl.read_parquet(run / "review" / "pairs.parquet")
+    assert ids[0] not in kept["pair_id"].to_list()  # the tie was dropped, as the guidelines said
+    one_vote = kept.filter(pl.col("pair_id") == ids[1]).to_dicts()[0]
+    assert one_vote["review_decision"] is None and one_vote["chosen"] == "good 1"  # not swapped on one vote
+    assert stats["policy"]["tie"] == "drop" and stats["policy"]["min_votes"] == 2
+    assert stats["policy_differs_from_guidelines"] == []
+    # an explicit option wins, and the difference is recorded
+    stats = pull(run, conn, name, overrides={"tie": "keep", "min_votes": 1}).stats
+    kept = pl.read_parquet(run / "review" / "pairs.parquet")
+    assert ids[0] in kept["pair_id"].to_list()
+    assert kept.filter(pl.col("pair_id") == ids[1])["review_swapped"].item()
+    assert stats["policy_differs_from_guidelines"] == ["min_votes", "tie"]
 
 
 def test_repush_is_idempotent_and_adds_only_new_pairs(argilla_server, tmp_path, pairs_factory):
@@ -242,7 +304,7 @@ def test_repush_is_idempotent_and_adds_only_new_pairs(argilla_server, tmp_path, 
     assert (again.sent, again.already, again.created_dataset) == (0, 5, False)
     pairs.write_parquet(run / "pairs.parquet")  # the run grew: 4 new pairs
     more = push(run, conn, opts)
-    assert (more.sent, more.already) == (4, 5)
+    assert (more.sent, more.already) == (6, 5)
     ids = [r["external_id"] for r in _server_records(conn, find_dataset(conn, name))]
     assert sorted(ids) == sorted(pairs["pair_id"]) and len(ids) == len(set(ids))
     # changing the blind order of records already shown is refused
@@ -278,7 +340,7 @@ def test_interrupted_push_resumes(argilla_server, tmp_path, pairs_factory):
     dataset = find_dataset(conn, name)
     assert len(_server_records(conn, dataset)) == 4
     resumed = push(run, conn, opts)
-    assert (resumed.already, resumed.sent) == (4, 5)
+    assert (resumed.already, resumed.sent) == (4, 7)
     ids = [r["external_id"] for r in _server_records(conn, dataset)]
     assert sorted(ids) == sorted(pairs["pair_id"])
 
@@ -296,19 +358,20 @@ def test_cli_push_remote_status_and_pull(argilla_server, tmp_path, pairs_factory
                              "--api-key", owner.api_key, "--workspace", argilla_server.workspace, "--no-vectors",
                              "--min-submitted", "2"])
     assert r.exit_code == 0, r.output
-    assert f"created dataset {name!r}" in r.output and "9 records sent" in r.output
+    assert f"created dataset {name!r}" in r.output and "11 records sent" in r.output
     r = runner.invoke(main, ["review", "push", str(run), "--dataset", name, "--home", str(argilla_server.home),
                              "--no-vectors", "--min-submitted", "2"])
-    assert r.exit_code == 0 and "0 records sent, 9 already there" in r.output
+    assert r.exit_code == 0 and "0 records sent, 11 already there" in r.output
     conn = connect(home=argilla_server.home)
     _answer(argilla_server, run, pairs, conn, find_dataset(conn, name))
     r = runner.invoke(main, ["review", "status", str(run), "--home", str(argilla_server.home)])
     assert r.exit_code == 0, r.output
-    assert argilla_server.annotators[0].username in r.output and "7 of 9 records completed" in r.output
+    assert argilla_server.annotators[0].username in r.output and "9 of 11 records completed" in r.output
     r = runner.invoke(main, ["review", "pull", str(run), "--home", str(argilla_server.home), "--only-reviewed",
                              "--tie", "drop"])
     assert r.exit_code == 0, r.output
-    assert "9 pairs: 4 kept, 5 rejected" in r.output and "agreement on 'better'" in r.output
+    assert "11 pairs: 6 kept, 5 rejected" in r.output and "agreement on 'better'" in r.output
+    assert "differs from the guidelines annotators saw in: only_reviewed, tie" in r.output
     reasons = pl.read_parquet(run / "review" / "rejects.parquet")["reason"].to_list()
     assert sorted(reasons) == ["review_pending", "review_pending", "review_rejected", "review_rejected",
                                "review_rejected"]
