@@ -347,8 +347,8 @@ def main() -> None:
         for b in backends:
             try:
                 b.stop()
-            except Exception:  # noqa: BLE001
-                pass
+            except Exception as exc:  # noqa: BLE001 - report what was measured anyway
+                print(f"could not stop {b.name}: {exc}", file=sys.stderr)
             out["backends"][b.name] = b.result
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, ensure_ascii=False, indent=1))

@@ -40,6 +40,7 @@ from curate.review.apply import ResolvePolicy
 DEFAULT_WORKSPACE = "curate"
 LIST_PAGE = 1000  # argilla-server's largest page for record listing
 MAX_BATCH = 500  # argilla-server's largest bulk upsert
+SEND_AHEAD = 2  # batches in flight at once (see push())
 
 Progress = Callable[[int, int], None]  # (records sent so far in this push, records to send in this push)
 
@@ -360,23 +361,43 @@ def push(
     if progress:
         progress(0, total)
     user_id = conn.client.me.id
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="curate-embed") as pool:
+    # Two batches in flight: while the server's database thread writes one (SQLite releases the GIL), its Python
+    # side validates the next — on two cores ~1.5x the sequential rate. Batches finish in any order; every
+    # finished batch is on the server, so an interrupted push still resumes by listing the ids there.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="curate-embed") as pool, \
+            ThreadPoolExecutor(max_workers=SEND_AHEAD, thread_name_prefix="curate-send") as senders:
         pending = None
-        for i, batch in enumerate(batches):
-            if embedder is None:
-                vectors: dict[str, list[float]] = {}
-            elif i == 0:
-                vectors = first_vectors
-            else:
-                w = time.perf_counter()
-                vectors = pending.result()
-                wait += time.perf_counter() - w
-            if embedder is not None and i + 1 < len(batches):
-                pending = pool.submit(embedder, batches[i + 1])
-            _send(conn, dataset, batch, a_chosen, vectors, opts, user_id, sent, total, layout, known_metadata)
-            sent += len(batch)
-            if progress:
-                progress(sent, total)
+        in_flight: list[tuple[Any, int]] = []
+
+        def settle(keep: int) -> None:
+            nonlocal sent
+            while len(in_flight) > keep:
+                fut, n = in_flight.pop(0)
+                fut.result()
+                sent += n
+                if progress:
+                    progress(sent, total)
+
+        try:
+            for i, batch in enumerate(batches):
+                if embedder is None:
+                    vectors: dict[str, list[float]] = {}
+                elif i == 0:
+                    vectors = first_vectors
+                else:
+                    w = time.perf_counter()
+                    vectors = pending.result()
+                    wait += time.perf_counter() - w
+                if embedder is not None and i + 1 < len(batches):
+                    pending = pool.submit(embedder, batches[i + 1])
+                settle(SEND_AHEAD - 1)
+                start = sum(len(b) for b in batches[:i])
+                in_flight.append((senders.submit(_send, conn, dataset, batch, a_chosen, vectors, opts, user_id, start,
+                                                 total, layout, known_metadata), len(batch)))
+            settle(0)
+        finally:
+            for fut, _ in in_flight:  # an error or an interrupt: don't leave a batch half-reported
+                fut.cancel()
     timings["send"] = time.perf_counter() - t
     timings["embed_wait"] = wait
     timings["embed_compute"] = embedder.seconds if embedder else 0.0
@@ -413,7 +434,7 @@ def _send(conn: Connection, dataset: Any, batch: list[dict[str, Any]], a_chosen:
     except Exception as exc:  # noqa: BLE001
         raise ServiceError(
             f"Argilla at {conn.api_url}: sending records {sent}-{sent + len(batch)} of {total} failed "
-            f"({sent} sent; run push again to continue): {_first_line(exc)}"
+            f"(the batches before it are sent; run push again to continue): {_first_line(exc)}"
         ) from None
 
 

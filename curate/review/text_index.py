@@ -59,15 +59,18 @@ SQLITE_DDL = (
     + " FROM curate_text_ids WHERE record_id = new.id; END",
 )
 
-_PG_CJK = r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]"
+_CJK_LO, _CJK_HI = "\u3400", "\u9fff"  # CJK Extension A .. Unified Ideographs
 
 PG_DDL = (
     ("CREATE OR REPLACE FUNCTION curate_fields_text(f json) RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ "
     "SELECT lower(coalesce(string_agg(v #>> '{}', E'\\n'), '')) || E'\\n' "
     "FROM jsonb_path_query(f::jsonb, 'strict $.**') AS v WHERE jsonb_typeof(v) = 'string' $$"),
+    # Every bigram of Chinese characters, in one linear pass over the characters (each with its successor);
+    # substr(t, i, 2) in a loop would be quadratic on long texts. Code-point ranges compared bytewise (COLLATE "C").
     ("CREATE OR REPLACE FUNCTION curate_cjk_bigrams(t text) RETURNS text[] LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ "
-    "SELECT coalesce(array_agg(DISTINCT substr(m.r[1], i, 2)), '{}') "
-    f"FROM regexp_matches(t, '{_PG_CJK}{{2,}}', 'g') AS m(r), generate_series(1, length(m.r[1]) - 1) AS i $$"),
+     "SELECT coalesce(array_agg(DISTINCT c || n), '{}') FROM ("
+     "SELECT c, lead(c) OVER (ORDER BY i) AS n FROM unnest(string_to_array(t, NULL)) WITH ORDINALITY AS u(c, i)) s "
+     f"WHERE c COLLATE \"C\" BETWEEN '{_CJK_LO}' AND '{_CJK_HI}' AND n COLLATE \"C\" BETWEEN '{_CJK_LO}' AND '{_CJK_HI}' $$"),
     ("CREATE TABLE IF NOT EXISTS curate_record_text (record_id uuid PRIMARY KEY REFERENCES records(id) ON DELETE "
     "CASCADE, dataset_id uuid NOT NULL, body text NOT NULL, bigrams text[] NOT NULL)"),
     "CREATE INDEX IF NOT EXISTS ix_curate_record_text_bigrams ON curate_record_text USING gin (bigrams)",
@@ -76,12 +79,14 @@ PG_DDL = (
     "INSERT INTO curate_record_text(record_id, dataset_id, body, bigrams) "
     "VALUES (NEW.id, NEW.dataset_id, b, curate_cjk_bigrams(b)) "
     "ON CONFLICT (record_id) DO UPDATE SET body = EXCLUDED.body, bigrams = EXCLUDED.bigrams; RETURN NULL; END $$"),
-    "DROP TRIGGER IF EXISTS curate_record_text_sync ON records",
-    ("CREATE TRIGGER curate_record_text_sync AFTER INSERT OR UPDATE OF fields ON records "
-    "FOR EACH ROW EXECUTE FUNCTION curate_record_text_sync()"),
+)
+# Created once (see ensure_sync): CREATE TRIGGER needs a lock on `records` that waits for every open transaction.
+PG_TRIGGER = (
+    "CREATE TRIGGER curate_record_text_sync AFTER INSERT OR UPDATE OF fields ON records "
+    "FOR EACH ROW EXECUTE FUNCTION curate_record_text_sync()"
 )
 PG_TRGM_DDL = (
-    "CREATE EXTENSION IF NOT EXISTS pg_trgm",
+    "CREATE EXTENSION IF NOT EXISTS pg_trgm",  # a trusted extension: the database's owner may create it
     "CREATE INDEX IF NOT EXISTS ix_curate_record_text_trgm ON curate_record_text USING gin (body gin_trgm_ops)",
 )
 
@@ -109,6 +114,10 @@ def ensure_sync(conn: Any, is_pg: bool) -> dict[str, Any]:
         return {"rebuilt": True, "records": records}
     for ddl in PG_DDL:
         conn.exec_driver_sql(ddl)
+    if not conn.exec_driver_sql(
+        "SELECT 1 FROM pg_trigger WHERE tgname = 'curate_record_text_sync' AND tgrelid = 'records'::regclass"
+    ).first():
+        conn.exec_driver_sql(PG_TRIGGER)
     trgm = True
     for ddl in PG_TRGM_DDL:
         try:
@@ -128,8 +137,7 @@ def ensure_sync(conn: Any, is_pg: bool) -> dict[str, Any]:
 
 
 def _is_cjk(ch: str) -> bool:
-    o = ord(ch)
-    return 0x3400 <= o <= 0x4DBF or 0x4E00 <= o <= 0x9FFF or 0xF900 <= o <= 0xFAFF
+    return _CJK_LO <= ch <= _CJK_HI  # the same range as curate_cjk_bigrams
 
 
 def _fts_phrase(term: str) -> str:

@@ -21,10 +21,11 @@ def _dataset(info, client) -> str:
     if info.api_url not in _DS:
         import argilla as rg
 
-        settings = rg.Settings(fields=[rg.TextField(name="prompt")],
-                               questions=[rg.LabelQuestion(name="better", labels=["a", "b"])])
+        owner = client(info)  # first: the SDK's settings objects bind to the latest client
+        settings = rg.Settings(fields=[rg.TextField(name="prompt", client=owner)],
+                               questions=[rg.LabelQuestion(name="better", labels=["a", "b"], client=owner)])
         ds = rg.Dataset(name=f"limits-{uuid.uuid4().hex[:8]}", workspace=info.workspace, settings=settings,
-                        client=client(info)).create()
+                        client=owner).create()
         ds.records.log([{"prompt": f"量子力学 question {i}"} for i in range(5)])
         _DS[info.api_url] = str(ds.id)
     return _DS[info.api_url]

@@ -60,8 +60,8 @@ def loaded(tmp_path_factory):
         import argilla as rg
 
         owner = rg.Argilla(api_url=info.api_url, api_key=info.owner.api_key, timeout=120)
-        settings = rg.Settings(fields=[rg.TextField(name="prompt"), rg.TextField(name="response")],
-                               questions=[rg.LabelQuestion(name="better", labels=["a", "b", "tie"])],
+        settings = rg.Settings(fields=[rg.TextField(name="prompt", client=owner), rg.TextField(name="response", client=owner)],
+                               questions=[rg.LabelQuestion(name="better", labels=["a", "b", "tie"], client=owner)],
                                distribution=rg.TaskDistribution(min_submitted=1))
         ds = rg.Dataset(name=f"load-{uuid.uuid4().hex[:6]}", workspace=info.workspace, settings=settings,
                         client=owner).create()

@@ -37,9 +37,13 @@ def test_home_and_everything_in_it_are_private(any_server):
     if (home / "argilla.db").exists():
         assert "argilla.db" in names
     for name, mode, is_dir in modes:
+        if "/statics" in name:  # argilla's copy of its public web UI, inside the run's 0700 tmp-* folder
+            continue
         assert mode & 0o077 == 0, f"{name} is {oct(mode)}: readable by others"
         if not is_dir and not name.endswith(".sock"):
             assert mode == 0o600, f"{name} is {oct(mode)}"
+    tmp = [n for n, _, d in modes if d and n.startswith("tmp-") and "/" not in n]
+    assert tmp and all(stat.S_IMODE((home / t).stat().st_mode) == 0o700 for t in tmp)
 
 
 def _stack(home: Path) -> list[psutil.Process]:

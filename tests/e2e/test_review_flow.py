@@ -338,9 +338,10 @@ def test_interrupted_push_resumes(argilla_server, tmp_path, pairs_factory):
     with pytest.raises(Interrupted):
         push(run, conn, opts, progress=die_after_two_batches)
     dataset = find_dataset(conn, name)
-    assert len(_server_records(conn, dataset)) == 4
+    on_server = len(_server_records(conn, dataset))
+    assert 4 <= on_server <= 6 and on_server % 2 == 0  # whole batches only (a second one may have been in flight)
     resumed = push(run, conn, opts)
-    assert (resumed.already, resumed.sent) == (4, 7)
+    assert (resumed.already, resumed.sent) == (on_server, pairs.height - on_server)
     ids = [r["external_id"] for r in _server_records(conn, dataset)]
     assert sorted(ids) == sorted(pairs["pair_id"])
 

@@ -251,5 +251,5 @@ def test_corrections_follow_the_stages_script_conversion(pairs_factory):
     pairs, _ = _lang_pairs(pairs_factory)
     votes = [(1, ("a", "chosen", [], "機器學習是人工智慧的一個分支，這是繁體字。"))]
     out = apply_decisions(pairs, resolve(_responses_only(pairs, votes), P), P, language=language.Config(convert="t2s"))
-    fixed = [r for r in out.kept.to_dicts() if r["review_corrected"]][0]
+    fixed = next(r for r in out.kept.to_dicts() if r["review_corrected"])
     assert fixed["chosen"] == "机器学习是人工智慧的一个分支，这是繁体字。" and fixed["lang_chosen"] == "zh-Hans"
