@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 from curate.review import server  # noqa: E402
 from curate.review import settings as S  # noqa: E402
 from curate.review.push import PushOptions, connect, push  # noqa: E402
-from curate.schema import conform, with_ids  # noqa: E402
+from curate.schema import conform, row_ids, with_ids  # noqa: E402
 
 EN = ["How do I sort a list of tuples by the second item in Python?", "Explain the difference between TCP and UDP.",
       "Write a haiku about autumn rain.", "What causes the seasons on Earth?"]
@@ -56,7 +56,8 @@ def make_pairs(n: int, seed: int = 0) -> pl.DataFrame:
             "chosen_score": 8.5 if i % 4 else None, "rejected_score": 4.0 if i % 4 else None,
             "meta": "{}", "lang": "zh" if zh else "en", "dup_cluster_size": 1 + i % 3,
         })
-    return conform(with_ids(pl.DataFrame(rows))).collect()
+    df = pl.DataFrame(rows).with_columns(pl.Series("row_id", row_ids(f"bench-{seed}", list(range(n)))))
+    return conform(with_ids(df)).collect()
 
 
 def free_port() -> int:

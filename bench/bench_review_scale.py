@@ -78,7 +78,8 @@ def make_pairs(n: int, seed: int = 0) -> pl.DataFrame:
                      "prompt": [{"role": "user", "content": prompt}], "chosen": chosen, "rejected": rejected,
                      "chosen_score": None, "rejected_score": None, "meta": "{}", "lang": "zh" if zh else "en",
                      "dup_cluster_size": 1 + i % 3})
-    return conform(with_ids(pl.DataFrame(rows))).collect()
+    df = pl.DataFrame(rows).with_columns(pl.Series("row_id", row_ids(f"bench-{seed}", list(range(n)))))
+    return conform(with_ids(df)).collect()
 
 
 def free_port() -> int:

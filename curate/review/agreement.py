@@ -7,7 +7,7 @@ Two figures per question, over the records that at least two annotators submitte
   missing answers; nominal for labels, ordinal for the 1-5 rating. It is undefined (None) when every answer in
   the pairable data is the same value; we report None rather than a misleading 1.0.
 
-The input is the "long" responses table that pull builds: one row per (pair_id, user) submitted response.
+The input is the "long" responses table that pull builds: one row per (pair key, user) submitted response.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from typing import Any
 
 import polars as pl
 
-from curate.review.settings import PROBLEM_LABELS, VOTES
+from curate.review.settings import PROBLEM_LABELS, RECORD_KEY, VOTES
+
+KEY = RECORD_KEY
 
 
 def percent_agreement(units: Iterable[list[Hashable]]) -> float | None:
@@ -88,15 +90,15 @@ def _question(triples: list[tuple[str, str, Any]], level: str) -> dict[str, Any]
 
 
 def agreement_report(responses: pl.DataFrame) -> dict[str, Any]:
-    """Per-question agreement over submitted responses (columns: pair_id, user, vote, problems, rating)."""
+    """Per-question agreement over submitted responses (columns: the pair key, user, vote, problems, rating)."""
     sub = responses.filter(pl.col("status") == "submitted") if "status" in responses.columns else responses
-    rows = sub.select("pair_id", "user", "vote", "problems", "rating").to_dicts()
-    report: dict[str, Any] = {"better": _question([(r["pair_id"], r["user"], r["vote"]) for r in rows], "nominal")}
+    rows = sub.select(KEY, "user", "vote", "problems", "rating").to_dicts()
+    report: dict[str, Any] = {"better": _question([(r[KEY], r["user"], r["vote"]) for r in rows], "nominal")}
     report["problems"] = {
-        label: _question([(r["pair_id"], r["user"], int(label in (r["problems"] or []))) for r in rows], "nominal")
+        label: _question([(r[KEY], r["user"], int(label in (r["problems"] or []))) for r in rows], "nominal")
         for label in PROBLEM_LABELS
     }
-    report["rating"] = _question([(r["pair_id"], r["user"], r["rating"]) for r in rows], "ordinal")
+    report["rating"] = _question([(r[KEY], r["user"], r["rating"]) for r in rows], "ordinal")
     return report
 
 
@@ -105,9 +107,9 @@ def annotator_stats(responses: pl.DataFrame, decisions: pl.DataFrame | None = No
     the resolved decision on records that had at least one other annotator, mean rating, corrections written."""
     resolved: dict[str, str | None] = {}
     if decisions is not None and decisions.height:
-        resolved = dict(zip(decisions["pair_id"].to_list(), decisions["review_decision"].to_list()))
+        resolved = dict(zip(decisions[KEY].to_list(), decisions["review_decision"].to_list()))
     submitters = Counter(
-        responses.filter(pl.col("status") == "submitted")["pair_id"].to_list() if responses.height else []
+        responses.filter(pl.col("status") == "submitted")[KEY].to_list() if responses.height else []
     )
     out = []
     for user in sorted(set(responses["user"].to_list()) if responses.height else []):
@@ -116,7 +118,7 @@ def annotator_stats(responses: pl.DataFrame, decisions: pl.DataFrame | None = No
         sub = mine.filter(pl.col("status") == "submitted").to_dicts()
         votes = Counter(r["vote"] for r in sub if r["vote"])
         ab = [r["better"] for r in sub if r["better"] in ("a", "b")]
-        overlap = [r for r in sub if submitters[r["pair_id"]] >= 2 and resolved.get(r["pair_id"]) in VOTES]
+        overlap = [r for r in sub if submitters[r[KEY]] >= 2 and resolved.get(r[KEY]) in VOTES]
         ratings = [r["rating"] for r in sub if r["rating"] is not None]
         out.append(
             {
@@ -128,7 +130,7 @@ def annotator_stats(responses: pl.DataFrame, decisions: pl.DataFrame | None = No
                 "picked_a_share": round(ab.count("a") / len(ab), 6) if ab else None,
                 "overlap_items": len(overlap),
                 "agrees_with_decision": (
-                    round(sum(r["vote"] == resolved[r["pair_id"]] for r in overlap) / len(overlap), 6) if overlap else None
+                    round(sum(r["vote"] == resolved[r[KEY]] for r in overlap) / len(overlap), 6) if overlap else None
                 ),
                 "mean_rating": round(sum(ratings) / len(ratings), 6) if ratings else None,
                 "corrections": sum(1 for r in sub if r.get("corrected")),

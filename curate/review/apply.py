@@ -49,6 +49,7 @@ from curate.stage import reject
 
 STAGE = "review"
 KEY = RECORD_KEY
+COPY_OF = "balance_copy_of"
 REASON_REJECTED = "review_rejected"  # both bad, flagged unsafe, or dropped by the tie/disagreement policy
 REASON_PENDING = "review_pending"  # not reviewed yet, and only reviewed pairs were asked for
 
@@ -224,9 +225,10 @@ def _check_corrections(joined: pl.DataFrame, language: Any) -> tuple[pl.DataFram
         return joined, empty
     rejected = pl.when(pl.col("review_swapped")).then(pl.col("chosen")).otherwise(pl.col("rejected"))
     cand = todo.select(KEY, "source", "prompt", pl.col("__correction").alias("chosen"), rejected.alias("rejected"))
-    labels = lang_stage.label(cand, language).select(KEY, *LANG_COLUMNS, pl.col("chosen").alias("__correction"))
-    labels = labels.collect()
-    refuse = (labels["lang"] == "mismatch") & pl.lit(language.mismatch == "reject")
+    labels = (
+        lang_stage.label(cand, language).select(KEY, *LANG_COLUMNS, pl.col("chosen").alias("__correction")).collect()
+    )
+    refuse = (pl.col("lang") == "mismatch") if language.mismatch == "reject" else pl.lit(False)
     refused = labels.filter(refuse)
     accepted = labels.filter(~refuse)
     if language.convert != "none":  # the stage converted this pair's texts; convert its correction the same way
@@ -265,7 +267,14 @@ def apply_decisions(
     """Pairs + decisions → kept (swapped/corrected) and rejected pairs, checking rows in = kept + rejected.
 
     `language`: the run's language stage Config, for rule 5 (None: the run has no language stage, no check)."""
-    joined = pairs.join(decisions, on=KEY, how="left", maintain_order="left")
+    if COPY_OF in pairs.columns:
+        # an upsampling copy wasn't pushed: it gets its original's decision (the original must be in `pairs`)
+        dec_key = pl.coalesce(pl.col(COPY_OF), pl.col(KEY)).alias("__decided_as")
+        joined = pairs.with_columns(dec_key).join(
+            decisions.rename({KEY: "__decided_as"}), on="__decided_as", how="left", maintain_order="left"
+        ).drop("__decided_as")
+    else:
+        joined = pairs.join(decisions, on=KEY, how="left", maintain_order="left")
     joined = joined.with_columns(
         pl.col("review_votes").fill_null(0),
         pl.col("review_swapped").fill_null(False),

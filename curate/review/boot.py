@@ -42,6 +42,21 @@ def _load_secrets() -> None:
     os.environ["ARGILLA_DATABASE_URL"] = secrets["database_url"]
 
 
+def _logging() -> None:
+    """curate's own server-side messages (text index rebuilt, vector cache, internal errors) go to the server's
+    log. Re-applied after the migration: alembic's fileConfig disables every logger that existed before it."""
+    import logging
+
+    log = logging.getLogger("curate.review")
+    log.disabled = False
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s [%(name)s] %(message)s"))
+        log.addHandler(handler)
+
+
 def _register() -> None:
     import curate.review.search_engine  # noqa: F401  (registers the "curate-sql" engine)
 
@@ -111,6 +126,7 @@ def setup(spec: dict) -> None:
     except SystemExit as exc:  # alembic exits on failure
         if exc.code:
             raise RuntimeError(f"database migration failed (alembic exit {exc.code})") from exc
+    _logging()
     from curate.review.search_engine import ensure_indexes_sync, ensure_wal_sync
 
     ensure_wal_sync()
@@ -166,6 +182,7 @@ def server(host: str, port: int, spec_path: str | None = None) -> None:
     import uvicorn
 
     _load_secrets()
+    _logging()
     _register()
     _cache_type_adapters()
     _skip_unheard_record_events()

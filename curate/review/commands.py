@@ -203,7 +203,8 @@ def push(run_dir, dataset, home, api_url, api_key, workspace, min_submitted, see
     verb = "created" if result.created_dataset else "updated"
     click.secho(
         f"{verb} dataset {result.dataset!r} in workspace {result.workspace!r} at {result.api_url}: "
-        f"{result.sent} records sent, {result.already} already there ({result.pairs} pairs)",
+        f"{result.sent} records sent, {result.already} already there ({result.pairs} pairs"
+        + (f"; {result.copies} upsampling copies follow their originals" if result.copies else "") + ")",
         fg="green",
     )
     click.echo(f"vectors: {result.vectors or 'none'}; {result.seconds:.1f} s")

@@ -3,7 +3,7 @@
 Writes under RUN_DIR/review/ (each file atomically):
 - responses.parquet: every response on the server, raw — one row per (record, user): the pair's key, record id,
   user, status (submitted / draft / discarded), the A/B answer, the unblinded vote, problems, rating,
-  corrected text, the raw values as JSON, inserted_at/updated_at. Sorted by (pair_id, user) for stable bytes.
+  corrected text, the raw values as JSON, inserted_at/updated_at. Sorted by (key, user) for stable bytes.
 - decisions.parquet: one row per reviewed pair (see apply.py for the rules).
 - pairs.parquet: the kept pairs (swapped/corrected as decided, with review_* columns).
 - rejects.parquet: the dropped pairs, stage "review", reason review_rejected / review_pending, detail.
@@ -138,13 +138,23 @@ def responses_frame(raw: list[dict[str, Any]], names: dict[str, str], mapping: d
     return frame.sort(KEY, "user")
 
 
+def pushed_key(run_dir: Path, dataset: str) -> str:
+    """The column whose values are the dataset's record ids: row_id, or pair_id for a push by an older curate."""
+    meta = read_push_meta(run_dir)["datasets"].get(dataset)
+    return KEY if meta is None else meta.get("key", S.LEGACY_KEY)
+
+
 def load_mapping(run_dir: Path, pairs: pl.DataFrame, dataset: str, seed: int | None) -> dict[str, bool]:
-    """The blind mapping push wrote for `dataset`; rebuilt from a seed (`seed`, or push.json's) when needed."""
+    """The blind mapping push wrote for `dataset`, by record id; rebuilt from a seed (`seed`, or push.json's)
+    when needed."""
     path = run_dir / "review" / "mapping.parquet"
+    key = pushed_key(run_dir, dataset)
     if seed is None and path.is_file():
-        m = pl.read_parquet(path).filter(pl.col("dataset") == dataset)
-        if m.height:
-            return dict(zip(m[KEY].to_list(), m["a_is_chosen"].to_list()))
+        m = pl.read_parquet(path)
+        if key in m.columns:
+            m = m.filter(pl.col("dataset") == dataset)
+            if m.height:
+                return dict(zip(m[key].to_list(), m["a_is_chosen"].to_list()))
     if seed is None:
         pushed = read_push_meta(run_dir)["datasets"].get(dataset)
         if pushed is None:
@@ -153,7 +163,7 @@ def load_mapping(run_dir: Path, pairs: pl.DataFrame, dataset: str, seed: int | N
                 "pushed from, or pass --seed with the seed used for push"
             )
         seed = int(pushed["seed"])
-    m = S.mapping_frame(pairs[KEY], seed)
+    m = S.mapping_frame(pairs[key], seed)
     return dict(zip(m[KEY].to_list(), m["a_is_chosen"].to_list()))
 
 
@@ -213,6 +223,11 @@ def pull(
     mapping = load_mapping(run_dir, pairs, dataset_name, seed)
     raw = fetch_raw(conn, dataset)
     responses = responses_frame(raw, usernames(conn), mapping)
+    key = pushed_key(run_dir, dataset_name)
+    if key != KEY:  # pushed by an older curate: record ids are pair_ids, unique in the runs it accepted
+        to_row = dict(zip(pairs[key].to_list(), pairs[KEY].to_list()))
+        responses = responses.with_columns(pl.col(KEY).replace(to_row)).sort(KEY, "user")
+        raw = [{**r, "external_id": to_row.get(str(r.get("external_id")), r.get("external_id"))} for r in raw]
     on_server = {str(r["external_id"]) for r in raw if r.get("external_id") is not None}
     # answers to records that aren't pairs of this run can't be applied; count them, don't use them
     foreign = responses.filter(~pl.col(KEY).is_in(pairs[KEY].to_list()))

@@ -41,6 +41,7 @@ DEFAULT_WORKSPACE = "curate"
 LIST_PAGE = 1000  # argilla-server's largest page for record listing
 MAX_BATCH = 500  # argilla-server's largest bulk upsert
 SEND_AHEAD = 2  # batches in flight at once (see push())
+COPY_OF = "balance_copy_of"  # curate.stages.balance: the row an upsampling copy copies
 
 Progress = Callable[[int, int], None]  # (records sent so far in this push, records to send in this push)
 
@@ -177,6 +178,7 @@ class PushResult:
     api_url: str
     pairs: int  # pairs in RUN_DIR/pairs.parquet
     already: int  # of those, already on the server before this push
+    copies: int  # balance's upsampling copies: not sent, they follow their original
     sent: int  # sent by this push
     created_dataset: bool
     vectors: str | None  # embedding model used, None when pushed without vectors
@@ -194,6 +196,9 @@ def read_pairs(run_dir: str | Path) -> pl.DataFrame:
     if not path.is_file():
         raise InputError(f"{path} not found: push needs a finished run folder (curate run … --out RUN_DIR)")
     pairs = pl.read_parquet(path)
+    if S.RECORD_KEY not in pairs.columns and S.LEGACY_KEY in pairs.columns and pairs[S.LEGACY_KEY].is_unique().all():
+        # a run folder from before row_id: its pair_ids (unique there, push required it) name its rows
+        pairs = pairs.with_columns(pl.col(S.LEGACY_KEY).alias(S.RECORD_KEY))
     missing = [c for c in (S.RECORD_KEY, "prompt", "chosen", "rejected") if c not in pairs.columns]
     if missing:
         raise InputError(f"{path}: missing column {missing[0]!r}; is this a curate run folder?")
@@ -259,6 +264,12 @@ def read_push_meta(run_dir: Path) -> dict[str, Any]:
 def _mapping_for(run_dir: Path, pairs: pl.DataFrame, opts: PushOptions) -> pl.DataFrame:
     """The blind mapping for these pairs; refuses a seed that differs from the one this dataset was pushed with."""
     previous = read_push_meta(run_dir)["datasets"].get(opts.dataset)
+    if previous is not None and previous.get("key", S.LEGACY_KEY) != S.RECORD_KEY:
+        raise ConfigError(
+            f"dataset {opts.dataset!r} was pushed by an older curate, with {previous.get('key', S.LEGACY_KEY)} as "
+            f"record ids; pushing {S.RECORD_KEY}s would duplicate its records: push to a new --dataset name "
+            "(pull still reads the old one)"
+        )
     if previous is not None and previous["seed"] != opts.seed:
         raise ConfigError(
             f"dataset {opts.dataset!r} was pushed from this run with --seed {previous['seed']}; pushing with "
@@ -314,7 +325,10 @@ def push(
         S.check_compatible(dataset)
         want_vectors = opts.vectors and any(v.name == S.VECTOR for v in dataset.settings.vectors)
         already = existing_ids(conn, dataset)
-    todo = pairs.filter(~pl.col(S.RECORD_KEY).is_in(list(already)))
+    # Balance's upsampling copies are the same pair again: reviewed once, through their original (pull gives
+    # each copy its original's decision).
+    originals = pairs.filter(pl.col(COPY_OF).is_null()) if COPY_OF in pairs.columns else pairs
+    todo = originals.filter(~pl.col(S.RECORD_KEY).is_in(list(already)))
     total = todo.height
     batches = [todo.slice(s, opts.batch_size).to_dicts() for s in range(0, total, opts.batch_size)]
     timings["list_existing"] = time.perf_counter() - t
@@ -385,6 +399,7 @@ def push(
                 elif i == 0:
                     vectors = first_vectors
                 else:
+                    assert pending is not None  # submitted with the batch before
                     w = time.perf_counter()
                     vectors = pending.result()
                     wait += time.perf_counter() - w
@@ -404,7 +419,7 @@ def push(
 
     return PushResult(
         dataset=opts.dataset, workspace=conn.workspace, api_url=conn.api_url, pairs=pairs.height,
-        already=pairs.height - total, sent=sent, created_dataset=created,
+        already=originals.height - total, sent=sent, created_dataset=created, copies=pairs.height - originals.height,
         vectors=embedder.model if embedder else None,
         seconds=time.perf_counter() - t0, timings={k: round(v, 4) for k, v in timings.items()},
     )

@@ -2,7 +2,7 @@
 
 Why blind: annotators who know which reply the source preferred tend to agree with it, and annotators favour
 whichever reply is shown first. So each pair's two replies are shown as "Response A" / "Response B" in an
-order drawn from a hash of (seed, pair_id): reproducible, different per pair, and independent of the source's
+order drawn from a hash of (seed, the pair's key): reproducible, different per pair, and independent of the source's
 label. The mapping is kept on the curating side only (RUN_DIR/review/mapping.parquet); it can always be
 rebuilt from the seed, so the server never needs to hold it.
 
@@ -25,9 +25,10 @@ if TYPE_CHECKING:  # pragma: no cover
     import argilla as rg
 
 # The column that names a pair across push, the server and pull: record ids sent to Argilla, the keys of
-# review/mapping.parquet and of every pull/apply join. One place, so the switch to the per-row `row_id` (two
-# identical pairs from two files share a pair_id) is this line.
-RECORD_KEY = "pair_id"
+# review/mapping.parquet and of every pull/apply join. `row_id` (unique per row in a run), not `pair_id` (a
+# content hash: two identical pairs from two files share it, so their records and answers would collide).
+RECORD_KEY = "row_id"
+LEGACY_KEY = "pair_id"  # what curate before row_id used; pull still reads datasets pushed that way
 
 # Field, question, metadata and vector names on the Argilla side. Stable: pull reads them back.
 FIELD_CONTEXT = "context"

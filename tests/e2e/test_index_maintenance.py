@@ -48,7 +48,7 @@ def _dataset(info, name: str):
     owner = rg.Argilla(api_url=info.api_url, api_key=info.owner.api_key, timeout=120)
     settings = rg.Settings(fields=[rg.TextField(name="prompt", client=owner)],
                            questions=[rg.LabelQuestion(name="better", labels=["a", "b"], client=owner)],
-                           vectors=[rg.VectorField(name="emb", dimensions=2, client=owner)])
+                           vectors=[rg.VectorField(name="emb", dimensions=2, _client=owner)])
     ds = rg.Dataset(name=name, workspace=info.workspace, settings=settings, client=owner).create()
     return rg, ds
 

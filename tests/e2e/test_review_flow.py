@@ -90,11 +90,11 @@ def _server_records(conn, dataset) -> list[dict]:
 def _answer(info, run: Path, pairs: pl.DataFrame, conn, dataset) -> None:
     """Two annotators answer through the REST API as the UI would (A/B, after the blind mapping)."""
     mapping = pl.read_parquet(run / "review" / "mapping.parquet")
-    a_chosen = dict(zip(mapping["pair_id"], mapping["a_is_chosen"]))
+    a_chosen = dict(zip(mapping["row_id"], mapping["a_is_chosen"]))
     server_id = {r["external_id"]: r["id"] for r in _server_records(conn, dataset)}
     names = list(SCENARIO)
     ann = {a.username: _client(info, a) for a in info.annotators[:2]}
-    for i, pid in enumerate(pairs["pair_id"]):
+    for i, pid in enumerate(pairs["row_id"]):
         for user, answer in zip(ann, SCENARIO[names[i]]):
             if answer is None:
                 continue
@@ -147,11 +147,11 @@ def _flow(info, tmp_path, pairs_factory, *, vectors: bool, suggest: bool) -> Non
 
     records = {r["external_id"]: r for r in _server_records(conn, dataset)}
     mapping = pl.read_parquet(run / "review" / "mapping.parquet")
-    assert set(records) == set(pairs["pair_id"]) == set(mapping["pair_id"])
+    assert set(records) == set(pairs["row_id"]) == set(mapping["row_id"])
     assert 0 < mapping["a_is_chosen"].sum() < pairs.height  # both orders occur
     for row in pairs.to_dicts():
-        rec = records[row["pair_id"]]
-        a_chosen = mapping.filter(pl.col("pair_id") == row["pair_id"])["a_is_chosen"].item()
+        rec = records[row["row_id"]]
+        a_chosen = mapping.filter(pl.col("row_id") == row["row_id"])["a_is_chosen"].item()
         assert rec["fields"][S.FIELD_A] == (row["chosen"] if a_chosen else row["rejected"])
         assert rec["fields"][S.FIELD_B] == (row["rejected"] if a_chosen else row["chosen"])
         assert rec["fields"][S.FIELD_PROMPT] == row["prompt"][-1]["content"]
@@ -263,10 +263,10 @@ def test_pull_applies_the_policy_push_wrote_into_the_guidelines(any_server, tmp_
     assert dataset.settings.guidelines == guidelines.render(policy, 2)
     assert "A pair decided as a tie is dropped." in dataset.settings.guidelines
     mapping = pl.read_parquet(run / "review" / "mapping.parquet")
-    a_chosen = dict(zip(mapping["pair_id"], mapping["a_is_chosen"]))
+    a_chosen = dict(zip(mapping["row_id"], mapping["a_is_chosen"]))
     server_id = {r["external_id"]: r["id"] for r in _server_records(conn, dataset)}
     ann1, ann2 = (_client(any_server, a) for a in any_server.annotators[:2])
-    ids = pairs["pair_id"].to_list()
+    ids = pairs["row_id"].to_list()
 
     def answer(client, pid, better, status="submitted"):
         r = client.http_client.post(f"/api/v1/records/{server_id[pid]}/responses",
@@ -280,16 +280,16 @@ def test_pull_applies_the_policy_push_wrote_into_the_guidelines(any_server, tmp_
     answer(ann2, ids[1], "b" if a_chosen[ids[1]] else "a", status="draft")
     stats = pull(run, conn, name).stats
     kept = pl.read_parquet(run / "review" / "pairs.parquet")
-    assert ids[0] not in kept["pair_id"].to_list()  # the tie was dropped, as the guidelines said
-    one_vote = kept.filter(pl.col("pair_id") == ids[1]).to_dicts()[0]
+    assert ids[0] not in kept["row_id"].to_list()  # the tie was dropped, as the guidelines said
+    one_vote = kept.filter(pl.col("row_id") == ids[1]).to_dicts()[0]
     assert one_vote["review_decision"] is None and one_vote["chosen"] == "good 1"  # not swapped on one vote
     assert stats["policy"]["tie"] == "drop" and stats["policy"]["min_votes"] == 2
     assert stats["policy_differs_from_guidelines"] == []
     # an explicit option wins, and the difference is recorded
     stats = pull(run, conn, name, overrides={"tie": "keep", "min_votes": 1}).stats
     kept = pl.read_parquet(run / "review" / "pairs.parquet")
-    assert ids[0] in kept["pair_id"].to_list()
-    assert kept.filter(pl.col("pair_id") == ids[1])["review_swapped"].item()
+    assert ids[0] in kept["row_id"].to_list()
+    assert kept.filter(pl.col("row_id") == ids[1])["review_swapped"].item()
     assert stats["policy_differs_from_guidelines"] == ["min_votes", "tie"]
 
 
@@ -306,7 +306,7 @@ def test_repush_is_idempotent_and_adds_only_new_pairs(argilla_server, tmp_path, 
     more = push(run, conn, opts)
     assert (more.sent, more.already) == (6, 5)
     ids = [r["external_id"] for r in _server_records(conn, find_dataset(conn, name))]
-    assert sorted(ids) == sorted(pairs["pair_id"]) and len(ids) == len(set(ids))
+    assert sorted(ids) == sorted(pairs["row_id"]) and len(ids) == len(set(ids))
     # changing the blind order of records already shown is refused
     with pytest.raises(ConfigError, match="--seed 0"):
         push(run, conn, PushOptions(dataset=name, seed=1, vectors=False))
@@ -343,7 +343,7 @@ def test_interrupted_push_resumes(argilla_server, tmp_path, pairs_factory):
     resumed = push(run, conn, opts)
     assert (resumed.already, resumed.sent) == (on_server, pairs.height - on_server)
     ids = [r["external_id"] for r in _server_records(conn, dataset)]
-    assert sorted(ids) == sorted(pairs["pair_id"])
+    assert sorted(ids) == sorted(pairs["row_id"])
 
 
 def test_cli_push_remote_status_and_pull(argilla_server, tmp_path, pairs_factory):
@@ -418,3 +418,66 @@ def test_cli_serve_prints_new_credentials_once_and_stop(tmp_path):
     finally:
         runner.invoke(main, ["review", "stop", "--home", str(home)])
     assert not server.running(home)
+
+
+def test_identical_pairs_from_two_files_are_two_records(any_server, tmp_path, pairs_factory):
+    """Two files holding the same pair share a pair_id (a content hash) but not a row_id: each is its own record,
+    and each record's answer lands on its own row."""
+    same = {"prompt": "What is 2 + 2?", "chosen": "4", "rejected": "5"}
+    pairs = pairs_factory([{**same, "source": "a.jsonl"}, {**same, "source": "b.jsonl"}])
+    assert pairs["pair_id"].n_unique() == 1 and pairs["row_id"].n_unique() == 2
+    # and an upsampling copy of the first (curate.stages.balance): reviewed through its original, not again
+    copy = pairs.head(1).with_columns(pl.lit("copy-of-a").alias("row_id"))
+    pairs = pl.concat([pairs.with_columns(pl.lit(None, dtype=pl.String).alias("balance_copy_of")),
+                       copy.with_columns(pl.lit(pairs["row_id"][0]).alias("balance_copy_of"))])
+    run = _run_dir(tmp_path, pairs)
+    name = _name("twins")
+    conn = connect(home=any_server.home)
+    result = push(run, conn, PushOptions(dataset=name, vectors=False))
+    assert (result.sent, result.copies) == (2, 1)
+    dataset = find_dataset(conn, name)
+    records = {r["external_id"]: r for r in _server_records(conn, dataset)}
+    assert set(records) == set(pairs["row_id"][:2])
+    mapping = dict(zip(*pl.read_parquet(run / "review" / "mapping.parquet").select("row_id", "a_is_chosen")))
+    ann = _client(any_server, any_server.annotators[0])
+    a_row, b_row = pairs["row_id"].to_list()[:2]
+    for rid, vote in ((a_row, "chosen"), (b_row, "rejected")):
+        better = ("a" if mapping[rid] else "b") if vote == "chosen" else ("b" if mapping[rid] else "a")
+        r = ann.http_client.post(f"/api/v1/records/{records[rid]['id']}/responses",
+                                 json={"values": {S.Q_BETTER: {"value": better}}, "status": "submitted"})
+        assert r.status_code == 201, r.text
+    pull(run, conn, name, overrides={"min_votes": 1})
+    kept = {r["row_id"]: r for r in pl.read_parquet(run / "review" / "pairs.parquet").to_dicts()}
+    assert (kept[a_row]["chosen"], kept[a_row]["review_swapped"]) == ("4", False)
+    assert (kept[b_row]["chosen"], kept[b_row]["review_swapped"]) == ("5", True)
+    assert (kept["copy-of-a"]["chosen"], kept["copy-of-a"]["review_decision"]) == ("4", "chosen")
+
+
+def test_a_dataset_pushed_before_row_id_is_still_pulled(argilla_server, tmp_path, pairs_factory):
+    """A run folder and dataset from before row_id (records named by pair_id, mapping keyed by pair_id): pull
+    reads it; pushing more to it is refused (its ids would not match)."""
+    pairs = pairs_factory([{"prompt": f"Old question {i}?", "chosen": f"c{i}", "rejected": f"r{i}"} for i in range(2)])
+    old = pairs.drop("row_id")
+    run = _run_dir(tmp_path, old)
+    name = _name("legacy")
+    conn = connect(home=argilla_server.home)
+    push(run, conn, PushOptions(dataset=name, vectors=False))  # the run's pair_ids name its rows
+    meta = json.loads((run / "review" / "push.json").read_text())
+    del meta["datasets"][name]["key"]  # exactly what an older curate wrote
+    (run / "review" / "push.json").write_text(json.dumps(meta))
+    pl.read_parquet(run / "review" / "mapping.parquet").rename({"row_id": "pair_id"}).write_parquet(
+        run / "review" / "mapping.parquet")
+    dataset = find_dataset(conn, name)
+    rec = {r["external_id"]: r for r in _server_records(conn, dataset)}
+    assert set(rec) == set(old["pair_id"])
+    mapping = dict(zip(*pl.read_parquet(run / "review" / "mapping.parquet").select("pair_id", "a_is_chosen")))
+    pid = old["pair_id"][0]
+    ann = _client(argilla_server, argilla_server.annotators[0])
+    r = ann.http_client.post(f"/api/v1/records/{rec[pid]['id']}/responses",
+                             json={"values": {S.Q_BETTER: {"value": "b" if mapping[pid] else "a"}}, "status": "submitted"})
+    assert r.status_code == 201, r.text
+    pull(run, conn, name)
+    kept = pl.read_parquet(run / "review" / "pairs.parquet")
+    assert kept.filter(pl.col("pair_id") == pid)["review_swapped"].item()
+    with pytest.raises(ConfigError, match="pushed by an older curate"):
+        push(run, conn, PushOptions(dataset=name, vectors=False))

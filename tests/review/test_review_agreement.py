@@ -45,7 +45,7 @@ def _responses(rows):
     return pl.DataFrame(
         rows,
         orient="row",
-        schema={"pair_id": pl.String, "user": pl.String, "status": pl.String, "better": pl.String,
+        schema={"row_id": pl.String, "user": pl.String, "status": pl.String, "better": pl.String,
                 "vote": pl.String, "problems": pl.List(pl.String), "rating": pl.Int64, "corrected": pl.String},
     )
 
@@ -62,7 +62,7 @@ def test_report_and_annotator_stats():
     assert rep["better"]["items"] == 2 and rep["better"]["percent"] == pytest.approx(0.5)
     assert rep["problems"]["unsafe"]["percent"] == pytest.approx(1.0)
     assert rep["rating"]["items"] == 1
-    decisions = pl.DataFrame({"pair_id": ["p1", "p2"], "review_decision": ["chosen", "disputed"]})
+    decisions = pl.DataFrame({"row_id": ["p1", "p2"], "review_decision": ["chosen", "disputed"]})
     stats = {s["user"]: s for s in annotator_stats(r, decisions)}
     assert stats["ann1"]["submitted"] == 2 and stats["ann1"]["draft"] == 1
     assert stats["ann1"]["picked_a_share"] == 1.0 and stats["ann2"]["picked_a_share"] == 0.5

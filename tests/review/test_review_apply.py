@@ -94,11 +94,11 @@ def _pairs(pairs_factory):
 def _responses(pairs, votes):
     rows = []
     for i, (user, vote, problems, corrected) in votes:
-        rows.append({"pair_id": pairs["pair_id"][i], "user": user, "status": "submitted", "vote": vote,
+        rows.append({"row_id": pairs["row_id"][i], "user": user, "status": "submitted", "vote": vote,
                      "problems": problems, "rating": None, "corrected": corrected, "updated_at": "t"})
-    rows.append({"pair_id": pairs["pair_id"][4], "user": "x", "status": "draft", "vote": "both_bad",
+    rows.append({"row_id": pairs["row_id"][4], "user": "x", "status": "draft", "vote": "both_bad",
                  "problems": [], "rating": None, "corrected": None, "updated_at": "t"})
-    return pl.DataFrame(rows, schema={"pair_id": pl.String, "user": pl.String, "status": pl.String, "vote": pl.String,
+    return pl.DataFrame(rows, schema={"row_id": pl.String, "user": pl.String, "status": pl.String, "vote": pl.String,
                                       "problems": pl.List(pl.String), "rating": pl.Int64, "corrected": pl.String,
                                       "updated_at": pl.String})
 
@@ -130,7 +130,8 @@ def test_apply_swaps_drops_corrects_and_conserves(pairs_factory):
     assert set(out.rejects["stage"]) == {"review"}
     assert out.stats["pairs_in"] == 6 == out.stats["kept"] + out.stats["rejected"]
     assert out.stats["swapped"] == 2 and out.stats["corrected"] == 1 and out.stats["unreviewed"] == 1
-    # pair ids are provenance: unchanged by swaps and corrections
+    # row and pair ids are provenance: unchanged by swaps and corrections
+    assert set(out.kept["row_id"]) | set(out.rejects["row_id"]) == set(pairs["row_id"])
     assert set(out.kept["pair_id"]) | set(out.rejects["pair_id"]) == set(pairs["pair_id"])
     assert out.kept.columns[: len(pairs.columns)] == pairs.columns
 
@@ -185,9 +186,9 @@ def test_both_bad_with_a_correction_keeps_the_corrected_pair(pairs_factory):
 
 
 def _responses_only(pairs, votes):
-    rows = [{"pair_id": pairs["pair_id"][i], "user": user, "status": "submitted", "vote": vote, "problems": problems,
+    rows = [{"row_id": pairs["row_id"][i], "user": user, "status": "submitted", "vote": vote, "problems": problems,
              "rating": None, "corrected": corrected, "updated_at": "t"} for i, (user, vote, problems, corrected) in votes]
-    return pl.DataFrame(rows, schema={"pair_id": pl.String, "user": pl.String, "status": pl.String, "vote": pl.String,
+    return pl.DataFrame(rows, schema={"row_id": pl.String, "user": pl.String, "status": pl.String, "vote": pl.String,
                                       "problems": pl.List(pl.String), "rating": pl.Int64, "corrected": pl.String,
                                       "updated_at": pl.String})
 
@@ -253,3 +254,13 @@ def test_corrections_follow_the_stages_script_conversion(pairs_factory):
     out = apply_decisions(pairs, resolve(_responses_only(pairs, votes), P), P, language=language.Config(convert="t2s"))
     fixed = next(r for r in out.kept.to_dicts() if r["review_corrected"])
     assert fixed["chosen"] == "机器学习是人工智慧的一个分支，这是繁体字。" and fixed["lang_chosen"] == "zh-Hans"
+
+
+def test_upsampling_copies_follow_their_originals_decision(pairs_factory):
+    pairs = _pairs(pairs_factory).with_columns(pl.lit(None, dtype=pl.String).alias("balance_copy_of"))
+    copy = pairs.slice(1, 1).with_columns(pl.lit("copy-1").alias("row_id"), pl.col("row_id").alias("balance_copy_of"))
+    both = pl.concat([pairs, copy])
+    out = apply_decisions(both, resolve(_responses(pairs, VOTES), P), P)
+    rows = {r["row_id"]: r for r in out.kept.to_dicts()}
+    assert rows["copy-1"]["review_swapped"] and rows["copy-1"]["chosen"] == "r1"  # swapped like the original
+    assert out.stats["pairs_in"] == 7 == out.stats["kept"] + out.stats["rejected"]

@@ -43,7 +43,7 @@ def test_unblind_round_trip():
 
 
 def _row(**kw):
-    row = {"pair_id": "abc", "source": "s.jsonl", "system": "Be brief.", "prompt": [{"role": "user", "content": "你好"}],
+    row = {"row_id": "abc", "source": "s.jsonl", "system": "Be brief.", "prompt": [{"role": "user", "content": "你好"}],
            "chosen": "GOOD", "rejected": "BAD!", "chosen_score": 9.0, "rejected_score": 3.0, "lang": "zh"}
     row.update(kw)
     return row
@@ -105,7 +105,7 @@ def test_responses_frame_unblinds_raw_api_records():
     ]
     frame = responses_frame(raw, {"u1": "ann1", "u2": "ann2"}, {"p1": False, "p2": True})
     rows = frame.to_dicts()
-    assert [(r["pair_id"], r["user"], r["status"]) for r in rows] == [
+    assert [(r["row_id"], r["user"], r["status"]) for r in rows] == [
         ("p1", "ann1", "submitted"), ("p1", "ann2", "draft"), ("p2", "u9", "discarded")]
     assert rows[0]["vote"] == "rejected" and rows[1]["vote"] == "chosen"  # A held the rejected reply
     assert rows[0]["problems"] == ["truncated", "unsafe"] and rows[0]["rating"] == 3
