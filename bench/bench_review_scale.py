@@ -50,7 +50,7 @@ sys.path.insert(0, str(REPO))
 
 from curate.review import server
 from curate.review.push import PushOptions, connect, push
-from curate.schema import conform, with_ids
+from curate.schema import conform, row_ids, with_ids
 
 TOPICS_ZH = ["量子力学", "中文写作", "机器学习", "烹饪米饭", "城市交通", "气候变化", "古代历史", "家庭理财", "围棋规则",
              "中医养生", "网络安全", "太阳能板"]
