@@ -2,10 +2,13 @@
 
 Why: argilla-server 2.8.0 needs Elasticsearch/OpenSearch; neither can be installed on a curation laptop. The
 server picks its engine by name (`ARGILLA_SEARCH_ENGINE`), so this class, registered as "curate-sql" and
-imported before the app starts (curate/review/boot.py), replaces it without patching argilla_server. It keeps
-no index of its own: the database already holds records, responses, suggestions, metadata and vectors, so the
-write hooks are no-ops and every search is one SQL query (bound parameters only: the UI search box reaches it).
-Vectors are cached per vector settings in memory (numpy) for similarity search.
+imported before the app starts (curate/review/boot.py), replaces it without patching argilla_server. The
+database already holds records, responses, suggestions, metadata and vectors, so filters and sorts are SQL over
+argilla's tables (on indexes created here), text queries read a text index kept by database triggers
+(text_index.py: FTS5 trigram on SQLite, pg_trgm + bigrams on PostgreSQL), and similarity search multiplies a
+normalised float32 matrix per vector field (vector_cache.py: refreshed incrementally, saved to disk). Bound
+parameters only: the UI search box reaches this SQL. Query length and term count are capped (422); a statement
+over the time limit (adapter.py) is answered 422 here.
 
 Runs inside the argilla-server virtualenv: import only the stdlib, argilla_server, sqlalchemy and numpy.
 """
