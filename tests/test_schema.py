@@ -58,5 +58,5 @@ def test_review_decisions_validate():
     ]
     for subset in (answers, answers[:1], []):
         row = resolve_pair(subset, ResolvePolicy())
-        row = {k: v for k, v in row.items() if not k.startswith("__")} | {"pair_id": "0123456789abcdef"}
+        row = {k: v for k, v in row.items() if not k.startswith("__")} | {"row_id": "0123456789abcdef"}
         jsonschema.validate(row, schema)

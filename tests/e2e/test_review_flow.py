@@ -185,6 +185,12 @@ def _flow(info, tmp_path, pairs_factory, *, vectors: bool, suggest: bool) -> Non
     responses = pl.read_parquet(run / "review" / "responses.parquet")
     stats = json.loads((run / "review" / "stats.json").read_text())
     assert kept.height + rejects.height == pairs.height  # conservation
+    import jsonschema
+
+    from curate.schema import json_schema
+
+    for decision in pl.read_parquet(run / "review" / "decisions.parquet").to_dicts():  # what schemas/ promises
+        jsonschema.validate(decision, json_schema("review_decision"))
     by_row = {r["source_row"]: r for r in kept.to_dicts()}
 
     def find(label: str) -> dict:
