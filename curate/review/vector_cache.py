@@ -205,8 +205,8 @@ def _build(conn: Any, dataset_id: UUID, settings_id: UUID, sid: Any, dims: int, 
     ids: list[UUID] = []
     rows = _stream(
         conn,
-        "SELECT v.record_id, CAST(v.value AS TEXT) FROM vectors v JOIN records r ON r.id = v.record_id "
-        "WHERE v.vector_settings_id = :s ORDER BY r.inserted_at, r.id",
+        # record_id order: read along the (record_id, vector_settings_id) unique index, no sort of the JSON rows
+        "SELECT record_id, CAST(value AS TEXT) FROM vectors WHERE vector_settings_id = :s ORDER BY record_id",
         s=sid,
     )
     for record_id, raw in rows:
