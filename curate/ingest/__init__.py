@@ -289,9 +289,16 @@ def _raw(row: Any) -> str:
         return readers.raw_text(r.repr(row))
 
 
-def _plan_for(src: readers.Source, mapping: dict[str, str]) -> tuple[Plan, ColumnStats]:
+def _plan_for(src: readers.Source, mapping: dict[str, str]) -> Plan:
     """Detect from the columns of every row of the file (streamed: only counts are kept) and a sample of the
-    first rows that parse as objects. Parquet and datasets folders are counted from Arrow, column by column."""
+    first rows that parse as objects."""
+    sample, stats = _survey(src)
+    return detect(sample, mapping, src.name, columns=stats)
+
+
+def _survey(src: readers.Source) -> tuple[list[dict[str, Any]], ColumnStats]:
+    """The first rows that parse as objects, and the columns of all of them. Parquet and datasets folders are
+    counted from Arrow, column by column."""
     sample: list[dict[str, Any]] = []
     stats = ColumnStats()
     first_error: str | None = None
@@ -311,7 +318,7 @@ def _plan_for(src: readers.Source, mapping: dict[str, str]) -> tuple[Plan, Colum
                     first_error = err[1] if err else f"a JSON {type(row).__name__}, not an object"
     if not sample:
         raise InputError(f"{src.name}: no row is a JSON object (first problem: {first_error})")
-    return detect(sample, mapping, src.name, columns=stats), stats
+    return sample, stats
 
 
 def _check_mapped_columns(mapping: dict[str, str], stats: list[ColumnStats]) -> None:
@@ -363,9 +370,9 @@ def ingest(inputs: list[str | Path], out_dir: str | Path, mapping: dict[str, str
     sources, not_read = readers.expand(list(inputs))
     if strict_inputs and not_read:
         raise InputError(f"--strict-inputs: {readers.describe_not_read(not_read)}")
-    planned = [_plan_for(src, mapping) for src in sources]
-    _check_mapped_columns(mapping, [st for _, st in planned])
-    plans = [(src, plan) for src, (plan, _) in zip(sources, planned)]
+    surveys = [_survey(src) for src in sources]
+    _check_mapped_columns(mapping, [st for _, st in surveys])
+    plans = [(src, detect(sample, mapping, src.name, columns=st)) for src, (sample, st) in zip(sources, surveys)]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pairs_schema, rejects_schema = _schemas()

@@ -494,7 +494,8 @@ def _json(src: Source, batch_rows: int = BATCH_ROWS) -> Iterator[list[Record]]:
         batch: list[Record] = []
         for j, row in enumerate(rows[i : i + batch_rows], start=i):
             if lenient and has_surrogate(row):
-                raw = raw_text(_dump_lenient(row))
+                dumped = _dump_lenient(row)  # escapes stay escapes; bytes that were not UTF-8 come back as bytes
+                raw = raw_text(dumped.encode("utf-8", "backslashreplace") if strict_utf8 else safe_bytes(dumped))
                 if strict_utf8 or not _only_escaped_bytes(row):
                     batch.append((j, None, (INVALID_UNICODE, f"row {j}: a lone surrogate escape (\\ud800-\\udfff)", raw)))
                 else:
