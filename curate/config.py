@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from curate.errors import ConfigError
+from curate.io import canonical_name
 
 PIPELINE_KEYS = {"name", "seed", "stages", "description"}
 
@@ -201,7 +202,7 @@ def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -
     raw["ingest"] = _plain(dataclasses.asdict(ingest_cfg))
     raw.update({n: _plain(dataclasses.asdict(c)) for n, c in stages})
     raw["export"] = _plain(dataclasses.asdict(export_cfg))
-    return Pipeline(head.get("name", path.stem), seed, tuple(stages), export_cfg, str(path), raw, ingest_cfg)
+    return Pipeline(head.get("name", path.stem), seed, tuple(stages), export_cfg, canonical_name(path), raw, ingest_cfg)
 
 
 def _plain(obj: Any) -> Any:

@@ -11,6 +11,10 @@ class InputError(CurateError):
     """An input file or folder can't be read or understood (missing, empty, undetectable format)."""
 
 
+class OutputError(CurateError):
+    """An output folder can't be created or written (a file in the way, no permission, read-only)."""
+
+
 class ConfigError(CurateError):
     """A pipeline file or option is wrong: unknown key or stage, bad type, impossible target."""
 

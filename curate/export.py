@@ -15,6 +15,7 @@ the same pairs + config + seed give byte-identical files.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -25,7 +26,7 @@ import numpy as np
 import polars as pl
 
 from curate import __version__
-from curate.errors import InputError
+from curate.errors import InputError, OutputError
 from curate.io import ROW_GROUP, STREAM_CHUNK, atomic_path, atomic_write_text, count_rows, sha256_file
 
 SPLITS = ("train", "test")
@@ -118,10 +119,57 @@ def export(
     """Write the export folder; return a summary (split sizes, files) that also goes into the run report."""
     cfg = cfg or Config()
     pairs_path, run_dir = resolve_pairs(source)
-    out = Path(out_dir)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    target = Path(out_dir)
+    # Built in a temp folder beside the target and renamed into place: an interrupted export never leaves a
+    # partial folder where a finished one is expected (the old one stays until the new one is complete).
+    build = _start_build(target)
+    try:
+        summary = _export_into(build, target, pairs_path, run_dir, cfg, pipeline)
+        _swap_into_place(build, target)
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+    return summary
+
+
+EXPORT_ENTRIES = {"hf", "trl", "llamafactory", "README.md", "manifest.json"}
+
+
+def _start_build(target: Path) -> Path:
+    """Check the target can be replaced, remove earlier runs' leftovers beside it, make the build folder."""
+    from curate.runner import make_out_dir
+
+    if target.exists() or target.is_symlink():
+        if not target.is_dir() or target.is_symlink():
+            raise OutputError(f"--out {target}: is a file, not a folder")
+        foreign = sorted(set(os.listdir(target)) - EXPORT_ENTRIES)
+        if foreign:  # never delete a folder curate didn't write
+            raise OutputError(f"--out {target}: exists and holds {foreign[0]!r}, which is not part of a curate "
+                              f"export; remove it or choose another folder")
+    make_out_dir(target.parent)
+    for old in target.parent.glob(f".curate-export-{target.name}-*"):  # an export that was killed (kill -9)
+        shutil.rmtree(old, ignore_errors=True)
+    build = Path(tempfile.mkdtemp(prefix=f".curate-export-{target.name}-", dir=target.parent))
+    umask = os.umask(0o022)
+    os.umask(umask)
+    os.chmod(build, 0o777 & ~umask)  # mkdtemp makes 0700; the export gets the permissions mkdir would give
+    return build
+
+
+def _swap_into_place(build: Path, target: Path) -> None:
+    """Rename the finished build over the target (the old export moved aside first, then removed)."""
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".curate-export-{target.name}-old-", dir=target.parent))
+        os.rmdir(old)
+        os.rename(target, old)
+        os.rename(build, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(build, target)
+
+
+def _export_into(out: Path, target: Path, pairs_path: Path, run_dir: Path | None, cfg: Config,
+                 pipeline: Any) -> dict[str, Any]:
     pairs = pl.scan_parquet(pairs_path)
     splits = assign_splits(pairs, cfg.test_size, cfg.seed)
     # A membership test rather than a join: it streams in file order (an order-keeping join buffered ~1 GB at 1M).
@@ -129,7 +177,8 @@ def export(
     tagged = pairs.with_columns(
         pl.when(pl.col("prompt_id").is_in(test_ids)).then(pl.lit("test")).otherwise(pl.lit("train")).alias("split")
     )
-    work = Path(tempfile.mkdtemp(prefix="curate-export-"))
+    work = out / ".work"  # inside the build folder: removed with it, never left in /tmp
+    work.mkdir()
     try:
         with pl.Config(streaming_chunk_size=STREAM_CHUNK):
             counts, tmp_parquet = _write_splits(tagged, cfg, out, work)
@@ -141,7 +190,7 @@ def export(
         shutil.rmtree(work, ignore_errors=True)
 
     review = _review_provenance(run_dir)
-    summary = {"path": str(out), "pairs_file": str(pairs_path), "splits": counts, "review": review}
+    summary = {"path": str(target), "pairs_file": str(pairs_path), "splits": counts, "review": review}
     card = dataset_card(cfg, pairs, counts, run_dir, pipeline, review)
     atomic_write_text(out / "README.md", card)
     manifest = build_manifest(out, cfg, run_dir, pipeline, pairs_path, counts, review)

@@ -36,6 +36,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def canonical_name(path: str | Path) -> str:
+    """The one spelling of a path that curate records (`source`, manifest, pipeline file): relative to the
+    working directory when the path lies under it, absolute otherwise; `.`/`..`/`//` folded; symlinks *not*
+    resolved (the name the user sees). `./data/a.jsonl`, `data//a.jsonl` and `$PWD/data/a.jsonl` all give
+    `data/a.jsonl`."""
+    absolute = os.path.abspath(os.fspath(path))
+    rel = os.path.relpath(absolute, os.getcwd())
+    return absolute if rel == ".." or rel.startswith(".." + os.sep) else rel
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -209,6 +209,9 @@ def render(run: dict[str, Any]) -> str:
     sections.append("<h2>Rejects by reason</h2>")
     sections.append(bar_chart(run["rejects_by_reason"], "Rejected rows per reason code"))
     sections.append("<h2>Sources</h2>" + table(run["sources"]))
+    if run.get("not_read"):  # folder entries that were not read: listed, never silent
+        sections.append(f"<h2>Not read</h2><p class=warn>⚠ {len(run['not_read']):,} entries in the input folders "
+                        f"were not read (<code>--strict-inputs</code> makes this an error):</p>" + table(run["not_read"]))
     sections.append("<h2>Lengths (characters, kept pairs)</h2>")
     for col, st in run.get("lengths", {}).items():
         if st:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
 from curate.errors import InputError
+from curate.io import canonical_name
 from curate.ingest.reasons import (
     INVALID_UNICODE,
     INVALID_UTF8,
@@ -71,14 +72,6 @@ class Source:
     path: Path
     kind: str  # jsonl | json | parquet | csv | tsv | dataset
     compression: str | None = None  # gz | zst | bz2 | xz
-
-
-def canonical_name(path: str | Path) -> str:
-    """The one spelling of a path that goes into `source`: relative to the working directory when the file lies
-    under it, absolute otherwise; `.`/`..`/`//` folded, symlinks *not* resolved (the name the user sees)."""
-    absolute = os.path.abspath(os.fspath(path))
-    rel = os.path.relpath(absolute, os.getcwd())
-    return absolute if rel == ".." or rel.startswith(".." + os.sep) else rel
 
 
 def classify(name: str) -> tuple[str | None, str | None]:
