@@ -16,8 +16,10 @@ A pipeline file looks like:
     [ingest]                # optional: how ingest reads inputs (curate.ingest.options)
     binarize = "best-worst"
 
-Every table becomes the stage module's frozen `Config` dataclass; an unknown key, an unknown stage or a value of
-the wrong type is a ConfigError naming it. A `seed` field in a stage's Config defaults to the pipeline seed.
+Every table becomes the stage module's frozen `Config` dataclass; an unknown key, an unknown stage, a value of
+the wrong type, not one of a `Literal`'s choices, or outside the range a field declares (`metadata={"min": 1}`,
+`"max"`, `"above"` for an exclusive lower bound) is a ConfigError naming it, before any data moves. A `seed`
+field in a stage's Config defaults to the pipeline seed.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ def build(cls: type, table: dict[str, Any], where: str, seed: int | None = None)
         values["seed"] = seed
     for key, value in values.items():
         values[key] = _check(value, hints[key], f"{where}.{key}")
+        _check_range(values[key], fields[key].metadata, f"{where}.{key}")
     try:
         obj = cls(**values)
     except (TypeError, ValueError) as exc:
@@ -83,6 +86,22 @@ def build(cls: type, table: dict[str, Any], where: str, seed: int | None = None)
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from None
     return obj
+
+
+def _check_range(value: Any, meta: Any, where: str) -> None:
+    """Ranges declared on a field: `metadata={"min": 1}`, `{"max": ...}`, `{"above": 0}` (exclusive); checked on
+    numbers, and on every number of a list or table value. Part of building a config, so before data moves."""
+    lo, hi, above = meta.get("min"), meta.get("max"), meta.get("above")
+    if lo is None and hi is None and above is None:
+        return
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
+    for v in items:
+        if v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if (lo is not None and v < lo) or (hi is not None and v > hi) or (above is not None and v <= above):
+            bounds = " and ".join(b for b in (f">= {lo}" if lo is not None else "", f"> {above}" if above is not None
+                                              else "", f"<= {hi}" if hi is not None else "") if b)
+            raise ConfigError(f"{where}: {v!r} is out of range (must be {bounds})")
 
 
 def _check(value: Any, hint: Any, where: str) -> Any:
@@ -119,6 +138,8 @@ def _check(value: Any, hint: Any, where: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if value != value:  # TOML allows nan; no setting means anything by it
+            raise ConfigError(f"{where}: expected a number, got nan")
         return float(value)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -159,6 +180,14 @@ def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: pipeline file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a pipeline file") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: permission denied") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the pipeline file as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: can't be read ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     for item in overrides:
@@ -176,8 +205,8 @@ def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -
     if unknown:
         raise ConfigError(f"{path}: [pipeline] unknown key {unknown[0]!r} (known: {', '.join(sorted(PIPELINE_KEYS))})")
     seed = head.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ConfigError(f"{path}: [pipeline] seed must be an integer, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ConfigError(f"{path}: [pipeline] seed must be an integer from 0 to 2**63-1, got {seed!r}")
     names = head.get("stages", ["clean"])
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise ConfigError(f"{path}: [pipeline] stages must be a list of stage names")

@@ -41,15 +41,16 @@ _WHAT = {"ENOSPC": "no space left on the device", "EDQUOT": "disk quota exceeded
          "EROFS": "read-only file system", "EFBIG": "file too large (a file-size limit was reached)"}
 
 
-def user_os_error(exc: BaseException) -> str | None:
+def user_os_error(exc: BaseException, where: object = None) -> str | None:
     """One line saying what and where for an OS error a user can fix, else None. Also reads the
-    `(os error N)` that Polars and pyarrow put in their own exception messages."""
+    `(os error N)` that Polars and pyarrow put in their own exception messages; `where` names the place when
+    the exception doesn't."""
     import errno
     import os
     import re
 
     code = getattr(exc, "errno", None) if isinstance(exc, OSError) else None
-    where = getattr(exc, "filename", None) if isinstance(exc, OSError) else None
+    where = (getattr(exc, "filename", None) if isinstance(exc, OSError) else None) or where
     if code is None:
         m = re.search(r"\(os error (\d+)\)|\[errno (\d+)\]", str(exc), re.IGNORECASE)
         if m is None:

@@ -27,7 +27,7 @@ import polars as pl
 
 from curate import __version__
 from curate.errors import InputError, OutputError
-from curate.io import ROW_GROUP, STREAM_CHUNK, atomic_path, atomic_write_text, count_rows, sha256_file
+from curate.io import ROW_GROUP, STREAM_CHUNK, atomic_path, atomic_write_text, count_rows, sha256_file, writing
 
 SPLITS = ("train", "test")
 PROVENANCE = ("pair_id", "prompt_id", "row_id", "source", "lang")
@@ -37,9 +37,9 @@ PROVENANCE = ("pair_id", "prompt_id", "row_id", "source", "lang")
 class Config:
     test_size: float = field(
         default=0.05,
-        metadata={"help": "Test split: a fraction of pairs (< 1) or a number of pairs (>= 1), rounded to whole prompts."},
+        metadata={"min": 0, "help": "Test split: a fraction of pairs (< 1) or a number of pairs (>= 1), rounded to whole prompts."},
     )
-    seed: int = field(default=0, metadata={"help": "Seed of the train/test split (defaults to the pipeline seed)."})
+    seed: int = field(default=0, metadata={"min": 0, "help": "Seed of the train/test split (defaults to the pipeline seed)."})
     formats: tuple[str, ...] = field(
         default=("hf", "trl", "llamafactory"), metadata={"help": "Which outputs to write: hf, trl, llamafactory."}
     )
@@ -124,8 +124,9 @@ def export(
     # partial folder where a finished one is expected (the old one stays until the new one is complete).
     build = _start_build(target)
     try:
-        summary = _export_into(build, target, pairs_path, run_dir, cfg, pipeline)
-        _swap_into_place(build, target)
+        with writing(target):
+            summary = _export_into(build, target, pairs_path, run_dir, cfg, pipeline)
+            _swap_into_place(build, target)
     except BaseException:
         shutil.rmtree(build, ignore_errors=True)
         raise

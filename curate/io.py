@@ -46,6 +46,23 @@ def canonical_name(path: str | Path) -> str:
     return absolute if rel == ".." or rel.startswith(".." + os.sep) else rel
 
 
+@contextmanager
+def writing(where: str | Path) -> Iterator[None]:
+    """Turn an OS error a user can fix (disk full, read-only, permission, a file in the way) raised while
+    writing under `where` — by Python, Polars or pyarrow — into one OutputError line naming the place."""
+    from curate.errors import CurateError, OutputError, user_os_error
+
+    try:
+        yield
+    except CurateError:
+        raise
+    except Exception as exc:
+        what = user_os_error(exc, where)
+        if what is None:
+            raise
+        raise OutputError(what) from None
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -27,7 +27,7 @@ import polars as pl
 from curate import __version__
 from curate.config import Pipeline
 from curate.errors import ConfigError, ConservationError, InputError, OutputError, RunLockedError
-from curate.io import ROW_GROUP, STREAM_CHUNK, atomic_path, atomic_write_text, count_rows, sha256_file
+from curate.io import ROW_GROUP, STREAM_CHUNK, atomic_path, atomic_write_text, count_rows, sha256_file, writing
 from curate.schema import PAIR_SCHEMA
 from curate.stages import stage_module
 
@@ -183,7 +183,8 @@ def sink_result(kept: pl.LazyFrame, rejects: pl.LazyFrame, step_dir: Path) -> tu
     kept_path, rejects_path = step_dir / "kept.parquet", step_dir / "rejects.parquet"
     # Both sinks in one pass, with small streaming morsels: Polars' default morsels held 938-1,079 MB at 1M pairs
     # (clean); 2,000-row morsels hold ~390 MB at the same speed (docs/BENCHMARKS.md).
-    with atomic_path(kept_path) as tk, atomic_path(rejects_path) as tr, pl.Config(streaming_chunk_size=STREAM_CHUNK):
+    with writing(step_dir), atomic_path(kept_path) as tk, atomic_path(rejects_path) as tr, \
+            pl.Config(streaming_chunk_size=STREAM_CHUNK):
         pl.collect_all(
             [kept.sink_parquet(tk, lazy=True, row_group_size=ROW_GROUP),
              rejects.sink_parquet(tr, lazy=True, row_group_size=ROW_GROUP)],
@@ -229,7 +230,8 @@ def run_pipeline(
             say(f"a previous run (pid {stale.get('pid')}) did not finish; its leftovers are removed")
         clean_leftovers(out)
         (out / "report.json").unlink(missing_ok=True)  # written last: present only when the run finished
-        report = _run(pipeline, inputs, out, files, not_read, mapping, say, export)
+        with writing(out):
+            report = _run(pipeline, inputs, out, files, not_read, mapping, say, export)
     return report
 
 
