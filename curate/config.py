@@ -25,6 +25,7 @@ field in a stage's Config defaults to the pipeline seed.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -138,7 +139,7 @@ def _check(value: Any, hint: Any, where: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
-        if value != value:  # TOML allows nan; no setting means anything by it
+        if math.isnan(value):  # TOML allows nan; no setting means anything by it
             raise ConfigError(f"{where}: expected a number, got nan")
         return float(value)
     if hint is int:

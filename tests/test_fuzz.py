@@ -26,8 +26,8 @@ from curate.cli import main
 from curate.ingest import REASONS
 
 EXAMPLES = int(os.environ.get("CURATE_FUZZ_EXAMPLES", "150"))
-SETTINGS = dict(deadline=None, derandomize=bool(os.environ.get("CI")), database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
+SETTINGS = {"deadline": None, "derandomize": bool(os.environ.get("CI")), "database": None,
+            "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]}
 
 TRICKY = ["\x00", "\ud800", "\udc80", "\u200b", "\ufeff", '"', ",", "\t", "\n", "\r", "\\", "{", "[", "长", "\x1b",
           "\n\nHuman: ", "\n\nAssistant: "]

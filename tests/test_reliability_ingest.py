@@ -61,7 +61,7 @@ def test_401_digit_score_is_number_out_of_range(tmp_path: Path, kind: str) -> No
         p.write_text(f"prompt,chosen,rejected,chosen_score\nq,a,b,1\nq2,a2,b2,{big}\n")
         # CSV scores are text: float("9"*401) is inf, a value, not an error; the row is kept
     else:
-        rows = [f'{{"prompt": "q", "chosen": "a", "rejected": "b", "chosen_score": 1}}',
+        rows = ['{"prompt": "q", "chosen": "a", "rejected": "b", "chosen_score": 1}',
                 f'{{"prompt": "q2", "chosen": "a2", "rejected": "b2", "chosen_score": {big}}}',
                 f'{{"prompt": "q3", "chosen": "a3", "rejected": "b3", "chosen_score": 1{"0" * 5000}}}']
         p.write_text("\n".join(rows) + "\n" if kind == "jsonl" else "[" + ",".join(rows) + "]")

@@ -86,9 +86,8 @@ def test_second_run_into_a_held_folder_exits_2_naming_the_holder(setup, tmp_path
         line = one_error_line(err)
         assert f"pid {holder.pid}" in line and str(out) in line and "another curate run" in line, line
         assert not (out / "00-ingest").exists()  # the loser wrote nothing
-        with pytest.raises(RunLockedError):
-            with run_lock(out):
-                pass
+        with pytest.raises(RunLockedError), run_lock(out):
+            pass
     finally:
         holder.kill()  # our own child, by its pid
         holder.wait()
@@ -116,7 +115,7 @@ def test_two_runs_at_once_one_wins_and_reports_only_what_is_on_disk(setup, tmp_p
             assert "another curate run is using this run folder" in err
     report = json.loads((out / "report.json").read_text())
     for split, n in report["export"]["splits"].items():
-        assert sum(1 for _ in open(out / "export" / "trl" / f"{split}.jsonl")) == n
+        assert len((out / "export" / "trl" / f"{split}.jsonl").read_text().splitlines()) == n
         assert (out / "export" / "llamafactory" / f"{split}.jsonl").is_file()
 
 

@@ -29,7 +29,7 @@ from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator, cast
 
 from curate.errors import InputError
 from curate.io import canonical_name
@@ -229,7 +229,7 @@ def open_binary(src: Source) -> IO[bytes]:
     if src.compression == "gz":
         import gzip
 
-        return gzip.open(src.path, "rb")
+        return cast(IO[bytes], gzip.open(src.path, "rb"))
     if src.compression == "bz2":
         import bz2
 
@@ -390,7 +390,7 @@ def _jsonl(src: Source, f: Iterable[bytes] | None = None, first_lineno: int = 1,
             yield batch
     finally:
         if own:
-            f.close()  # type: ignore[union-attr]
+            f.close()  # type: ignore[attr-defined]
 
 
 # Tokens that matter for splitting a JSON array into its elements: whole strings (skipped) and structure.
@@ -706,7 +706,7 @@ def _count_batch(tbl: Any, stats: Any) -> None:
                                     for i, f in enumerate(tbl.schema)})
 
 
-READERS = {"jsonl": _jsonl, "json": _json, "parquet": _parquet, "csv": _csv, "tsv": _csv, "dataset": _dataset}
+READERS: dict[str, Callable[..., Iterator[list[Record]]]] = {"jsonl": _jsonl, "json": _json, "parquet": _parquet, "csv": _csv, "tsv": _csv, "dataset": _dataset}
 
 
 def read(src: Source, batch_rows: int = BATCH_ROWS) -> Iterator[list[Record]]:
