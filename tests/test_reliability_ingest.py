@@ -117,7 +117,7 @@ def test_mixed_bad_rows_never_stop_the_cli(tmp_path: Path) -> None:
                   + b"7" * 401 + b"}\n" + b'{"prompt": "\x00"}\n' + b'{"prompt": "\\ud800"}\n' + jsonl([GOOD2]))
     res = CliRunner().invoke(main, ["ingest", str(p), "--out", str(tmp_path / "out")])
     assert res.exit_code == 0, res.output
-    assert "Traceback" not in res.output and "6 rows in → 2 kept, 4 rejected" in res.output
+    assert "Traceback" not in res.output and "6 rows in → 2 pairs kept, 4 rows rejected" in res.output
 
 
 # --- Why: "Columns are inferred from the first 500 rows" -----------------------------------------------------

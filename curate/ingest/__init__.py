@@ -29,6 +29,7 @@ from curate.errors import InputError
 from curate.ingest import readers
 from curate.ingest.detect import (
     FAMILIES,
+    INNER_FIELDS,
     SAMPLE_ROWS,
     ColumnStats,
     Plan,
@@ -192,7 +193,7 @@ def _convert_batch(batch: list[readers.Record], plan: Plan, sink: _Sink, how: Bi
                             else:
                                 meta = _dumps({k: v for k, v in row.items() if k not in consumed})
                         except Exception:  # noqa: BLE001 - _convert_row turns it into a reject
-                            _convert_row(rec, plan, sink)
+                            _convert_row(rec, plan, sink, how)
                             continue
                         sink.rows.append(idx)
                         sink.system.append(s if s and s.strip() else None)
@@ -327,7 +328,7 @@ def _check_mapped_columns(mapping: dict[str, str], stats: list[ColumnStats]) -> 
     for st in stats:
         seen.update(st.order)
     for logical, col in mapping.items():
-        if col not in seen:
+        if logical not in INNER_FIELDS and col not in seen:  # inner fields name keys inside values, not columns
             cols = ", ".join(list(seen)[:20]) + (", …" if len(seen) > 20 else "")
             raise InputError(f"--map {logical}={col}: no input has a column {col!r} (columns seen: {cols})")
 
