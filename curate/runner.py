@@ -112,6 +112,9 @@ def run_lock(out: Path) -> Iterator[dict[str, Any] | None]:
             who = f"pid {holder.get('pid')} on {holder.get('host')}" if holder else "a process that is starting"
             raise RunLockedError(f"{out}: another curate run is using this run folder ({who}); wait for it to "
                                  f"finish or choose another --out") from None
+        except OSError as e:  # a file system without locks (some network mounts)
+            os.close(fd)
+            raise OutputError(f"{out}: can't lock the run folder ({e.strerror}); use a local folder for --out") from None
         try:  # the previous holder may have removed the file between our open and our flock: lock the new one
             same = os.fstat(fd).st_ino == os.stat(path).st_ino
         except FileNotFoundError:

@@ -386,3 +386,26 @@ def test_survivor_and_bytes_independent_of_input_order_and_spelling(tmp_path: Pa
     manifest = json.loads((base / "export" / "manifest.json").read_text())
     assert [f["path"] for f in manifest["inputs"]] == ["data/a.jsonl", "data/b.jsonl"]
     assert manifest["pipeline_file"] == "p.toml"
+
+
+def test_export_never_replaces_a_folder_it_did_not_write(setup, tmp_path: Path) -> None:
+    """The old export was removed with rmtree whatever the folder held; now only an export is replaced."""
+    inputs, pipe = setup
+    out = tmp_path / "run"
+    run_pipeline(load(pipe), [inputs], out, export=False)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("months of work")
+    code, _, err = cli("export", str(out), "--out", str(mine))
+    assert code == 2 and "'thesis.tex', which is not part of a curate export" in one_error_line(err)
+    assert (mine / "thesis.tex").read_text() == "months of work"
+    code, _, _ = cli("export", str(out), "--out", str(tmp_path / "exp"))
+    code2, _, _ = cli("export", str(out), "--out", str(tmp_path / "exp"))  # an export replaces an export
+    assert code == code2 == 0 and (tmp_path / "exp" / "manifest.json").is_file()
+    assert oct((tmp_path / "exp").stat().st_mode & 0o777) == oct(0o777 & ~_umask())
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
