@@ -5,6 +5,8 @@ EXPORT_DIR/
   trl/{train,test}.parquet   TRL conversational format: prompt = messages (system first when present),
   trl/{train,test}.jsonl       chosen = [assistant message], rejected = [assistant message], + provenance columns
   llamafactory/{train,test}.jsonl + dataset_info.json   LLaMA-Factory ShareGPT ranking format
+  kto/{train,test}.parquet|.jsonl   (formats = [..., "kto"]) unpaired: prompt, completion = [assistant message],
+                             label (true for the chosen reply, false for the rejected one), two rows per pair
   README.md                  dataset card
   manifest.json              pipeline, curate version, seed, input and output file hashes
 
@@ -31,6 +33,15 @@ from curate.io import ROW_GROUP, STREAM_CHUNK, atomic_path, atomic_write_text, c
 
 SPLITS = ("train", "test")
 PROVENANCE = ("pair_id", "prompt_id", "row_id", "source", "lang")
+SCORES = ("chosen_score", "rejected_score")
+QUALITY_PREFIX = "quality_"  # the quality stage's flag columns (curate/stages/quality.py)
+FORMATS = ("hf", "trl", "llamafactory", "kto")
+
+
+def carried(names: list[str]) -> list[str]:
+    """Columns exported beside prompt/chosen/rejected: provenance, the scores and every quality flag column, so a
+    training job can filter (e.g. drop pairs with quality_tied_scores)."""
+    return [c for c in (*PROVENANCE, *SCORES) if c in names] + [c for c in names if c.startswith(QUALITY_PREFIX)]
 
 
 @dataclass(frozen=True)
@@ -41,7 +52,8 @@ class Config:
     )
     seed: int = field(default=0, metadata={"min": 0, "help": "Seed of the train/test split (defaults to the pipeline seed)."})
     formats: tuple[str, ...] = field(
-        default=("hf", "trl", "llamafactory"), metadata={"help": "Which outputs to write: hf, trl, llamafactory."}
+        default=("hf", "trl", "llamafactory"),
+        metadata={"help": "Which outputs to write: hf, trl, llamafactory, kto (unpaired prompt/completion/label)."},
     )
     name: str = field(default="curate-orpo", metadata={"help": "Dataset name used in the card and dataset_info.json."})
     license: str = field(default="", metadata={"help": "Licence notes for the dataset card (from you: curate can't know them)."})
@@ -50,9 +62,9 @@ class Config:
     def validate(self) -> None:
         if self.test_size < 0:
             raise ValueError("test_size must be >= 0")
-        bad = sorted(set(self.formats) - {"hf", "trl", "llamafactory"})
+        bad = sorted(set(self.formats) - set(FORMATS))
         if bad:
-            raise ValueError(f"unknown format {bad[0]!r} (known: hf, trl, llamafactory)")
+            raise ValueError(f"unknown format {bad[0]!r} (known: {', '.join(FORMATS)})")
 
 
 def resolve_pairs(path: str | Path) -> tuple[Path, Path | None]:
@@ -93,8 +105,20 @@ def to_trl(pairs: pl.LazyFrame) -> pl.LazyFrame:
         pl.when(has_system).then(pl.concat_list(system, prompt)).otherwise(prompt).alias("prompt"),
         reply("chosen").alias("chosen"),
         reply("rejected").alias("rejected"),
-        *[pl.col(c) for c in PROVENANCE if c in names],
+        *[pl.col(c) for c in carried(names)],
     )
+
+
+def to_kto(trl: pl.LazyFrame) -> pl.LazyFrame:
+    """TRL's unpaired preference format (KTOTrainer): each pair becomes a desirable row (the chosen reply,
+    label true) followed by an undesirable one (the rejected reply, label false), both with the pair's prompt and
+    columns — what `trl.data_utils.unpair_preference_dataset` makes, streamed."""
+    extra = [c for c in trl.collect_schema().names() if c not in ("prompt", "chosen", "rejected")]
+    both = pl.concat_list(
+        pl.struct(pl.col("chosen").alias("completion"), pl.lit(True).alias("label")),
+        pl.struct(pl.col("rejected").alias("completion"), pl.lit(False).alias("label")),
+    ).alias("__kto")
+    return trl.select("prompt", both, *extra).explode("__kto").unnest("__kto").select("prompt", "completion", "label", *extra)
 
 
 def to_llamafactory(trl: pl.LazyFrame) -> pl.LazyFrame:
@@ -219,6 +243,10 @@ def _write_splits(tagged: pl.LazyFrame, cfg: Config, out: Path, work: Path) -> t
                 out / "llamafactory" / f"{split}.jsonl",
                 lambda t, p=trl_path: to_llamafactory(pl.scan_parquet(p)).sink_ndjson(t),
             )
+        if "kto" in cfg.formats:
+            _write(out / "kto" / f"{split}.parquet",
+                   lambda t, p=trl_path: to_kto(pl.scan_parquet(p)).sink_parquet(t, row_group_size=ROW_GROUP))
+            _write(out / "kto" / f"{split}.jsonl", lambda t, p=trl_path: to_kto(pl.scan_parquet(p)).sink_ndjson(t))
     return counts, tmp_parquet
 
 
