@@ -184,16 +184,6 @@ class Config:
 # ---------------------------------------------------------------------------------------------------- expressions
 
 
-def _user_text() -> pl.Expr:
-    """System prompt and user turns (what a reply may quote), joined by newlines."""
-    turns = (
-        pl.col("prompt")
-        .list.eval(pl.element().filter(pl.element().struct.field("role") == "user").struct.field("content"))
-        .list.join("\n")
-    )
-    return pl.concat_str([pl.col("system").fill_null(""), turns.fill_null("")], separator="\n")
-
-
 def _request() -> pl.Expr:
     """The last user turn."""
     return (
@@ -204,9 +194,9 @@ def _request() -> pl.Expr:
     )
 
 
-def _all_prompt_text() -> pl.Expr:
-    turns = pl.col("prompt").list.eval(pl.element().struct.field("content").fill_null("")).list.join("\n")
-    return pl.concat_str([pl.col("system").fill_null(""), turns.fill_null("")], separator="\n")
+def _turns_text() -> pl.Expr:
+    """Every prompt turn's content, joined by newlines (computed once per pass as `__ptext`)."""
+    return pl.col("prompt").list.eval(pl.element().struct.field("content").fill_null("")).list.join("\n").fill_null("")
 
 
 def _on_candidates(fn, dtype: pl.DataType | type[pl.DataType]):
@@ -225,21 +215,27 @@ def _on_candidates(fn, dtype: pl.DataType | type[pl.DataType]):
 
 def _marker_expr(place: str) -> pl.Expr:
     if place == "prompt":
-        cand = _all_prompt_text().str.contains(markers.PREFILTER)
+        cand = pl.col("__ptext").str.contains(markers.PREFILTER) | pl.col("system").fill_null("").str.contains(
+            markers.PREFILTER)
         fn = lambda r: markers.find_in_prompt(r["prompt"], r["system"])
         s = pl.struct(cand.alias("c"), pl.col("prompt"), pl.col("system"))
     else:
         cand = pl.col(place).fill_null("").str.contains(markers.PREFILTER)
-        fn = lambda r: markers.find(r["t"], r["p"], r["q"])
-        s = pl.struct(cand.alias("c"), pl.col(place).alias("t"), _user_text().alias("p"), _request().alias("q"))
+
+        def fn(r: dict[str, Any]) -> str | None:
+            users = [t["content"] or "" for t in r["prompt"] or [] if t["role"] == "user"]
+            context = "\n".join([r["system"] or "", *users])
+            return markers.find(r["t"], context, users[-1] if users else "")
+
+        # the prompt column itself (no copy); the context is built in Python for the few candidate rows only
+        s = pl.struct(cand.alias("c"), pl.col(place).alias("t"), pl.col("prompt"), pl.col("system"))
     return s.map_batches(_on_candidates(fn, pl.String), return_dtype=pl.String, is_elementwise=True)
 
 
 def _pii_expr(kinds: tuple[str, ...]) -> pl.Expr:
     """Struct {kinds: list of kinds found, where: 'email in chosen; phone in prompt'}, null when nothing found."""
-    texts = {"system": pl.col("system"), "prompt": pl.col("prompt").list.eval(
-        pl.element().struct.field("content").fill_null("")).list.join("\n"),
-        "chosen": pl.col("chosen"), "rejected": pl.col("rejected")}
+    texts = {"system": pl.col("system"), "prompt": pl.col("__ptext"), "chosen": pl.col("chosen"),
+             "rejected": pl.col("rejected")}
     cand = pl.any_horizontal([t.fill_null("").str.contains(piilib.PREFILTER) for t in texts.values()])
     dtype = pl.Struct({"kinds": pl.List(pl.String), "where": pl.String})
 
@@ -280,7 +276,9 @@ def _similarity_expr(threshold: float) -> pl.Expr:
             sub = s.gather(idx)
             a = [_fold(t or "") for t in sub.struct.field("a").to_list()]
             b = [_fold(t or "") for t in sub.struct.field("b").to_list()]
-            sims = process.cpdist(a, b, scorer=Levenshtein.normalized_similarity, dtype="float64")
+            # score_cutoff: rapidfuzz stops early on pairs that can't reach it (they score 0)
+            sims = process.cpdist(a, b, scorer=Levenshtein.normalized_similarity, dtype="float64",
+                                  score_cutoff=threshold)
             out = out.scatter(idx, pl.Series(sims, dtype=pl.Float64))
         return out
 
@@ -288,42 +286,42 @@ def _similarity_expr(threshold: float) -> pl.Expr:
     return s.map_batches(run, return_dtype=pl.Float64, is_elementwise=True)
 
 
-_FENCE = r"(?m)^[ \t]*(?:```|~~~)"
-_FENCE_ONE_LINE = r"(?m)^[ \t]*```[^\n]*[^`\s][^\n]*```[ \t]*$"  # ```npm install x``` opens and closes
+_TILDE_FENCE = r"(?m)^[ \t]*~~~"  # at a line start only: "谢谢~~~" is no fence
 _SENTENCE_END = r"[.!?。！？…][\"”’'」』）)\]*_~`]*\s*\z"
 # A reply that ends on a letter, digit, comma, colon, dash or an opening bracket/quote stopped mid-sentence ...
 _UNFINISHED_END = r"[\p{L}\p{N},，、:：;；\-—(\[{（《“‘]\s*\z"
 # ... and one that ends on a word or mark no complete reply ends with is cut, whatever its length.
 _DANGLING_END = (
-    r"(?:[,，、:：；(\[{（《“‘]|(?i:\b(?:the|a|an|and|or|but|of|to|in|on|at|for|with|by|from|as|that|which|is|are|"
-    r"was|were|such)\b)|以及|并且|因为|所以|但是|如果|例如|比如|包括|一种|一个|其中|由于|而且)\s*\z"
+    r"(?:[,，、:：；(\[{（《“‘]|(?i:(?-u:\b)(?:the|a|an|and|or|but|of|to|in|on|at|for|with|by|from|as|that|which|is|"
+    r"are|was|were|such)(?-u:\b))|以及|并且|因为|所以|但是|如果|例如|比如|包括|一种|一个|其中|由于|而且)\s*\z"
 )
 _DANGLING_MIN_CHARS = 20  # "A:" or "答：" alone is a label, not a cut
 
 
 def _truncation_exprs(place: str, cfg: Config) -> list[pl.Expr]:
     text = pl.col(place).fill_null("")
+    # The end-anchored patterns read only the last 40 characters: a regex over the whole text would scan all of it,
+    # and Rust's fast engines give up on Unicode word boundaries in non-ASCII text (10x slower on Chinese replies).
+    tail = text.str.slice(-40)
     n = text.str.len_chars()
     round_len = pl.lit(False)
     for k in cfg.truncated_round_to:
         round_len = round_len | (n % k == 0)
-    fences = text.str.count_matches(_FENCE) - text.str.count_matches(_FENCE_ONE_LINE)
+    # Every ``` toggles a fence; a one-line ```npm install x``` toggles twice (a literal count is a memchr scan).
+    fences = text.str.count_matches("```", literal=True) + text.str.count_matches(_TILDE_FENCE)
     return [
-        ((fences % 2 == 1) & ~text.str.contains(_SENTENCE_END)).alias(f"__{place}_open_fence"),
-        text.str.contains(_UNFINISHED_END).alias(f"__{place}_unfinished"),
-        ((n >= _DANGLING_MIN_CHARS) & text.str.contains(_DANGLING_END)).alias(f"__{place}_dangling"),
+        ((fences % 2 == 1) & ~tail.str.contains(_SENTENCE_END)).alias(f"__{place}_open_fence"),
+        tail.str.contains(_UNFINISHED_END).alias(f"__{place}_unfinished"),
+        ((n >= _DANGLING_MIN_CHARS) & tail.str.contains(_DANGLING_END)).alias(f"__{place}_dangling"),
         (round_len & (n >= cfg.truncated_min_chars)).alias(f"__{place}_round"),
         n.alias(f"__{place}_len"),
-        text.str.slice(-24).str.strip_chars_end().str.slice(-12).alias(f"__{place}_tail"),
+        tail.str.strip_chars_end().str.slice(-12).alias(f"__{place}_tail"),
     ]
 
 
-def _tokens_expr(cfg: Config) -> pl.Expr | None:
+def _tokens_expr(b) -> pl.Expr:
     from curate.quality import tokens
 
-    b = tokens.budget(cfg.tokenizer, cfg.train_preset, cfg.max_tokens, cfg.system)
-    if b is None:
-        return None
     count = tokens.counter(b)
 
     def run(s: pl.Series) -> pl.Series:
@@ -373,16 +371,16 @@ def decide(lf: pl.LazyFrame, cfg: Config, names: list[str]) -> tuple[pl.DataFram
         cols.append(_pii_expr(tuple(cfg.pii_kinds)).alias("__pii"))
     for place in ("chosen", "rejected"):
         cols += _truncation_exprs(place, cfg)
-    tok = _tokens_expr(cfg) if cfg.over_max_tokens != "off" else None
-    if tok is not None:
-        cols.append(tok)
-    if "__swapped" in lf.collect_schema().names():
-        cols.append(pl.col("__swapped"))
-    df = lf.select(cols).collect(engine="streaming").sort("__row")
-
     from curate.quality import tokens as tokmod
 
-    b = tokmod.budget(cfg.tokenizer, cfg.train_preset, cfg.max_tokens, cfg.system) if tok is not None else None
+    b = tokmod.budget(cfg.tokenizer, cfg.train_preset, cfg.max_tokens, cfg.system) \
+        if cfg.over_max_tokens != "off" else None
+    if b is not None:
+        cols.append(_tokens_expr(b))
+    if "__swapped" in lf.collect_schema().names():
+        cols.append(pl.col("__swapped"))
+    df = lf.with_columns(_turns_text().alias("__ptext")).select(cols).collect(engine="streaming").sort("__row")
+
     fired: dict[str, pl.Expr] = {}
     detail: dict[str, pl.Expr] = {}
 
@@ -644,10 +642,14 @@ def html_section(stats: dict[str, Any]) -> str:
         parts.append(report.table(shown, f"Examples: {code}"))
     lb = stats.get("length_bias", {})
     by = "language stage" if stats.get("length_bias_by") == "lang" else "script of prompt + chosen"
+    from curate import langid
+
+    groups = lb.get("by_source", [])
+    short = langid.short_sources(sorted({g["source"] for g in groups}))
     bars = {}
-    for g in lb.get("by_source", []):
+    for g in groups:
         if g.get("share_chosen_longer") is not None:
-            bars[f"{report_name(g['source'])} · {g['lang']} ({g['pairs']})"] = round(100 * g["share_chosen_longer"], 1)
+            bars[f"{short[g['source']]} · {g['lang']} ({g['pairs']})"] = round(100 * g["share_chosen_longer"], 1)
     overall = lb.get("overall", {})
     head = ""
     if overall.get("pairs"):
@@ -661,7 +663,3 @@ def html_section(stats: dict[str, Any]) -> str:
     if tok:
         parts.append(report.table([tok], "Training-token budget (over_max_tokens)"))
     return "\n".join(parts)
-
-
-def report_name(source: str) -> str:
-    return source.rsplit("/", 1)[-1]

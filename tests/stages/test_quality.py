@@ -290,6 +290,7 @@ def _long(stem: str, n: int) -> str:
 
 TRUNCATED = [
     ("Here is the code:\n```java\npublic class A {\n  void f() {\n    thi", "open code fence"),
+    ("配置如下：\n~~~yaml\nkey: value\nother:", "open code fence"),
     ("以下是代码：\n```python\nfor i in range(3):\n    print(i", "open code fence"),
     (_long("Parents liked the clear feedback. ", 300) + " The", "dangling"),
     ("社会孤立会影响健康。Holt-Lunstad等人（2010）进行的一项研究发现，", "dangling"),
@@ -306,6 +307,8 @@ NOT_TRUNCATED = [
     _long("A complete sentence. ", 1000).rstrip()[:999] + ".",
     _long("完整的句子。", 999) + "。",
     "🌟📚无论是编程还是烹饪，总有适合你的！#在线学习#教育",
+    "好的，谢谢你~~~",  # tildes in casual Chinese, not a fence
+    "Use ~~~ or ``` to fence code; here `x = 1` is inline.\n\n```\ncode\n```\nThat's all.",
 ]
 
 
