@@ -8,9 +8,10 @@ ran past its end-of-turn.
 What counts (outside fenced and inline code, which are removed first):
 - template tokens anywhere: ChatML `<|im_start|>`, Llama-3 `<|eot_id|>`, Phi `<|user|>`, Gemma `<start_of_turn>`,
   Llama-2 `[INST]` / `<<SYS>>`, DeepSeek `<｜User｜>`, GLM `[gMASK]` …; not when the prompt asks about templates
-  (names the token, or says "template" / "ChatML" / "special token" / "prompt format" / "模板").
+  (names the token, says "template" / "ChatML" / "special token" / "prompt format" / "模板", or names a model
+  family: Llama, Mistral, Gemma, Qwen, GLM, Vicuna, Alpaca, Phi, DeepSeek, Yi).
 - Alpaca section headers at a line start: `### Instruction:`, `### Response:`, `### Input:` (with the colon, so a
-  recipe's "### Instructions" heading is not one).
+  recipe's "### Instructions" heading is not one), with the same template-question exemption.
 - role names at a line start followed by a colon (ASCII or full-width), plain or bold: Human, User, Assistant,
   USER, ASSISTANT, 用户, 人类, 助手, AI助手. Not counted:
   * a field, not a turn: a User/用户 line whose value is one token without spaces ("User: admin", "USER: root"),
@@ -21,7 +22,8 @@ What counts (outside fenced and inline code, which are removed first):
     script, interview, transcript, scene, a role-play, an exchange "between a user and …" (写/编/创作/生成/模拟/续写 …
     对话, 对白, 剧本, 台词, 访谈, 聊天记录; 角色扮演). A prompt that only mentions a play ("米勒写了剧本《推销员之死》")
     or a conversation is no such request;
-  * a quote: the same line is in the prompt (the user pasted a chat log and the reply quotes it).
+  * a quote or a translation: the same line is in the prompt, or the last user turn carries role names after its
+    opening words (a pasted chat log to summarise, "Translate into English: 用户：你好").
   A user/system turn of the prompt counts role names only when the turn *is* a transcript (it opens with a role
   line, or ends on "Assistant:", and has a user-side and an assistant-side marker) and template tokens only at a
   line start or end: "Summarise this chat:\nUser: …" is a pasted log and "what is <start_of_turn>?" a question.
@@ -72,7 +74,13 @@ _DIALOGUE_RE = re.compile(
     r"|(?:写|编|编写|创作|生成|模拟|续写|设计|撰写|给出|提供|来)(?![了过着])[^。？！\n]{0,20}?(?:对话|对白|剧本|台词|访谈|采访|聊天记录|情景剧|小品)"
     r"|角色扮演|扮演"
 )
-_TEMPLATE_TALK_RE = re.compile(r"(?i)templat|chatml|special tokens?|prompt format|模板")
+# The prompt asks about chat formats or a model family's template: a reply may spell the tokens out.
+_TEMPLATE_TALK_RE = re.compile(
+    r"(?i)templat|chatml|special tokens?|prompt format|format (?:a |the |my )?prompt|chat format|\b(?:llama|mistral|"
+    r"mixtral|gemma|qwen|chatglm|glm|vicuna|alpaca|phi|deepseek|yi)\b|模板|提示词格式|对话格式"
+)
+# A role name and a colon anywhere in a line (the pasted-material test below).
+_ROLE_ANYWHERE_RE = re.compile(r"(?:" + _ROLES + r")[ \t]*[:：]")
 
 
 def strip_code(text: str) -> str:
@@ -135,6 +143,15 @@ def _at_line_edge(text: str, start: int, end: int) -> bool:
     return not text[line_start:start].strip() or not text[end:len(text) if line_end < 0 else line_end].strip()
 
 
+def _quotes_markers(request: str) -> bool:
+    """The request carries role names after its own opening words: pasted material ("Summarise this chat:\nUser: …",
+    "Translate into English: 用户：你好"), so a reply may quote or translate them. A request that *starts* with one
+    ("USER: what is 2+2?") is itself a leak and exempts nothing."""
+    body = strip_code(request)
+    lead = len(body) - len(body.lstrip())
+    return any(m.start() > lead for m in _ROLE_ANYWHERE_RE.finditer(body))
+
+
 def find(text: str | None, prompt: str = "", request: str = "", whole_transcript_only: bool = False) -> str | None:
     """A short description of the first leaked marker in `text`, or None.
 
@@ -145,15 +162,16 @@ def find(text: str | None, prompt: str = "", request: str = "", whole_transcript
     if not text:
         return None
     body = strip_code(text)
+    template_talk = bool(_TEMPLATE_TALK_RE.search(prompt))
     for m in _TEMPLATE_RE.finditer(body):
-        if m.group(0) in prompt or _TEMPLATE_TALK_RE.search(prompt):
+        if m.group(0) in prompt or template_talk:
             break
         if whole_transcript_only and not _at_line_edge(body, m.start(), m.end()):
             continue  # a user asking "what is <start_of_turn>?" mentions the token mid-sentence
         line_no = body.count("\n", 0, m.start()) + 1
         return f"template token {m.group(0)} (line {line_no})"
     alpaca = _ALPACA_RE.search(body)
-    if alpaca:
+    if alpaca and not template_talk:
         line_no = body.count("\n", 0, alpaca.start()) + 1
         return f"{_snippet(body.split(chr(10))[line_no - 1])!r} (line {line_no})"
     found = role_lines(body)
@@ -166,7 +184,7 @@ def find(text: str | None, prompt: str = "", request: str = "", whole_transcript
         first = next((i for i, line in enumerate(body.split("\n"), start=1) if line.strip()), 0)
         if found[0][0] != first and not body.rstrip().endswith(tuple(f"{r}:" for r in ASSISTANT_ROLES)):
             return None  # "Summarise this chat:\nUser: …" is a pasted log; a turn that *is* a transcript leaked
-    elif _DIALOGUE_RE.search(request):
+    elif _DIALOGUE_RE.search(request) or _quotes_markers(request):
         return None
     else:
         found = [f for f in found if f[2].strip() not in prompt]  # a line quoted from the prompt is a quote

@@ -76,6 +76,15 @@ NOT_LEAKS = [
     # a question about chat templates
     {"prompt": "What does the ChatML template look like?", "chosen": "Each turn starts with <|im_start|> and a role."},
     {"prompt": "What is <start_of_turn> in Gemma?", "chosen": "<start_of_turn> opens a turn in Gemma's format."},
+    {"prompt": "How do I format a prompt for Llama 2?", "chosen": "Wrap the user message: [INST] Hello [/INST]"},
+    {"prompt": "Give me one Alpaca-style training example.", "chosen": "### Instruction:\nAdd 2 and 3.\n\n### Response:\n5"},
+    # translating or summarising a dialogue the user pasted
+    {"prompt": "Translate into English:\n用户：今天天气怎么样？\n助手：今天是晴天。",
+     "chosen": "User: How is the weather today?\nAssistant: It is sunny today."},
+    {"prompt": "把这段对话翻译成中文：User: Where is the station? Assistant: Two blocks north.",
+     "chosen": "用户：车站在哪里？\n助手：往北走两个街区。"},
+    {"prompt": "总结下面的聊天记录：\n用户：我的快递还没到\n助手：抱歉，我帮您查一下",
+     "chosen": "用户反映快递未到。\n用户：我的快递还没到\n助手表示会帮忙查询。"},
 ]
 
 
