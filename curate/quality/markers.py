@@ -15,12 +15,12 @@ What counts (outside fenced and inline code, which are removed first):
 - role names at a line start followed by a colon (ASCII or full-width), plain or bold: Human, User, Assistant,
   USER, ASSISTANT, 用户, 人类, 助手, AI助手. Not counted:
   * a field, not a turn: a User/用户 line whose value is one token without spaces ("User: admin", "USER: root"),
-    or a line (any role name) that sits in
-    a block of `Key: value` lines with other keys ("Host: db1" / "User: John Smith" / "Password: …") and has a
-    short value;
-  * a requested dialogue: the last user turn asks to write / create / continue … a dialogue, conversation,
-    script, interview, transcript, scene, a role-play, an exchange "between a user and …" (写/编/创作/生成/模拟/续写 …
-    对话, 对白, 剧本, 台词, 访谈, 聊天记录; 角色扮演). A prompt that only mentions a play ("米勒写了剧本《推销员之死》")
+    a placeholder ("User: [your message]"), or a line next to a `Key: value` line with another key (a record or a
+    persona: "Host: db1" / "User: John Smith" / "Password: …", "User: a busy parent" / "Goal: …");
+  * a requested dialogue: the last user turn asks to write / create / show / continue … a dialogue, conversation,
+    script, interview, transcript, scene, an example chat, a role-play, an exchange "between a user and …", or is
+    about prompts, few-shot examples, chatbots (写/编/创作/生成/模拟/续写/举例 … 对话, 对白, 剧本, 台词, 访谈,
+    聊天记录; 角色扮演, 提示词, 聊天机器人). A prompt that only mentions a play ("米勒写了剧本《推销员之死》")
     or a conversation is no such request;
   * a quote or a translation: the same line is in the prompt, or the last user turn carries role names after its
     opening words (a pasted chat log to summarise, "Translate into English: 用户：你好").
@@ -61,18 +61,23 @@ _ROLE_RE = re.compile(
     re.MULTILINE,
 )
 _KEY_LINE_RE = re.compile(r"^[ \t]*(?:[-*•][ \t]+)?(?P<key>[A-Za-z\u4e00-\u9fff][\w \-\u4e00-\u9fff]{0,24}?)[ \t]*[:：][ \t]*\S")
+_PLACEHOLDER_RE = re.compile(r"^[ \t]*[\[<{（(【][^\n]*[\]>})）】][ \t]*$")  # "User: [your message]"
 _FENCE_RE = re.compile(r"^[ \t]*(```|~~~)")
 _INLINE_CODE_RE = re.compile(r"`[^`\n]+`")
 _HAN_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 # A request for a dialogue: a verb of writing near a dialogue noun (a prompt that merely mentions a play or a
 # conversation is no such request), or a role-play.
 _DIALOGUE_RE = re.compile(
-    r"(?i)\b(?:write|create|generate|compose|draft|continue|simulate|make|give|imagine|produce|prepare|script)\b"
+    r"(?i)\b(?:write|create|generate|compose|draft|continue|simulate|make|give|imagine|produce|prepare|script|show|"
+    r"provide|demonstrate|illustrate|act out|examples?|samples?|mock)\b"
     r"[^.?!\n]{0,60}?\b(?:dialog(?:ue)?s?|conversations?|chats?|chat ?logs?|scripts?|screenplays?|interviews?|"
     r"transcripts?|skits?|exchanges?|scenes?)\b"
     r"|\brole-?play|\bbetween (?:a |an |the )?(?:user|customer|human|client|patient|student)s? and (?:a |an |the )?\w+"
-    r"|(?:写|编|编写|创作|生成|模拟|续写|设计|撰写|给出|提供|来)(?![了过着])[^。？！\n]{0,20}?(?:对话|对白|剧本|台词|访谈|采访|聊天记录|情景剧|小品)"
-    r"|角色扮演|扮演"
+    # prompt engineering: example exchanges are the answer
+    r"|\b(?:few-?shot|prompts?|chatbots?|system messages?|chat ?gpt|llms?)\b"
+    r"|(?:写|编|编写|创作|生成|模拟|续写|设计|撰写|给出|提供|来|举|举个|示例|演示)(?![了过着])[^。？！\n]{0,20}?"
+    r"(?:对话|对白|剧本|台词|访谈|采访|聊天记录|情景剧|小品)"
+    r"|角色扮演|扮演|提示词|聊天机器人|少样本"
 )
 # The prompt asks about chat formats or a model family's template: a reply may spell the tokens out.
 _TEMPLATE_TALK_RE = re.compile(
@@ -102,11 +107,6 @@ def _is_field(value: str) -> bool:
     return bool(v) and not _HAN_RE.search(v) and len(v) <= 40 and not any(c.isspace() for c in v)
 
 
-def _short(value: str) -> bool:
-    v = value.strip()
-    return len(v.split()) <= 3 if not _HAN_RE.search(v) else len(v) <= 8
-
-
 def _in_key_block(lines: list[str], i: int) -> bool:
     """Is line i next to a `Key: value` line whose key is not a role name (a record, not a transcript)?"""
     for j in (i - 1, i + 1):
@@ -131,7 +131,7 @@ def role_lines(text: str) -> list[tuple[int, str, str]]:
         if not m:
             continue
         value, role = m.group("value"), m.group("role")
-        if (role in _FIELD_ROLES and _is_field(value)) or (_short(value) and _in_key_block(lines, i)):
+        if (role in _FIELD_ROLES and _is_field(value)) or _PLACEHOLDER_RE.match(value) or _in_key_block(lines, i):
             continue
         found.append((i + 1, m.group("role"), line))
     return found

@@ -638,12 +638,14 @@ def html_section(stats: dict[str, Any]) -> str:
     parts = [report.table(rows, "Checks (a flagged pair is kept with quality_<check> = true in the export)")]
     hits = {r["check"]: float(r["pairs hit"]) for r in rows if r["pairs hit"]}
     parts.append(report.bar_chart(hits, "Pairs hit per check"))
-    for code, shown in stats.get("examples", {}).items():
-        parts.append(report.table(shown, f"Examples: {code}"))
-    lb = stats.get("length_bias", {})
-    by = "language stage" if stats.get("length_bias_by") == "lang" else "script of prompt + chosen"
     from curate import langid
 
+    examples = stats.get("examples", {})
+    names = langid.short_sources(sorted({e["source"] for shown in examples.values() for e in shown}))
+    for code, shown in examples.items():
+        parts.append(report.table([{**e, "source": names[e["source"]]} for e in shown], f"Examples: {code}"))
+    lb = stats.get("length_bias", {})
+    by = "language stage" if stats.get("length_bias_by") == "lang" else "script of prompt + chosen"
     groups = lb.get("by_source", [])
     short = langid.short_sources(sorted({g["source"] for g in groups}))
     bars = {}

@@ -59,7 +59,13 @@ NOT_LEAKS = [
     {"prompt": "路由器默认账号是什么？", "chosen": "默认信息如下：\n用户：admin\n密码：123456"},
     {"prompt": "ini example", "chosen": "```ini\n[db]\nUser: root\nAssistant: none\n```"},
     {"prompt": "inline", "chosen": "Write `User: admin` in the config file."},
+    {"prompt": "Describe our persona", "chosen": "**User:** a busy parent who shops online at night\nGoal: save time"},
+    {"prompt": "What does the chat window show?", "chosen": "It shows two lines:\nUser: [your message]\nAssistant: [the reply]"},
+    {"prompt": "聊天界面长什么样？", "chosen": "界面如下：\n用户：<你的消息>\n助手：<回复>"},
     # requested dialogues (en and zh)
+    {"prompt": "Show me an example conversation with a support bot.", "chosen": "User: My parcel is late.\nAssistant: Let me check."},
+    {"prompt": "How do I write a few-shot prompt for translation?", "chosen": "Like this:\nUser: Translate 'cat'\nAssistant: 猫"},
+    {"prompt": "举个客服对话的例子", "chosen": "用户：我的订单还没发货。\n助手：我马上帮您查询。"},
     {"prompt": "Write a dialogue between a user and an assistant about tea.",
      "chosen": "User: Which tea has the most caffeine?\nAssistant: Black tea, usually."},
     {"prompt": "写一段用户和助手关于天气的对话。", "chosen": "用户：明天会下雨吗？\n助手：预报说明天有小雨。"},
