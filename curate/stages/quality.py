@@ -315,7 +315,8 @@ def _truncation_exprs(place: str, cfg: Config) -> list[pl.Expr]:
         ((n >= _DANGLING_MIN_CHARS) & tail.str.contains(_DANGLING_END)).alias(f"__{place}_dangling"),
         (round_len & (n >= cfg.truncated_min_chars)).alias(f"__{place}_round"),
         n.alias(f"__{place}_len"),
-        tail.str.strip_chars_end().str.slice(-12).alias(f"__{place}_tail"),
+        # for the detail of a dangling end only (null elsewhere, so the decisions stay small)
+        pl.when(tail.str.contains(_DANGLING_END)).then(tail.str.strip_chars_end().str.slice(-12)).alias(f"__{place}_tail"),
     ]
 
 
@@ -355,11 +356,6 @@ def _num(x: pl.Expr) -> pl.Expr:
 def decide(lf: pl.LazyFrame, cfg: Config, names: list[str]) -> tuple[pl.DataFrame, dict[str, Any]]:
     """One pass over the text columns: every check's outcome per row (small columns), then stats and examples."""
     cols = [pl.col("__row"), pl.col("row_id"), pl.col("source"), lengths.lang_expr(names).alias("__lang")]
-    cols.append(
-        pl.when(pl.col("prompt").list.len() > 0)
-        .then(_request().str.slice(0, 80))
-        .alias("__preview")
-    )
     for place in PLACES:
         if cfg.role_marker_in_text[place] != "off":
             cols.append(_marker_expr(place).alias(f"__marker_{place}"))
@@ -475,7 +471,20 @@ def decide(lf: pl.LazyFrame, cfg: Config, names: list[str]) -> tuple[pl.DataFram
     )
     stats = _stats(df, cfg, fired, detail, b)
     stats["length_bias_by"] = "lang" if "lang" in names else "script"
+    _add_previews(lf, stats["examples"])
     return df, stats
+
+
+def _add_previews(lf: pl.LazyFrame, examples: dict[str, list[dict[str, Any]]]) -> None:
+    """The first 80 characters of the last user turn of each example row (one small scan of the prompt column)."""
+    rows = sorted({e["__row"] for shown in examples.values() for e in shown})
+    if not rows:
+        return
+    found = lf.select("__row", _request().str.slice(0, 80).alias("p")).filter(pl.col("__row").is_in(rows)).collect()
+    preview = dict(zip(found["__row"].to_list(), found["p"].to_list(), strict=True))
+    for shown in examples.values():
+        for e in shown:
+            e["prompt"] = preview.get(e.pop("__row"))
 
 
 def _cap_lengths(df: pl.DataFrame, cfg: Config) -> list[pl.Expr]:
@@ -532,7 +541,7 @@ def _stats(df: pl.DataFrame, cfg: Config, fired: dict[str, pl.Expr], detail: dic
         if hit.height:
             shown = hit.head(cfg.examples).with_columns(_detail_for(code, df, detail).alias("__why"))
             examples[code] = [
-                {"row_id": r["row_id"], "source": r["source"], "prompt": r["__preview"], "detail": r["__why"]}
+                {"__row": r["__row"], "row_id": r["row_id"], "source": r["source"], "prompt": None, "detail": r["__why"]}
                 for r in shown.iter_rows(named=True)
             ]
     stats: dict[str, Any] = {
