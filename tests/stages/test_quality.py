@@ -418,10 +418,13 @@ def test_over_max_tokens_counts_like_curate_train(template_tokenizer):
 
 def test_over_max_tokens_from_a_train_preset(template_tokenizer):
     """train_preset gives max_tokens (orpo.max_length) and the system policy; the tokenizer path names the model."""
-    long_reply = "光合作用 " * 400
+    from curate.train.spec import load_preset
+
+    limit = load_preset("tiny-cpu")["orpo"]["max_length"]
+    long_reply = "光合作用 long words " * limit  # well over the limit in any tokenizer
     rows = [{"prompt": "短", "chosen": "好。", "rejected": "坏。"}, {"prompt": "长", "chosen": long_reply, "rejected": "短"}]
     r = run(rows, train_preset="tiny-cpu", tokenizer=str(template_tokenizer))
-    assert r.stats["tokens"]["max_tokens"] == 256 and r.stats["tokens"]["from"] == "preset tiny-cpu"
+    assert r.stats["tokens"]["max_tokens"] == limit and r.stats["tokens"]["from"] == "preset tiny-cpu"
     assert r.rejects["reason"].to_list() == [q.OVER_MAX_TOKENS]
     with pytest.raises(ConfigError, match="train_preset"):
         run(rows, train_preset="no-such-preset", tokenizer=str(template_tokenizer))
