@@ -69,14 +69,14 @@ _HAN_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 # conversation is no such request), or a role-play.
 _DIALOGUE_RE = re.compile(
     r"(?i)\b(?:write|create|generate|compose|draft|continue|simulate|make|give|imagine|produce|prepare|script|show|"
-    r"provide|demonstrate|illustrate|act out|examples?|samples?|mock)\b"
+    r"provide|demonstrate|illustrate|act out|examples?|samples?|mock|rewrite|convert|format|turn)\b"
     r"[^.?!\n]{0,60}?\b(?:dialog(?:ue)?s?|conversations?|chats?|chat ?logs?|scripts?|screenplays?|interviews?|"
-    r"transcripts?|skits?|exchanges?|scenes?)\b"
+    r"transcripts?|skits?|sketch(?:es)?|plays?|exchanges?|scenes?)\b"
     r"|\brole-?play|\bbetween (?:a |an |the )?(?:user|customer|human|client|patient|student)s? and (?:a |an |the )?\w+"
     # prompt engineering: example exchanges are the answer
     r"|\b(?:few-?shot|prompts?|chatbots?|system messages?|chat ?gpt|llms?)\b"
     r"|(?:写|编|编写|创作|生成|模拟|续写|设计|撰写|给出|提供|来|举|举个|示例|演示)(?![了过着])[^。？！\n]{0,20}?"
-    r"(?:对话|对白|剧本|台词|访谈|采访|聊天记录|情景剧|小品)"
+    r"(?:对话|对白|剧本|台词|访谈|采访|聊天记录|情景剧|小品|短剧|话剧|相声)"
     r"|角色扮演|扮演|提示词|聊天机器人|少样本"
 )
 # The prompt asks about chat formats or a model family's template: a reply may spell the tokens out.
