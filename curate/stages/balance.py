@@ -51,7 +51,8 @@ ADDS = ("balance_copy_of",)
 
 BALANCE_DOWNSAMPLED = "balance_downsampled"
 BALANCE_LANGUAGE_DROPPED = "balance_language_dropped"
-REASONS = (BALANCE_DOWNSAMPLED, BALANCE_LANGUAGE_DROPPED)
+BALANCE_LENGTH_BIAS = "balance_length_bias"
+REASONS = (BALANCE_DOWNSAMPLED, BALANCE_LANGUAGE_DROPPED, BALANCE_LENGTH_BIAS)
 
 Policy = Literal["keep", "drop", "count"]
 _QUOTA_KEYS = ("zh", "zh-Hans", "zh-Hant", "en", "mixed", "other", "mismatch")
@@ -101,6 +102,12 @@ class Config:
         default=True, metadata={"help": "Then drop pairs with a lower chosen_score - rejected_score first."}
     )
     seed: int = field(default=0, metadata={"help": "Seed of the random order among otherwise equal rows."})
+    length_balance: float | None = field(
+        default=None,
+        metadata={"help": "Even out length bias before the quotas: per language, at most this share of pairs (e.g. "
+                  "0.6) may have the longer reply as chosen, and at most this share the shorter one; pairs on the "
+                  "over-represented side go first by length ratio (reason balance_length_bias). Unset: off."},
+    )
 
     def validate(self) -> None:
         if not self.target:
@@ -130,6 +137,8 @@ class Config:
         for src, cap in self.source_caps.items():
             if cap < 0:
                 raise ValueError(f"source_caps.{src}: must be >= 0, got {cap}")
+        if self.length_balance is not None and not 0.5 <= self.length_balance < 1.0:
+            raise ValueError(f"length_balance must be within [0.5, 1), got {self.length_balance}")
 
 
 def group_of(lang: str | None, cfg: Config) -> str | None:
@@ -393,6 +402,50 @@ def _mix(df: pl.DataFrame, extra: list[tuple[str, str]] | None = None) -> dict[s
     return {"overall": overall, "by_source": by_source}
 
 
+def length_balance(df: pl.DataFrame, max_share: float, seed: int) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Rows to drop (`__row`, reason, detail) so that in each language (zh-Hans + zh-Hant = zh) at most
+    `max_share` of the pairs have the longer reply as chosen and at most `max_share` the shorter one.
+
+    Why: a preference set where chosen is mostly the longer reply teaches "longer is better" (the quality stage
+    reports the share per source and language). Which rows go: on the over-represented side, the pairs whose
+    length ratio is the most lopsided first (they carry the most length signal), ties in a seeded random order.
+    Needs `__row`, `lang`, `__clen`, `__rlen` (character lengths of chosen and rejected).
+    """
+    import random
+
+    fam = pl.when(pl.col("lang").str.starts_with("zh")).then(pl.lit("zh")).otherwise(pl.col("lang").fill_null("other"))
+    ratio = (pl.col("__clen").cast(pl.Float64) + 1) / (pl.col("__rlen").cast(pl.Float64) + 1)
+    rng = random.Random(seed)
+    work = df.with_columns(
+        fam.alias("__fam"), ratio.alias("__ratio"),
+        pl.Series("__rand", [rng.random() for _ in range(df.height)], dtype=pl.Float64),
+    )
+    drops: list[tuple[int, str]] = []
+    stats: dict[str, Any] = {"max_share": max_share, "by_lang": {}}
+    for (lang,), part in sorted(work.group_by(["__fam"]), key=lambda kv: str(kv[0][0])):
+        n = part.height
+        longer = part.filter(pl.col("__clen") > pl.col("__rlen"))
+        shorter = part.filter(pl.col("__clen") < pl.col("__rlen"))
+        side, name, lopsided_first = (longer, "longer", True) if longer.height >= shorter.height else (shorter, "shorter", False)
+        # dropping d rows of that side: (k - d) / (n - d) <= max_share  <=>  d >= (k - max_share * n) / (1 - max_share)
+        need = max(0, math.ceil((side.height - max_share * n) / (1 - max_share) - _EPS))
+        order = side.sort(["__ratio", "__rand", "__row"], descending=[lopsided_first, False, False])
+        for r in order["__row"].head(need).to_list():
+            why = (f"length balance: chosen was the {name} reply in {side.height / n:.1%} of {n:,} {lang} pairs "
+                   f"(length_balance = {max_share:g})")
+            drops.append((r, why))
+        after = n - need
+        stats["by_lang"][str(lang)] = {"pairs": n, f"chosen_{name}": side.height, "dropped": need,
+                                       f"share_chosen_{name}_before": round(side.height / n, 4) if n else None,
+                                       f"share_chosen_{name}_after": round((side.height - need) / after, 4) if after else None}
+    stats["dropped"] = len(drops)
+    rejected = pl.DataFrame(
+        {"__row": [r for r, _ in drops], "reason": [BALANCE_LENGTH_BIAS] * len(drops), "detail": [d for _, d in drops]},
+        schema={"__row": pl.UInt32, "reason": pl.String, "detail": pl.String},
+    ).sort("__row")
+    return rejected, stats
+
+
 def _copy_id(row_id: str | None, k: int) -> str:
     return derived_id(row_id, f"copy{k}")
 
@@ -407,8 +460,16 @@ def run(frame: pl.LazyFrame | pl.DataFrame, cfg: Config) -> StageResult:
     wanted = ["__row", "lang", "source"] + [
         c for c in ("dup_cluster_size", "chosen_score", "rejected_score") if c in names
     ]
-    small = lf.select(wanted).collect()
+    length_cols = [pl.col("chosen").str.len_chars().alias("__clen"), pl.col("rejected").str.len_chars().alias("__rlen")]
+    small = lf.select(*wanted, *(length_cols if cfg.length_balance is not None else [])).collect()
+    length_drops = None
+    if cfg.length_balance is not None:  # before the quotas, which then balance what is left
+        length_drops, length_stats = length_balance(small, cfg.length_balance, cfg.seed)
+        small = small.filter(~pl.col("__row").is_in(length_drops["__row"].implode())).drop("__clen", "__rlen")
     rejected, copies, stats = plan(small, cfg)
+    if length_drops is not None:
+        rejected = pl.concat([length_drops, rejected]).sort("__row")
+        stats["length_balance"] = length_stats
     out_cols = [n for n in names if n != "__row" and n not in ADDS] + list(ADDS)
     base = lf.with_columns(pl.lit(None, dtype=pl.String).alias("balance_copy_of"))
     kept = base.join(rejected.lazy().select("__row"), on="__row", how="anti", maintain_order="left")
