@@ -380,14 +380,9 @@ def decide(lf: pl.LazyFrame, cfg: Config, names: list[str]) -> tuple[pl.DataFram
     fired: dict[str, pl.Expr] = {}
     detail: dict[str, pl.Expr] = {}
 
-    # role markers: per place
     places = [p for p in PLACES if cfg.role_marker_in_text[p] != "off"]
     if places:
-        fired[ROLE_MARKER_IN_TEXT] = pl.any_horizontal([pl.col(f"__marker_{p}").is_not_null() for p in places])
-        d = pl.lit(None, dtype=pl.String)
-        for p in reversed(places):
-            d = pl.when(pl.col(f"__marker_{p}").is_not_null()).then(pl.format(f"{p}: {{}}", pl.col(f"__marker_{p}"))).otherwise(d)
-        detail[ROLE_MARKER_IN_TEXT] = d
+        fired[ROLE_MARKER_IN_TEXT], detail[ROLE_MARKER_IN_TEXT] = _marker_outcome(places)
     m = pl.col("__margin")
     cs, rs = _num(pl.col("__cs")), _num(pl.col("__rs"))
     if cfg.inverted_scores != "off":
@@ -421,46 +416,10 @@ def decide(lf: pl.LazyFrame, cfg: Config, names: list[str]) -> tuple[pl.DataFram
         detail[PII] = pl.col("__pii").struct.field("where")
     if cfg.truncated_reply != "off":
         df = df.with_columns(_cap_lengths(df, cfg))
-        t_fired, t_detail = [], pl.lit(None, dtype=pl.String)
-        for place in reversed(("chosen", "rejected")):
-            fence, unfinished = pl.col(f"__{place}_open_fence"), pl.col(f"__{place}_unfinished")
-            dangling, n = pl.col(f"__{place}_dangling"), pl.col(f"__{place}_len")
-            at_round, at_cap = pl.col(f"__{place}_round"), pl.col(f"__{place}_at_cap")
-            hit = fence | dangling | (unfinished & (at_round | at_cap))
-            t_fired.append(hit)
-            why = (
-                pl.when(fence).then(pl.lit(f"{place} ends inside an open code fence"))
-                .when(dangling).then(pl.format(f"{place} ends on a dangling word or mark at {{}} characters: …{{}}", n,
-                                               pl.col(f"__{place}_tail")))
-                .when(at_cap).then(pl.format(f"{place} ends mid-sentence at {{}} characters, its source's longest reply", n))
-                .otherwise(pl.format(f"{place} ends mid-sentence at a round {{}} characters", n))
-            )
-            t_detail = pl.when(hit).then(why).otherwise(t_detail)
-        fired[TRUNCATED_REPLY] = pl.any_horizontal(t_fired)
-        detail[TRUNCATED_REPLY] = t_detail
+        fired[TRUNCATED_REPLY], detail[TRUNCATED_REPLY] = _truncation_outcome()
 
     df = df.with_columns([e.fill_null(False).alias(FLAG_PREFIX + k) for k, e in fired.items()])
-    # reason: the first check, in REASONS order, that fired and rejects here
-    reason = pl.lit(None, dtype=pl.String)
-    why = pl.lit(None, dtype=pl.String)
-    for code in reversed(REASONS):
-        if code not in fired:
-            continue
-        if code == ROLE_MARKER_IN_TEXT:
-            rejecting = [p for p in places if cfg.role_marker_in_text[p] == "reject"]
-            if not rejecting:
-                continue
-            hit = pl.any_horizontal([pl.col(f"__marker_{p}").is_not_null() for p in rejecting])
-            d = pl.lit(None, dtype=pl.String)
-            for p in reversed(rejecting):
-                d = pl.when(pl.col(f"__marker_{p}").is_not_null()).then(pl.format(f"{p}: {{}}", pl.col(f"__marker_{p}"))).otherwise(d)
-        elif cfg.action(code) == "reject":
-            hit, d = pl.col(FLAG_PREFIX + code), detail.get(code, pl.lit(code))
-        else:
-            continue
-        reason = pl.when(hit).then(pl.lit(code)).otherwise(reason)
-        why = pl.when(hit).then(d).otherwise(why)
-    df = df.with_columns(reason.alias("__reason"), why.alias("__detail"))
+    df = df.with_columns(*_reason_exprs(cfg, fired, detail, places))
     df = df.with_columns(
         [pl.lit(None, dtype=pl.Boolean).alias(FLAG_PREFIX + k) for k in REASONS if FLAG_PREFIX + k not in df.columns]
     )
@@ -473,6 +432,56 @@ def decide(lf: pl.LazyFrame, cfg: Config, names: list[str]) -> tuple[pl.DataFram
     stats["length_bias_by"] = "lang" if "lang" in names else "script"
     _add_previews(lf, stats["examples"])
     return df, stats
+
+
+def _marker_outcome(places: list[str]) -> tuple[pl.Expr, pl.Expr]:
+    """Fired in any of `places`, and the detail of the first of them: `chosen: 'Human: …' (line 1)`."""
+    hit = pl.any_horizontal([pl.col(f"__marker_{p}").is_not_null() for p in places])
+    why = pl.lit(None, dtype=pl.String)
+    for p in reversed(places):
+        col = pl.col(f"__marker_{p}")
+        why = pl.when(col.is_not_null()).then(pl.format(f"{p}: {{}}", col)).otherwise(why)
+    return hit, why
+
+
+def _truncation_outcome() -> tuple[pl.Expr, pl.Expr]:
+    """Fired for either reply, and why (open fence, dangling end, round length, the source's cap)."""
+    hits, why = [], pl.lit(None, dtype=pl.String)
+    for place in ("rejected", "chosen"):  # built backwards: the chosen reply's reason comes first
+        fence, unfinished = pl.col(f"__{place}_open_fence"), pl.col(f"__{place}_unfinished")
+        dangling, n = pl.col(f"__{place}_dangling"), pl.col(f"__{place}_len")
+        at_round, at_cap = pl.col(f"__{place}_round"), pl.col(f"__{place}_at_cap")
+        hit = fence | dangling | (unfinished & (at_round | at_cap))
+        hits.append(hit)
+        text = (
+            pl.when(fence).then(pl.lit(f"{place} ends inside an open code fence"))
+            .when(dangling).then(pl.format(f"{place} ends on a dangling word or mark at {{}} characters: …{{}}", n,
+                                           pl.col(f"__{place}_tail")))
+            .when(at_cap).then(pl.format(f"{place} ends mid-sentence at {{}} characters, its source's longest reply", n))
+            .otherwise(pl.format(f"{place} ends mid-sentence at a round {{}} characters", n))
+        )
+        why = pl.when(hit).then(text).otherwise(why)
+    return pl.any_horizontal(hits), why
+
+
+def _reason_exprs(cfg: Config, fired: dict[str, pl.Expr], detail: dict[str, pl.Expr], places: list[str]) -> list[pl.Expr]:
+    """`__reason` / `__detail`: the first check, in REASONS order, that fired and rejects (null: kept)."""
+    reason, why = pl.lit(None, dtype=pl.String), pl.lit(None, dtype=pl.String)
+    for code in reversed(REASONS):
+        if code not in fired:
+            continue
+        if code == ROLE_MARKER_IN_TEXT:  # rejects only for the places set to reject
+            rejecting = [p for p in places if cfg.role_marker_in_text[p] == "reject"]
+            if not rejecting:
+                continue
+            hit, d = _marker_outcome(rejecting)
+        elif cfg.action(code) == "reject":
+            hit, d = pl.col(FLAG_PREFIX + code), detail.get(code, pl.lit(code))
+        else:
+            continue
+        reason = pl.when(hit).then(pl.lit(code)).otherwise(reason)
+        why = pl.when(hit).then(d).otherwise(why)
+    return [reason.alias("__reason"), why.alias("__detail")]
 
 
 def _add_previews(lf: pl.LazyFrame, examples: dict[str, list[dict[str, Any]]]) -> None:
