@@ -104,7 +104,7 @@ class Config:
     seed: int = field(default=0, metadata={"help": "Seed of the random order among otherwise equal rows."})
     length_balance: float | None = field(
         default=None,
-        metadata={"help": "Even out length bias before the quotas: per language, at most this share of pairs (e.g. "
+        metadata={"min": 0.5, "help": "Even out length bias before the quotas: per language, at most this share of pairs (e.g. "
                   "0.6) may have the longer reply as chosen, and at most this share the shorter one; pairs on the "
                   "over-represented side go first by length ratio (reason balance_length_bias). Unset: off."},
     )

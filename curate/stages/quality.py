@@ -97,14 +97,14 @@ class Config:
         default="flag", metadata={"help": "0 < chosen_score - rejected_score < min_score_margin (needs the margin)."}
     )
     min_score_margin: float | None = field(
-        default=None, metadata={"help": "Smallest score margin that counts as a preference; unset: no margin check."}
+        default=None, metadata={"above": 0, "help": "Smallest score margin that counts as a preference; unset: no margin check."}
     )
     near_identical_responses: Action = field(
         default="flag", metadata={"help": "chosen and rejected at least near_identical_threshold similar."}
     )
     near_identical_threshold: float = field(
         default=0.95,
-        metadata={"help": "Normalised Levenshtein similarity (NFC, whitespace and case folded) that counts as near-identical."},
+        metadata={"above": 0, "max": 1, "help": "Normalised Levenshtein similarity (NFC, whitespace and case folded) that counts as near-identical."},
     )
     over_max_tokens: Action = field(
         default="reject",
@@ -122,7 +122,7 @@ class Config:
                   "tokenizer, max_tokens and system where those are unset."},
     )
     max_tokens: int | None = field(
-        default=None, metadata={"help": "Token limit of prompt + longer reply (default: the preset's orpo.max_length)."}
+        default=None, metadata={"min": 1, "help": "Token limit of prompt + longer reply (default: the preset's orpo.max_length)."}
     )
     system: Literal["keep", "merge", "drop"] | None = field(
         default=None,
@@ -139,17 +139,17 @@ class Config:
     truncated_reply: Action = field(default="flag", metadata={"help": "Replies the source cut mid-sentence."})
     truncated_round_to: tuple[int, ...] = field(
         default=(100, 128),
-        metadata={"help": "A reply without terminal punctuation whose length is a multiple of one of these counts as cut."},
+        metadata={"min": 1, "help": "A reply without terminal punctuation whose length is a multiple of one of these counts as cut."},
     )
     truncated_min_chars: int = field(
-        default=200, metadata={"help": "Round lengths count from this many characters."}
+        default=200, metadata={"min": 0, "help": "Round lengths count from this many characters."}
     )
     truncated_cap_repeats: int = field(
         default=3,
-        metadata={"help": "Unpunctuated replies ending at their source's longest reply length, at least this many, "
+        metadata={"min": 1, "help": "Unpunctuated replies ending at their source's longest reply length, at least this many, "
                   "mark that length as the source's cut."},
     )
-    examples: int = field(default=3, metadata={"help": "Example rows per check in report.html."})
+    examples: int = field(default=3, metadata={"min": 0, "help": "Example rows per check in report.html."})
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.role_marker_in_text) - set(PLACES))
