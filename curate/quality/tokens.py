@@ -11,6 +11,12 @@ How the count lines up with `curate train` (curate/train/preflight.py): with a t
 lacks it), the same sum the trainer's pre-flight compares with `orpo.max_length`; a pair is over when that sum
 exceeds `max_tokens`. With a bare `tokenizer.json` (no chat template) the count is system + turns + longer reply
 without template tokens: a lower bound, a few tokens per turn short of the trained length.
+
+Division of labour with training: `curate train`'s pre-flight drops only the pairs whose *prompt* alone fills
+`max_length` (their replies would be cut to nothing and turn the loss NaN) and lets TRL truncate the replies of the
+other over-long pairs. With `train_preset` (or the same tokenizer and `max_tokens = orpo.max_length`) the quality
+stage rejects every pair over the budget, visibly (reason `over_max_tokens`, counted in report.html), so the
+trainer then has nothing to drop or truncate.
 """
 
 from __future__ import annotations
