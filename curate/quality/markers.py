@@ -7,7 +7,8 @@ ran past its end-of-turn.
 
 What counts (outside fenced and inline code, which are removed first):
 - template tokens anywhere: ChatML `<|im_start|>`, Llama-3 `<|eot_id|>`, Phi `<|user|>`, Gemma `<start_of_turn>`,
-  Llama-2 `[INST]` / `<<SYS>>`, DeepSeek `<｜User｜>`, GLM `[gMASK]` …; not when the prompt asks about templates
+  Llama-2 `[INST]` / `<<SYS>>`, DeepSeek `<｜User｜>`, GLM `[gMASK]`, end/begin-of-sequence `</s>` (not after an
+  HTML `<s>`), `<eos>`, `<bos>` …; not when the prompt asks about templates
   (names the token, says "template" / "ChatML" / "special token" / "prompt format" / "模板", or names a model
   family: Llama, Mistral, Gemma, Qwen, GLM, Vicuna, Alpaca, Phi, DeepSeek, Yi).
 - Alpaca section headers at a line start: `### Instruction:`, `### Response:`, `### Input:` (with the colon, so a
@@ -48,7 +49,7 @@ _TEMPLATE_NAMES = (
 # Pieces written in the common subset of Rust's regex (Polars) and Python's re: no lookarounds, no backrefs.
 TEMPLATE_TOKEN = (
     r"<\|(?:" + _TEMPLATE_NAMES + r")\|>|<start_of_turn>|<end_of_turn>|\[/?INST\]|<</?SYS>>"
-    r"|<｜[^｜\n]{1,40}｜>|\[gMASK\]"
+    r"|<｜[^｜\n]{1,40}｜>|\[gMASK\]|<eos>|<bos>|</s>"
 )
 ALPACA_HEADER = r"^[ \t]*#{2,4}[ \t]*(?:Instruction|Response|Input)[ \t]*:"
 ROLE_LINE = r"^[ \t]*(?:\*\*|__)?(?:" + _ROLES + r")(?:\*\*|__)?[ \t]*[:：]"
@@ -166,6 +167,8 @@ def find(text: str | None, prompt: str = "", request: str = "", whole_transcript
     for m in _TEMPLATE_RE.finditer(body):
         if m.group(0) in prompt or template_talk:
             break
+        if m.group(0) == "</s>" and "<s>" in body[: m.start()]:
+            continue  # HTML strikethrough <s>…</s>, not Llama's end-of-sequence
         if whole_transcript_only and not _at_line_edge(body, m.start(), m.end()):
             continue  # a user asking "what is <start_of_turn>?" mentions the token mid-sentence
         line_no = body.count("\n", 0, m.start()) + 1

@@ -36,6 +36,8 @@ LEAKS = [
     ("chosen", {"prompt": "Say hi", "chosen": "Hi!<|im_end|>\n<|im_start|>user\nbye"}, "en"),
     ("chosen", {"prompt": "Say hi", "chosen": "Hello.<end_of_turn>\n<start_of_turn>user\nMore?"}, "en"),
     ("chosen", {"prompt": "Summarise", "chosen": "[INST] Summarise again [/INST] Sure."}, "en"),
+    ("chosen", {"prompt": "Name a colour", "chosen": "Blue.</s>"}, "en"),
+    ("chosen", {"prompt": "你好", "chosen": "你好！很高兴见到你。<|endoftext|>"}, "zh"),
     ("chosen", {"prompt": "Write a haiku", "chosen": "Snow on the pine.\n\n### Instruction:\nWrite another"}, "en"),
     ("chosen", {"prompt": "USER: what is 2+2?", "chosen": "4\nUSER: and 3+3?\nASSISTANT: 6"}, "en"),
     ("chosen", {"prompt": "你好", "chosen": "你好！有什么可以帮你？\n用户：今天天气怎么样？\n助手：今天晴。"}, "zh"),
@@ -85,6 +87,8 @@ NOT_LEAKS = [
     # a question about chat templates
     {"prompt": "What does the ChatML template look like?", "chosen": "Each turn starts with <|im_start|> and a role."},
     {"prompt": "What is <start_of_turn> in Gemma?", "chosen": "<start_of_turn> opens a turn in Gemma's format."},
+    {"prompt": "How do I strike text through in HTML?", "chosen": "Wrap it: <s>old price</s> new price."},
+    {"prompt": "What does the <eos> token do?", "chosen": "<eos> tells the model the sequence has ended."},
     {"prompt": "How do I format a prompt for Llama 2?", "chosen": "Wrap the user message: [INST] Hello [/INST]"},
     {"prompt": "Give me one Alpaca-style training example.", "chosen": "### Instruction:\nAdd 2 and 3.\n\n### Response:\n5"},
     # translating or summarising a dialogue the user pasted
