@@ -97,7 +97,52 @@ def run_pipeline(
     progress: Progress | None = None,
     export: bool = True,
 ) -> dict[str, Any]:
-    """Run ingest, the pipeline's stages and export into `out_dir`; return the run report."""
+    """Run ingest, the pipeline's stages and export into `out_dir`; return the run report.
+
+    A run that stops on an error still writes report.json / report.html: the error, the step it stopped in and
+    the steps that finished (with their rejects), then the error propagates unchanged."""
+    state: dict[str, Any] = {}
+    try:
+        return _run_pipeline(pipeline, inputs, out_dir, mapping, progress, export, state)
+    except Exception as exc:
+        write_failed_report(pipeline, Path(out_dir), state.get("steps", []), exc)
+        raise
+
+
+def write_failed_report(pipeline: Pipeline, out: Path, steps: list[dict[str, Any]], exc: BaseException) -> None:
+    """report.json / report.html for a run that stopped; never raises (the original error is what matters)."""
+    from curate import report as report_mod
+    from curate.errors import CurateError
+
+    names = ["ingest", *(n for n, _ in pipeline.stages), "export"]
+    failed = names[min(len(steps), len(names) - 1)]
+    error = str(exc) if isinstance(exc, CurateError) else f"internal error: {type(exc).__name__}: {exc}"
+    run = {
+        "status": "failed", "error": error.splitlines()[0] if error else type(exc).__name__, "failed_step": failed,
+        "curate_version": __version__, "pipeline": pipeline.raw.get("pipeline", {}), "pipeline_file": pipeline.path,
+        "steps": steps,
+        "funnel": [{"stage": s["stage"], "rows_in": s["rows_in"], "kept": s["kept"], "rejected": s["rejected"]}
+                   for s in steps],
+    }
+    try:
+        if not out.is_dir():
+            return
+        run["examples"] = report_mod.reject_examples(out, steps)
+        report_mod.write_json(out / "report.json", run)
+        atomic_write_text(out / "report.html", report_mod.render(run))
+    except Exception:  # noqa: BLE001, S110 - a report that can't be written must not hide the run's own error
+        pass
+
+
+def _run_pipeline(
+    pipeline: Pipeline,
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    mapping: dict[str, str] | None,
+    progress: Progress | None,
+    export: bool,
+    state: dict[str, Any],
+) -> dict[str, Any]:
     from curate import report as report_mod
     from curate.ingest import ingest
 
@@ -140,6 +185,7 @@ def run_pipeline(
             "rejects_path": str((ingest_dir / "rejects.parquet").relative_to(out)),
         }
     ]
+    state["steps"] = steps  # finished steps, for the report of a run that stops later
     current = ingest_dir / "pairs.parquet"
     for i, (name, cfg) in enumerate(pipeline.stages, start=1):
         module = stage_module(name)
@@ -228,6 +274,8 @@ def length_stats(pairs: pl.LazyFrame) -> dict[str, Any]:
 def build_report(
     pipeline: Pipeline, out: Path, steps: list[dict[str, Any]], ingest_report: dict, files: list[dict]
 ) -> dict[str, Any]:
+    from curate import report as report_mod
+
     final = pl.scan_parquet(out / "pairs.parquet")
     kept_by_source = dict(final.group_by("source").len().sort("source").collect().iter_rows())
     rejects = pl.scan_parquet(out / "rejects.parquet")
@@ -256,6 +304,7 @@ def build_report(
         "sources": per_source,
         "lengths": length_stats(final),
         "inputs": files,
+        "examples": report_mod.reject_examples(out, steps),  # the first rows of every reject reason
     }
 
 
