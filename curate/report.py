@@ -251,7 +251,9 @@ def examples_html(examples: dict[str, list[dict[str, Any]]]) -> str:
         head = "".join(f"<th>{h}</th>" for h in ("row", "prompt (last user turn)", "chosen", "rejected", "detail"))
         body = []
         for r in rows:
-            where = f"{esc(r.get('source', ''))}:{esc(r.get('source_row', ''))}"
+            src = str(r.get("source") or "")
+            where = (f"<span title=\"{esc(src)}\">{esc(src.replace(chr(92), '/').rsplit('/', 1)[-1])}</span>:"
+                     f"{esc(r.get('source_row', ''))}")
             lang = f"<br><span class=muted>lang {esc(r['lang'])}</span>" if r.get("lang") else ""
             cells = "".join(f"<td class=text>{esc(r.get(k) or '')}</td>" for k in ("prompt", "chosen", "rejected"))
             body.append(f"<tr><td class=text>{where}{lang}</td>{cells}<td class=text>{esc(r.get('detail') or '')}</td></tr>")
