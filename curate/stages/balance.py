@@ -416,27 +416,27 @@ def plan(df: pl.DataFrame, cfg: Config) -> tuple[pl.DataFrame, list[tuple[int, i
     kept_aside = sum(counts.get(g, 0) for g in counts if g not in goal)  # scarce groups, or all when goal is empty
     keep_cap = None if cfg.max_rows is None else max(0, cfg.max_rows - outside - kept_aside)
     budget = math.floor(cfg.max_drop_fraction * rows_in + _EPS)
-    sub = {g: counts.get(g, 0) for g in goal}
+    in_goal = {g: counts.get(g, 0) for g in goal}
     quota = dict(counts)
     met, needed = True, 0
     if goal and cfg.upsample:
-        ratios = [sub[g] / t for g, t in goal.items() if t > 0]
+        ratios = [in_goal[g] / t for g, t in goal.items() if t > 0]
         total = _round(max(ratios)) if keep_cap is None else keep_cap
         quota.update(_largest_remainder(total, goal))
     elif goal:
-        exact = _exact_quotas(sub, goal, keep_cap)
-        needed = sum(sub.values()) - sum(exact.values())
-        allowed = max(budget, 0 if keep_cap is None else sum(sub.values()) - keep_cap)  # max_rows drops are asked for
+        exact = _exact_quotas(in_goal, goal, keep_cap)
+        needed = sum(in_goal.values()) - sum(exact.values())
+        allowed = max(budget, 0 if keep_cap is None else sum(in_goal.values()) - keep_cap)  # max_rows drops are asked for
         if needed <= allowed:
             quota.update(exact)
         else:
-            reached = water_level(sub, goal, allowed)
+            reached = water_level(in_goal, goal, allowed)
             if cfg.strict:
                 have = {g: counts.get(g, 0) / n_quota for g in target} if n_quota else {}
                 raise ConfigError(
                     f"balance: reaching target {_fmt_mix(target)} would drop {needed} of {rows_in} pairs "
                     f"({needed / max(rows_in, 1):.0%}, max_drop_fraction {cfg.max_drop_fraction:g}); the data is "
-                    f"{_fmt_mix(have)}; reachable within that budget: {_fmt_target(suggest_target(sub, reached, allowed))} "
+                    f"{_fmt_mix(have)}; reachable within that budget: {_fmt_target(suggest_target(in_goal, reached, allowed))} "
                     f"(or raise max_drop_fraction, set upsample = true, or balance.strict = false to keep the "
                     f"closest mix)"
                 )
