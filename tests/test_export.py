@@ -196,3 +196,15 @@ def test_default_pipeline_states_no_licence_or_demo_name():
     assert exp.license == "" and exp.name == "curate-orpo"
     demo = (REPO / "scripts" / "demo.sh").read_text()
     assert "--license" in demo and "export.name=curate-demo" in demo  # the demo states its own
+
+
+def test_cli_license_reaches_the_card(pairs_file, tmp_path):
+    from click.testing import CliRunner
+
+    from curate.cli import main
+
+    res = CliRunner().invoke(main, ["export", str(pairs_file), "--out", str(tmp_path / "e"), "--license", "CC-BY-4.0"])
+    assert res.exit_code == 0, res.output
+    card = (tmp_path / "e" / "README.md").read_text()
+    assert card.split("## Licence\n\n")[1].split("\n")[0] == "CC-BY-4.0"
+    assert json.loads((tmp_path / "e" / "manifest.json").read_text())["export"]["license"] == "CC-BY-4.0"

@@ -130,7 +130,7 @@ def test_default_pipeline_on_the_real_demo_files_alone_and_together(tmp_path, ca
 
 def test_skip_leaves_balance_out(tmp_path, cache):
     folder = _write(tmp_path / "in", ZH_ROWS[:4] + EN_ROWS[:4], "mix.jsonl")
-    output, rep = _run([folder], tmp_path / "run", cache, "--skip", "balance", "--skip", "dedup")
+    _, rep = _run([folder], tmp_path / "run", cache, "--skip", "balance", "--skip", "dedup")
     assert [s["stage"] for s in rep["funnel"]] == ["ingest", "clean", "language"]
     assert rep["pipeline"]["skipped"] == ["dedup", "balance"]
 

@@ -92,7 +92,7 @@ def test_failed_run_still_writes_its_report(inputs, tmp_path):
     out = tmp_path / "run"
     res = CliRunner().invoke(main, ["run", str(pipe), "--input", str(inputs), "--out", str(out)])
     assert res.exit_code == 2, res.output
-    assert [ln for ln in res.output.splitlines() if ln.startswith("error:")][0].startswith("error: balance:")
+    assert next(ln for ln in res.output.splitlines() if ln.startswith("error:")).startswith("error: balance:")
     assert f"report (failed run): {out}/report.html" in res.output
     rep = json.loads((out / "report.json").read_text())
     assert rep["status"] == "failed" and rep["failed_step"] == "balance"

@@ -41,7 +41,8 @@ The pair's `lang` (the rule; `pair_rule = "prompt"` keeps only step 1):
 Config: see `Config` (each field's help). Input columns: source, prompt, chosen, rejected (system and text columns are
 rewritten only when `convert` is set). Output columns: lang_prompt, lang_chosen, lang_rejected, lang,
 lang_detail (JSON: per text the method — script / opencc / lingua / empty / full-text —, Han share and the counts of
-Simplified-only and Traditional-only characters; the original pair_id when converted), script_converted
+Simplified-only and Traditional-only characters; `rule`: the pair rule that set `lang`; the original pair_id when
+converted), script_converted
 (null, "t2s" or "s2t"). Reasons: `language_mismatch`.
 
 Script conversion (`convert = "t2s"` or `"s2t"`): every text of a kept pair that has a text labelled in the
@@ -247,6 +248,7 @@ def label(frame: pl.LazyFrame | pl.DataFrame, cfg: Config) -> pl.LazyFrame:
 _QUOTED = r'“[^”\n]*”|「[^」]*」|『[^』]*』|«[^»]*»|„[^“”\n]*[“”]|‘[^’\n]*’|"[^"\n]*"'
 _SEGMENT_BREAK = r"[\n:：。？！?!；;]+"
 RULES = ("prompt", "reply_for_empty_prompt", "translation", "instruction", "reply")
+_MAX_SEGMENTS = 24  # with no substantial segment, the first ones that are read for a translation clause
 
 
 def instruction_labels(lf: pl.LazyFrame, labels: pl.DataFrame, cfg: Config) -> pl.DataFrame:
@@ -264,8 +266,9 @@ def instruction_labels(lf: pl.LazyFrame, labels: pl.DataFrame, cfg: Config) -> p
     if cand.height == 0:
         return labels
     texts = (
-        lf.select("__row", prompt_text_expr().alias("__text"))
+        lf.select("__row", "prompt")
         .join(cand.lazy().select("__row"), on="__row", how="semi")
+        .select("__row", prompt_text_expr().alias("__text"))
         .with_columns(
             pl.col("__text").str.replace_all(_QUOTED, "\n").str.replace_all(_SEGMENT_BREAK, "\n")
             .str.split("\n").alias("__seg")
@@ -275,9 +278,18 @@ def instruction_labels(lf: pl.LazyFrame, labels: pl.DataFrame, cfg: Config) -> p
         .filter(pl.col("__seg").str.strip_chars() != "")
         .with_columns(pl.int_range(pl.len()).over("__row").alias("__pos"))
     )
+    # Only segments up to the first substantial one can decide (rules below), so the cheap unit counts pick
+    # those first and only they are labelled (lingua included): ~1-2 segments per row instead of ~10.
+    units = langid.units_expr("__u_")
+    texts = (
+        texts.with_columns(langid.feature_exprs(langid.clean_text_expr(pl.col("__seg"), cfg.max_chars), "__u_"))
+        .with_columns((units >= cfg.instruction_min_units).alias("__big"))
+        .filter(pl.col("__pos") <= pl.col("__pos").filter(pl.col("__big")).min().over("__row")
+                .fill_null(_MAX_SEGMENTS))
+        .select("__row", "__pos", "__seg", "__big")
+    )
     segs = langid.annotate(texts, {"s": pl.col("__seg")}, cfg.params).select(
-        "__row", "__pos", "lang_s",
-        (langid.units_expr("__s_") >= cfg.instruction_min_units).alias("__big"),
+        "__row", "__pos", "lang_s", "__big",
         (pl.col("__seg").str.contains(cfg.mismatch_exempt) if cfg.mismatch_exempt else pl.lit(False)).alias("__kw"),
     ).collect()
     zh_en = list(langid.ZH_LABELS) + ["en"]
@@ -286,10 +298,10 @@ def instruction_labels(lf: pl.LazyFrame, labels: pl.DataFrame, cfg: Config) -> p
         .agg(pl.col("lang_s").first().alias(name))
     )
     # a translation request is asked at the start: the matching segment must come no later than the first
-    # substantial one (a later match is an example or the quoted text talking about translation)
-    opening = pl.col("__pos") <= pl.col("__pos").filter(pl.col("__big")).min().over("__row").fill_null(1 << 30)
+    # substantial one (a later match is an example or the quoted text talking about translation); segments after
+    # it were not kept above
     decided = (
-        cand.join(first(pl.col("__kw") & pl.col("lang_s").is_in(zh_en) & opening, "__t"), on="__row", how="left")
+        cand.join(first(pl.col("__kw") & pl.col("lang_s").is_in(zh_en), "__t"), on="__row", how="left")
         .join(first(pl.col("__big"), "__q"), on="__row", how="left")
         .with_columns(
             pl.when(pl.col("__translate") & pl.col("__t").is_not_null())
