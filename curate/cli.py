@@ -174,7 +174,6 @@ def run(pipeline_file: str, input_args: tuple[str, ...], input_opts: tuple[str, 
     from pathlib import Path
 
     from curate.config import load
-    from curate.errors import CurateError
     from curate.runner import run_pipeline
 
     inputs = gather_inputs(input_args, input_opts)
@@ -189,7 +188,7 @@ def run(pipeline_file: str, input_args: tuple[str, ...], input_opts: tuple[str, 
     try:
         rep = run_pipeline(pipeline, inputs, out_dir, mapping=parse_map(maps), progress=_say,
                            export=not no_export)
-    except CurateError:
+    except Exception:  # re-raised: Main.invoke turns it into one line
         if (Path(out_dir) / "report.html").is_file():
             click.secho(f"report (failed run): {out_dir}/report.html", fg="yellow", err=True)
         raise
