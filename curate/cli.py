@@ -141,6 +141,7 @@ def gather_inputs(args: tuple[str, ...], opts: tuple[str, ...]) -> list[str]:
     if not (args or opts):
         raise click.UsageError("no input: name files, folders or globs (as arguments or after --input)")
     return list(args or opts)
+LICENSE_HELP = "Licence of the data for the dataset card, e.g. 'MIT' (export.license; curate can't know it)."
 
 
 def _say(msg: str) -> None:
@@ -185,11 +186,14 @@ def ingest(input_args: tuple[str, ...], input_opts: tuple[str, ...], out_dir: st
 @click.option("--against", multiple=True, help="Reference set for decontamination (dedup.against; repeatable).")
 @click.option("--no-export", is_flag=True, help="Stop before the export step.")
 @click.option("--strict-inputs", is_flag=True, help=STRICT_HELP)
+@click.option("--skip", "skip", multiple=True, metavar="STAGE", help="Leave a stage of the pipeline out (repeatable).")
+@click.option("--license", "license_", default=None, help=LICENSE_HELP)
 def run(pipeline_file: str, input_args: tuple[str, ...], input_opts: tuple[str, ...], out_dir: str,
         maps: tuple[str, ...], binarize: str | None, overrides: tuple[str, ...], against: tuple[str, ...],
-        no_export: bool, strict_inputs: bool) -> None:
+        no_export: bool, strict_inputs: bool, skip: tuple[str, ...], license_: str | None) -> None:
     """Run a pipeline file on INPUTs: ingest, its stages, export. Writes a run folder with report.html."""
     import json
+    from pathlib import Path
 
     from curate.config import load
     from curate.runner import run_pipeline
@@ -200,9 +204,19 @@ def run(pipeline_file: str, input_args: tuple[str, ...], input_opts: tuple[str, 
         sets.append(f"dedup.against={json.dumps(list(against))}")
     if binarize:
         sets.append(f"ingest.binarize={json.dumps(binarize)}")  # checked with the pipeline file: [ingest] binarize
-    pipeline = load(pipeline_file, sets)
-    rep = run_pipeline(pipeline, inputs, out_dir, mapping=parse_map(maps), progress=_say,
-                       export=not no_export, strict_inputs=strict_inputs)
+    if license_ is not None:
+        sets.append(f"export.license={json.dumps(license_)}")
+    pipeline = load(pipeline_file, sets, skip=skip)
+    try:
+        rep = run_pipeline(pipeline, inputs, out_dir, mapping=parse_map(maps), progress=_say,
+                           export=not no_export, strict_inputs=strict_inputs)
+    except Exception:  # re-raised: Main.invoke turns it into one line
+        if (Path(out_dir) / "report.html").is_file():
+            click.secho(f"report (failed run): {out_dir}/report.html", fg="yellow", err=True)
+        raise
+    for step in rep["steps"]:  # a stage that adapted what was asked says so in one line (e.g. balance)
+        for warning in (step.get("stats") or {}).get("warnings", []) or []:
+            click.secho(f"{step['stage']}: {warning}", fg="yellow", err=True)
     for step in rep["funnel"]:
         click.echo(f"{step['stage']:>10}: {step['rows_in']:>9,} in  {step['kept']:>9,} kept  {step['rejected']:>9,} rejected")
     click.echo(f"{rep['input_rows']:,} rows in → {rep['kept_rows']:,} pairs kept, {rep['rejected_rows']:,} rejected")
@@ -217,12 +231,17 @@ def run(pipeline_file: str, input_args: tuple[str, ...], input_opts: tuple[str, 
 @click.option("--pipeline", "pipeline_file", type=click.Path(dir_okay=False), default=None,
               help="Take [export] settings from this pipeline file (default: the run's own, else pipelines/default.toml).")
 @click.option("--set", "overrides", multiple=True, help="Override an export setting: export.KEY=VALUE.")
-def export(source: str, out_dir: str, pipeline_file: str | None, overrides: tuple[str, ...]) -> None:
+@click.option("--license", "license_", default=None, help=LICENSE_HELP)
+def export(source: str, out_dir: str, pipeline_file: str | None, overrides: tuple[str, ...],
+           license_: str | None) -> None:
     """Write an ORPO-ready dataset folder from a run folder or a pairs Parquet file."""
+    import json
+
     from curate.config import load
     from curate.export import export as do_export
 
-    pipeline = load(pipeline_file, list(overrides))
+    sets = list(overrides) + ([f"export.license={json.dumps(license_)}"] if license_ is not None else [])
+    pipeline = load(pipeline_file, sets)
     rep = do_export(source, out_dir, pipeline.export, pipeline=pipeline)
     click.echo(f"wrote {out_dir}: " + ", ".join(f"{k} {v:,} pairs" for k, v in rep["splits"].items()))
     if rep.get("review"):

@@ -168,8 +168,13 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return table, key, value
 
 
-def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Pipeline:
-    """Read and check a pipeline file (None: the built-in default) before any data moves."""
+def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (),
+         skip: list[str] | tuple[str, ...] = ()) -> Pipeline:
+    """Read and check a pipeline file (None: the built-in default) before any data moves.
+
+    `skip` leaves listed stages out (`curate run --skip STAGE`). A table for a known stage that isn't run (not
+    listed, or skipped) is still checked, so a typo in it is caught before the stage is turned on, but not run.
+    """
     from curate import export
     from curate.ingest import options as ingest_options
     from curate.stages import STAGES, stage_module
@@ -216,11 +221,17 @@ def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -
             raise ConfigError(f"{path}: unknown stage {name!r} (known stages: {', '.join(STAGES)})")
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: a stage is listed twice in [pipeline] stages")
+    for name in skip:
+        if name not in names:
+            raise ConfigError(f"--skip {name}: not a stage of {path} (its stages: {', '.join(names) or 'none'})")
+    skipped = [n for n in names if n in skip]
+    names = [n for n in names if n not in skip]
     tables = set(doc) - {"pipeline", "export", "ingest"}
-    stray = sorted(tables - set(names))
+    stray = sorted(t for t in tables if t not in STAGES)
     if stray:
-        hint = "not a known stage" if stray[0] not in STAGES else "not listed in [pipeline] stages"
-        raise ConfigError(f"{path}: table [{stray[0]}] is {hint}")
+        raise ConfigError(f"{path}: table [{stray[0]}] is not a known stage (known stages: {', '.join(STAGES)})")
+    for name in sorted(tables - set(names)):  # checked, not run
+        build(stage_module(name).Config, doc[name], f"{path}: [{name}] (not run)", seed)
 
     stages = []
     for name in names:
@@ -230,6 +241,8 @@ def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -
     ingest_cfg = build(ingest_options.Config, doc.get("ingest", {}), f"{path}: [ingest]", seed)
     raw = {"pipeline": {"name": head.get("name", path.stem), "seed": seed, "stages": names}}
     raw["ingest"] = _plain(dataclasses.asdict(ingest_cfg))
+    if skipped:
+        raw["pipeline"]["skipped"] = skipped
     raw.update({n: _plain(dataclasses.asdict(c)) for n, c in stages})
     raw["export"] = _plain(dataclasses.asdict(export_cfg))
     return Pipeline(head.get("name", path.stem), seed, tuple(stages), export_cfg, canonical_name(path), raw, ingest_cfg)

@@ -56,7 +56,11 @@ class Config:
         metadata={"help": "Which outputs to write: hf, trl, llamafactory, kto (unpaired prompt/completion/label)."},
     )
     name: str = field(default="curate-orpo", metadata={"help": "Dataset name used in the card and dataset_info.json."})
-    license: str = field(default="", metadata={"help": "Licence notes for the dataset card (from you: curate can't know them)."})
+    license: str = field(
+        default="",
+        metadata={"help": "Licence of the data, for the dataset card (curate can't know it; empty: the card says "
+                  "'not stated'). Also `curate run/export --license`."},
+    )
     description: str = field(default="", metadata={"help": "Free text for the top of the dataset card."})
 
     def validate(self) -> None:
@@ -271,9 +275,37 @@ def llamafactory_info(name: str) -> dict[str, Any]:
     return {f"{name}_train": entry("train"), f"{name}_test": entry("test")}
 
 
+def plain_arrow_type(t: Any) -> Any:
+    """The same Arrow type with 32-bit offsets: large_string → string, large_list → list (inside structs too).
+
+    Polars writes large_* types; `datasets` maps them to LargeList / Value("large_string"), which datasets 4.x
+    can't describe (`ds.features` raises AttributeError: 'LargeList' object has no attribute 'length'). Plain
+    lists and strings load in datasets 4.x and 5.x alike; offsets stay 32-bit per Arrow chunk, which
+    `datasets` writes in batches far below 2 GiB.
+    """
+    import pyarrow as pa
+
+    if pa.types.is_large_string(t):
+        return pa.string()
+    if pa.types.is_large_binary(t):
+        return pa.binary()
+    if pa.types.is_large_list(t) or pa.types.is_list(t):
+        return pa.list_(pa.field(t.value_field.name, plain_arrow_type(t.value_type), t.value_field.nullable))
+    if pa.types.is_struct(t):
+        return pa.struct([pa.field(f.name, plain_arrow_type(f.type), f.nullable) for f in t])
+    return t
+
+
+def plain_arrow_schema(schema: Any) -> Any:
+    import pyarrow as pa
+
+    return pa.schema([pa.field(f.name, plain_arrow_type(f.type), f.nullable) for f in schema])
+
+
 def save_hf(parquet: dict[str, Path], target: Path, work: Path) -> None:
     """DatasetDict.save_to_disk from the split Parquet files, via an Arrow cache on disk (memory stays flat).
 
+    Features are plain List / Value("string") (see `plain_arrow_type`), so datasets 4.x and 5.x both load them.
     `datasets` derives `_fingerprint` in state.json from temp paths; it is pinned to the content hash so that
     the folder is byte-identical across runs."""
     import datasets
@@ -282,9 +314,11 @@ def save_hf(parquet: dict[str, Path], target: Path, work: Path) -> None:
     import pyarrow.parquet as pq
 
     def load(p: Path) -> datasets.Dataset:
+        schema = plain_arrow_schema(pq.read_schema(p))
         if pq.ParquetFile(p).metadata.num_rows == 0:  # from_parquet refuses an empty file
-            return datasets.Dataset(pq.read_table(p))
-        return datasets.Dataset.from_parquet(str(p), cache_dir=str(work / "hf-cache"), keep_in_memory=False)
+            return datasets.Dataset(pq.read_table(p).cast(schema))
+        return datasets.Dataset.from_parquet(str(p), cache_dir=str(work / "hf-cache"), keep_in_memory=False,
+                                             features=datasets.Features.from_arrow_schema(schema))
 
     dd = datasets.DatasetDict({s: load(p) for s, p in parquet.items()})
     tmp = target.with_name(f".{target.name}.tmp")
@@ -336,9 +370,7 @@ def dataset_card(cfg: Config, pairs: pl.LazyFrame, counts: dict[str, int], run_d
         langs = pairs.group_by("lang").len().sort("lang").collect()
         lines += ["## Languages", "", "| language | pairs |", "| --- | ---: |"]
         lines += [f"| {l} | {n:,} |" for l, n in langs.iter_rows()] + [""]
-    lines += ["## Sources", "", "| source | pairs |", "| --- | ---: |"]
-    lines += [f"| `{s}` | {n:,} |" for s, n in by_source.iter_rows()] + [""]
-    lines += ["## Licence", "", cfg.license or "Not stated: set `[export] license` in the pipeline file.", ""]
+    lines += _sources_and_licence(cfg, by_source, run_dir)
     if review:
         lines += ["## Human review", "", "```json", json.dumps(review, indent=2, ensure_ascii=False), "```", ""]
     if pipeline is not None:
@@ -355,6 +387,29 @@ def dataset_card(cfg: Config, pairs: pl.LazyFrame, counts: dict[str, int], run_d
         "",
     ]
     return "\n".join(lines)
+
+
+NO_LICENCE = "Not stated — set `export.license` (or pass `--license` to `curate run` / `curate export`)."
+
+
+def _sources_and_licence(cfg: Config, by_source: pl.DataFrame, run_dir: Path | None) -> list[str]:
+    """The licence as the user stated it (never a default: curate can't know it) and every source with its hash.
+
+    Sources are the run's input files (inputs.json, with SHA-256) plus any source named in the pairs; a file
+    that contributed no pair is listed with 0, so the card names everything the data came from.
+    """
+    pairs = {str(s): int(n) for s, n in by_source.iter_rows()}
+    hashes: dict[str, str] = {}
+    if run_dir is not None and (run_dir / "inputs.json").is_file():
+        for f in json.loads((run_dir / "inputs.json").read_text()).get("files", []):
+            hashes[str(f.get("path"))] = str(f.get("sha256", ""))
+    names = sorted(set(pairs) | set(hashes))
+    lines = ["## Sources", "", "| source | SHA-256 | pairs |", "| --- | --- | ---: |"]
+    lines += [f"| `{n}` | {('`' + hashes[n][:16] + '…`') if hashes.get(n) else ''} | {pairs.get(n, 0):,} |"
+              for n in names]
+    lines += ["", "## Licence", "", cfg.license.strip() or NO_LICENCE, "",
+              "Each source's own licence and terms apply to the pairs taken from it.", ""]
+    return lines
 
 
 def build_manifest(out: Path, cfg: Config, run_dir: Path | None, pipeline: Any, pairs_path: Path,

@@ -216,7 +216,10 @@ def run_pipeline(
     strict_inputs: bool = False,
 ) -> dict[str, Any]:
     """Run ingest, the pipeline's stages and export into `out_dir`; return the run report. The run folder is
-    locked for the run (a second run into it raises RunLockedError naming the holder)."""
+    locked for the run (a second run into it raises RunLockedError naming the holder).
+
+    A run that stops on an error inside its run folder still writes report.json / report.html: the error, the
+    step it stopped in and the steps that finished (with their rejects); then the error propagates unchanged."""
     from curate.ingest import readers
 
     say = progress or (lambda _msg: None)
@@ -233,13 +236,44 @@ def run_pipeline(
             say(f"a previous run (pid {stale.get('pid')}) did not finish; its leftovers are removed")
         clean_leftovers(out)
         (out / "report.json").unlink(missing_ok=True)  # written last: present only when the run finished
-        with writing(out):
-            report = _run(pipeline, inputs, out, files, not_read, mapping, say, export)
+        state: dict[str, Any] = {}
+        try:
+            with writing(out):
+                report = _run(pipeline, inputs, out, files, not_read, mapping, say, export, state)
+        except Exception as exc:
+            write_failed_report(pipeline, out, state.get("steps", []), exc)
+            raise
     return report
 
 
+def write_failed_report(pipeline: Pipeline, out: Path, steps: list[dict[str, Any]], exc: BaseException) -> None:
+    """report.json / report.html for a run that stopped; never raises (the original error is what matters)."""
+    from curate import report as report_mod
+    from curate.errors import CurateError
+
+    names = ["ingest", *(n for n, _ in pipeline.stages), "export"]
+    failed = names[min(len(steps), len(names) - 1)]
+    error = str(exc) if isinstance(exc, CurateError) else f"internal error: {type(exc).__name__}: {exc}"
+    run = {
+        "status": "failed", "error": error.splitlines()[0] if error else type(exc).__name__, "failed_step": failed,
+        "curate_version": __version__, "pipeline": pipeline.raw.get("pipeline", {}), "pipeline_file": pipeline.path,
+        "steps": steps,
+        "funnel": [{"stage": s["stage"], "rows_in": s["rows_in"], "kept": s["kept"], "rejected": s["rejected"]}
+                   for s in steps],
+    }
+    try:
+        if not out.is_dir():
+            return
+        run["examples"] = report_mod.reject_examples(out, steps)
+        report_mod.write_json(out / "report.json", run)
+        atomic_write_text(out / "report.html", report_mod.render(run))
+    except Exception:  # noqa: BLE001, S110 - a report that can't be written must not hide the run's own error
+        pass
+
+
 def _run(pipeline: Pipeline, inputs: Sequence[str | Path], out: Path, files: list[dict[str, str]],
-         not_read: list[dict[str, str]], mapping: dict[str, str] | None, say: Progress, export: bool) -> dict[str, Any]:
+         not_read: list[dict[str, str]], mapping: dict[str, str] | None, say: Progress, export: bool,
+         state: dict[str, Any]) -> dict[str, Any]:
     from curate import report as report_mod
     from curate.ingest import ingest
 
@@ -277,6 +311,7 @@ def _run(pipeline: Pipeline, inputs: Sequence[str | Path], out: Path, files: lis
             "rejects_path": str((ingest_dir / "rejects.parquet").relative_to(out)),
         }
     ]
+    state["steps"] = steps  # finished steps, for the report of a run that stops later
     current = ingest_dir / "pairs.parquet"
     for i, (name, cfg) in enumerate(pipeline.stages, start=1):
         module = stage_module(name)
@@ -366,6 +401,8 @@ def length_stats(pairs: pl.LazyFrame) -> dict[str, Any]:
 def build_report(
     pipeline: Pipeline, out: Path, steps: list[dict[str, Any]], ingest_report: dict, files: list[dict]
 ) -> dict[str, Any]:
+    from curate import report as report_mod
+
     final = pl.scan_parquet(out / "pairs.parquet")
     kept_by_source = dict(final.group_by("source").len().sort("source").collect().iter_rows())
     rejects = pl.scan_parquet(out / "rejects.parquet")
@@ -394,6 +431,7 @@ def build_report(
         "sources": per_source,
         "lengths": length_stats(final),
         "inputs": files,
+        "examples": report_mod.reject_examples(out, steps),  # the first rows of every reject reason
     }
 
 
