@@ -74,10 +74,14 @@ def non_finite_parameters(model) -> list[str]:
 
 
 def assert_finite_weights(model, step: int, learning_rate: float | None = None) -> None:
+    import torch
+
     bad = non_finite_parameters(model)
     if bad:
+        first = dict(model.named_parameters())[bad[0]]
+        value = math.nan if bool(torch.isnan(first).any()) else math.inf
         cause = _diverged(learning_rate) + f" ({len(bad)} parameter tensors affected, e.g. {bad[0]})"
-        raise NonFiniteError(step, "a weight", math.nan, cause)
+        raise NonFiniteError(step, "a weight", value, cause)
 
 
 def _diverged(learning_rate: float | None) -> str:
@@ -88,6 +92,13 @@ def _diverged(learning_rate: float | None) -> str:
 
 class NonFiniteGuard:
     """Mixin in front of an ORPOTrainer class: raises NonFiniteError at the first non-finite loss/metric/grad norm."""
+
+    # provided by the trainer class it is mixed into
+    args: Any
+    state: Any
+    model: Any
+    max_length: int
+    _get_learning_rate: Any
 
     def _guard_step(self) -> int:
         return int(self.state.global_step) + 1  # the optimizer step being computed

@@ -73,7 +73,7 @@ def load_export(export_dir: str | Path, spec: dict[str, Any]):
     cur = spec["curate"]
     if cur["train_split"] not in dd:
         raise TrainError(f"{hf}: no split {cur['train_split']!r} (splits: {', '.join(dd)})")
-    out = []
+    out: list[Any] = []
     for name in (cur["train_split"], cur["eval_split"]):
         if name not in dd or len(dd[name]) == 0:
             out.append(None)

@@ -174,16 +174,21 @@ def trainer_class(spec: dict[str, Any], args=None):
     from curate.train.guard import NonFiniteGuard
 
     loss = spec["curate"]["loss"]
+    Base: type
     if loss == "liger":
-        from curate.train.fused import FusedORPOTrainer as Base
+        from curate.train.fused import FusedORPOTrainer
 
-        Base.check_available(args)
+        FusedORPOTrainer.check_available(args)
+        Base = FusedORPOTrainer
     elif loss == "chunked":
-        from curate.train.fused import ChunkedORPOTrainer as Base
+        from curate.train.fused import ChunkedORPOTrainer
 
-        Base.chunk_tokens = spec["curate"]["loss_chunk_tokens"]
+        ChunkedORPOTrainer.chunk_tokens = spec["curate"]["loss_chunk_tokens"]
+        Base = ChunkedORPOTrainer
     else:
-        from trl.experimental.orpo import ORPOTrainer as Base
+        from trl.experimental.orpo import ORPOTrainer
+
+        Base = ORPOTrainer
     return type(f"Curate{Base.__name__}", (NonFiniteGuard, PairEval, Base), {})
 
 

@@ -89,8 +89,8 @@ def test_truncation_count_and_warning(tmp_path, tiny_model):
     pre = check(train, _tok(tiny_model), 64, spec)
     assert pre.truncated == 3 and pre.truncated_ids == long_ids
     assert pre.length_max > 64 and pre.pairs == pre.pairs_kept == 8 and pre.prompt_overflow == 0
-    assert pre.warnings == ["3 of 8 training pairs exceed max_length=64 tokens and their replies will be cut to "
-                            "fit; raise orpo.max_length to keep them whole"]
+    assert pre.warnings == [("3 of 8 training pairs exceed max_length=64 tokens and their replies will be cut to "
+                             "fit; raise orpo.max_length to keep them whole")]
     assert pre.example.startswith("<bos><start_of_turn>user\nWhat is the capital of France?<end_of_turn>\n"
                                   "<start_of_turn>model\nThe capital of France is Paris.")
 
