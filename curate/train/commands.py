@@ -110,7 +110,7 @@ def train(export_dir: Path, model: str | None, preset: str, out_dir: Path, overr
     from curate.train.trainer import train as run_training
 
     try:
-        result = run_training(export_dir, out_dir, spec, resume=resume)
+        result = run_training(export_dir, out_dir, spec, resume=resume, pre=pre)
     except NonFiniteError as exc:
         raise TrainError(f"{exc} (per-step metrics up to it: {out_dir / 'metrics.json'})") from None
     final = result.metrics.get("summary", {}).get("final", {})

@@ -353,9 +353,12 @@ class Preflight:
     eval: dict[str, int] | None = None  # the eval split: pairs, prompt_overflow, shortened, dropped, pairs_kept
     refusal: str | None = None  # set when training must not start (see `refusal`)
     warnings: list[str] = field(default_factory=list)
+    # the fitted splits themselves, so training can reuse them instead of rendering every pair again (not saved)
+    train_fit: Fitted | None = field(default=None, repr=False, compare=False)
+    eval_fit: Fitted | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k not in ("train_fit", "eval_fit")}
 
 
 def split_counts(fitted: Fitted) -> dict[str, int]:
@@ -384,10 +387,9 @@ def check(train, tokenizer, max_length: int, spec: dict[str, Any] | None = None,
                         f"their replies will be cut to fit; raise orpo.max_length to keep them whole")
     if spec is not None:
         warnings += dependency_warnings(spec)
-    evaluated = None
+    fitted_eval = None
     if eval_ds is not None:
-        evaluated = split_counts(fit(eval_ds, tokenizer, max_length, cur["system"], cur["prompt_overflow"],
-                                     "eval pair"))
+        fitted_eval = fit(eval_ds, tokenizer, max_length, cur["system"], cur["prompt_overflow"], "eval pair")
     return Preflight(
         pairs=fitted.rows_in,
         max_length=max_length,
@@ -407,7 +409,9 @@ def check(train, tokenizer, max_length: int, spec: dict[str, Any] | None = None,
         length_max=lengths[-1] if lengths else 0,
         truncated=len(cut),
         truncated_ids=cut[:SHOWN_IDS],
-        eval=evaluated,
+        eval=split_counts(fitted_eval) if fitted_eval is not None else None,
         refusal=refusal(fitted, spec) if spec is not None else None,
         warnings=warnings,
+        train_fit=fitted,
+        eval_fit=fitted_eval,
     )

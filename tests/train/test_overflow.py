@@ -107,10 +107,14 @@ def test_refusal_names_the_numbers_and_the_fixes(tmp_path, tiny_model):
     assert "one global batch needs 12" in batch
 
 
-def test_export_with_long_prompts_trains_finite_with_the_drops_counted(tmp_path, tiny_model):
+def test_export_with_long_prompts_trains_finite_with_the_drops_counted(tmp_path, tiny_model, monkeypatch):
     """Done-when: an export with prompts longer than max_length trains to finite, non-zero losses, drops counted."""
     from curate.cli import main
+    from curate.train import preflight
 
+    calls = []
+    real_fit = preflight.fit
+    monkeypatch.setattr(preflight, "fit", lambda *a, **k: calls.append(1) or real_fit(*a, **k))  # a spy: counts
     export = _export(tmp_path, [1, 4, 9])
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["train", str(export), "--model", str(tiny_model), "--preset", "tiny-cpu",
@@ -119,6 +123,7 @@ def test_export_with_long_prompts_trains_finite_with_the_drops_counted(tmp_path,
     assert "pairs whose prompt alone fills max_length (no reply token left): 3 → 3 dropped" in result.output
     assert "training on 13 of 16 pairs" in result.output
     assert "test split: 3 of 4 pairs evaluated (1 dropped" in result.output
+    assert len(calls) == 2  # train + test split rendered once each: training reuses the pre-flight's fit
     metrics = json.loads((out / "metrics.json").read_text())
     losses = [r["loss"] for r in metrics["train"]]
     assert len(losses) == 4 and all(isinstance(x, float) and math.isfinite(x) and x > 0 for x in losses)
