@@ -147,13 +147,14 @@ def summarize(stats, langs: list[str], beta: float) -> dict[str, dict[str, float
     return out
 
 
-def pick_prompts(rows: list[dict[str, Any]], meta: list[dict[str, str]], per_lang: int) -> list[dict[str, Any]]:
+def pick_prompts(dataset, meta: list[dict[str, str]], per_lang: int) -> list[dict[str, Any]]:
     """The first `per_lang` test pairs of each of zh and en, in split order (the split is seeded)."""
     picked = []
     for lang in LANG_ORDER:
-        found = [(row, m) for row, m in zip(rows, meta, strict=True) if m["lang"] == lang][:per_lang]
-        picked += [{"lang": lang, "pair_id": m["pair_id"], "prompt": row["prompt"], "chosen": row["chosen"]}
-                   for row, m in found]
+        for i in [i for i, m in enumerate(meta) if m["lang"] == lang][:per_lang]:
+            row = dataset[i]
+            picked.append({"lang": lang, "pair_id": meta[i]["pair_id"], "prompt": row["prompt"],
+                           "chosen": row["chosen"]})
     return picked
 
 
@@ -270,7 +271,7 @@ def evaluate_model(export_dir: str | Path, spec: dict[str, Any], out_dir: str | 
             trainer = T.make_trainer(spec, model, tokenizer, fitted.dataset.select(range(1)), fitted.dataset,
                                      Path(tmp), peft=False)
             stats = trainer.pair_stats()
-            samples = pick_prompts(list(fitted.dataset), meta, cur["eval_generations"])
+            samples = pick_prompts(fitted.dataset, meta, cur["eval_generations"])
             answers = generate(trainer.accelerator.unwrap_model(trainer.model), tokenizer, samples,
                                cur["eval_max_new_tokens"])
     finally:

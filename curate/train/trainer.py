@@ -339,7 +339,7 @@ class _Evaluation:
         self.fitted, self.meta = data["eval"], data["eval_meta"]
         self.beta = float(spec["orpo"].get("beta", 0.1))
         cur = spec["curate"]
-        self.samples = pick_prompts(list(self.fitted.dataset), self.meta, cur["eval_generations"]) \
+        self.samples = pick_prompts(self.fitted.dataset, self.meta, cur["eval_generations"]) \
             if self.fitted is not None else []
         self.result: dict[str, Any] = {}
         self.answers: dict[str, list[str]] = {}
