@@ -153,8 +153,8 @@ def pick_prompts(dataset, meta: list[dict[str, str]], per_lang: int) -> list[dic
     for lang in LANG_ORDER:
         for i in [i for i, m in enumerate(meta) if m["lang"] == lang][:per_lang]:
             row = dataset[i]
-            picked.append({"lang": lang, "pair_id": meta[i]["pair_id"], "prompt": row["prompt"],
-                           "chosen": row["chosen"]})
+            picked.append({"lang": lang, **{k: meta[i][k] for k in ("pair_id", "row_id") if k in meta[i]},
+                           "prompt": row["prompt"], "chosen": row["chosen"]})
     return picked
 
 
@@ -194,8 +194,7 @@ def write_generations(path: Path, samples: list[dict[str, Any]], answers: dict[s
 
     lines = []
     for k, sample in enumerate(samples):
-        row = {"lang": sample["lang"], "pair_id": sample["pair_id"], "prompt": sample["prompt"],
-               "chosen": sample["chosen"]}
+        row = {k: sample[k] for k in ("lang", "pair_id", "row_id", "prompt", "chosen") if k in sample}
         row.update({name: got[k] for name, got in answers.items() if k < len(got)})
         lines.append(json.dumps(row, ensure_ascii=False))
     atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))

@@ -112,7 +112,7 @@ def coarse_lang(label: str | None) -> str:
 
 
 def split_meta(export_dir: str | Path, split: str) -> list[dict[str, str]]:
-    """pair_id and language of each row of an export split, in row order.
+    """pair_id, row_id (when exported) and language of each row of an export split, in row order.
 
     The language is the language stage's `lang` provenance column (zh-Hans/zh-Hant → zh) when the export has one,
     else `cjk_lang` of prompt + chosen reply."""
@@ -126,7 +126,11 @@ def split_meta(export_dir: str | Path, split: str) -> list[dict[str, str]]:
         langs = [coarse_lang(x) for x in ds["lang"]]
     else:
         langs = [cjk_lang(r["prompt"], r["chosen"]) for r in ds.select_columns(["prompt", "chosen"])]
-    return [{"pair_id": str(i), "lang": lang} for i, lang in zip(ids, langs, strict=True)]
+    meta = [{"pair_id": str(i), "lang": lang} for i, lang in zip(ids, langs, strict=True)]
+    if "row_id" in names:
+        for m, row_id in zip(meta, ds["row_id"], strict=True):
+            m["row_id"] = str(row_id)
+    return meta
 
 
 def dependency_warnings(spec: dict[str, Any]) -> list[str]:

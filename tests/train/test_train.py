@@ -51,6 +51,9 @@ def test_curate_train_on_a_pipeline_export(pipeline_export, pipeline_tiny_model,
                                         "pairs_kept": pairs}
     assert set(metrics["evaluation"]) >= {"before", "after", "split", "pairs_kept"}
     assert {"all", "zh", "en"} <= set(metrics["evaluation"]["after"])
+    generations = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()]
+    assert {g["lang"] for g in generations} == {"zh", "en"}
+    assert all(g["row_id"] and g["pair_id"] and "before" in g and "after" in g for g in generations)
 
     sha = hashlib.sha256((pipeline_export / "manifest.json").read_bytes()).hexdigest()
     card = (out / "README.md").read_text()
