@@ -64,6 +64,8 @@ def model_card(spec: dict[str, Any], export_dir: str | Path, manifest_sha256: st
         lines += ["", "## Final training metrics", "", "| metric | value |", "| --- | --- |"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in final.items()]
     evaluation = metrics.get("evaluation")
+    for when, error in ((evaluation or {}).get("errors") or {}).items():
+        lines += ["", f"Evaluation {when} training failed: {error}"]
     if evaluation and (evaluation.get("before") or evaluation.get("after")):
         from curate.train.evaluate import table
 

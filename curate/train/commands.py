@@ -118,7 +118,10 @@ def train(export_dir: Path, model: str | None, preset: str, out_dir: Path, overr
     click.echo(f"trained {result.global_step} steps ({shown}); {result.model_dir.name} in {result.model_dir}")
     evaluation = result.metrics.get("evaluation")
     if evaluation:
-        _print_evaluation(evaluation)
+        for when, error in (evaluation.get("errors") or {}).items():
+            click.echo(click.style(f"warning: evaluation {when} training failed: {error}", fg="yellow"), err=True)
+        if evaluation.get("before") or evaluation.get("after"):
+            _print_evaluation(evaluation)
     click.echo(f"metrics: {out_dir / 'metrics.json'}, plot: {out_dir / 'metrics.png'}, card: {out_dir / 'README.md'}")
 
 

@@ -153,8 +153,10 @@ def pick_prompts(dataset, meta: list[dict[str, str]], per_lang: int) -> list[dic
     for lang in LANG_ORDER:
         for i in [i for i, m in enumerate(meta) if m["lang"] == lang][:per_lang]:
             row = dataset[i]
-            picked.append({"lang": lang, **{k: meta[i][k] for k in ("pair_id", "row_id") if k in meta[i]},
-                           "prompt": row["prompt"], "chosen": row["chosen"]})
+            sample: dict[str, Any] = {"lang": lang}
+            sample.update({k: meta[i][k] for k in ("pair_id", "row_id") if k in meta[i]})
+            sample.update(prompt=row["prompt"], chosen=row["chosen"])
+            picked.append(sample)
     return picked
 
 
@@ -194,7 +196,8 @@ def write_generations(path: Path, samples: list[dict[str, Any]], answers: dict[s
 
     lines = []
     for k, sample in enumerate(samples):
-        row = {k: sample[k] for k in ("lang", "pair_id", "row_id", "prompt", "chosen") if k in sample}
+        keys: tuple[str, ...] = ("lang", "pair_id", "row_id", "prompt", "chosen")
+        row: dict[str, Any] = {k: sample[k] for k in keys if k in sample}
         row.update({name: got[k] for name, got in answers.items() if k < len(got)})
         lines.append(json.dumps(row, ensure_ascii=False))
     atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))

@@ -343,6 +343,7 @@ class _Evaluation:
             if self.fitted is not None else []
         self.result: dict[str, Any] = {}
         self.answers: dict[str, list[str]] = {}
+        self.errors: dict[str, str] = {}
 
     @property
     def active(self) -> bool:
@@ -354,11 +355,19 @@ class _Evaluation:
         if not self.active:
             return
         t = self.trainer
-        stats = t.pair_stats()
-        self.result[when] = summarize(stats, [m["lang"] for m in self.meta], self.beta)
-        synced = t.accelerator.num_processes > 1 and (t.is_deepspeed_enabled or t.is_fsdp_enabled)
-        self.answers[when] = generate(t.accelerator.unwrap_model(t.model), t.processing_class, self.samples,
-                                      self.spec["curate"]["eval_max_new_tokens"], synced)
+        try:
+            stats = t.pair_stats()
+            self.result[when] = summarize(stats, [m["lang"] for m in self.meta], self.beta)
+            synced = t.accelerator.num_processes > 1 and (t.is_deepspeed_enabled or t.is_fsdp_enabled)
+            self.answers[when] = generate(t.accelerator.unwrap_model(t.model), t.processing_class, self.samples,
+                                          self.spec["curate"]["eval_max_new_tokens"], synced)
+        except Exception as exc:  # noqa: BLE001 - evaluation is a report: it must never cost the training or model
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            self.errors[when] = f"{type(exc).__name__}: {first}"
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
 
     def callback(self):
         from transformers import TrainerCallback
@@ -375,6 +384,8 @@ class _Evaluation:
         if not self.active:
             return None
         out = {"split": self.spec["curate"]["eval_split"], **preflight.split_counts(self.fitted), **self.result}
+        if self.errors:
+            out["errors"] = dict(self.errors)
         if resumed_from:
             out["before_is"] = f"the checkpoint training resumed from ({Path(resumed_from).name})"
         return out
@@ -433,15 +444,16 @@ def train(export_dir: str | Path, out_dir: str | Path, spec: dict[str, Any], res
         except NonFiniteError as exc:
             record(exc)
             raise
+        model_dir = out / ("model" if spec["curate"]["method"] == "full" else "adapter")
+        trainer.save_model(str(model_dir))  # before the evaluation: nothing after training may cost the model
+        if trainer.is_world_process_zero():
+            trainer.processing_class.save_pretrained(str(model_dir))
         evaluation.run("after")
     finally:
         torch.set_num_threads(threads)
 
-    model_dir = out / ("model" if spec["curate"]["method"] == "full" else "adapter")
     metrics = record()
-    trainer.save_model(str(model_dir))
     if trainer.is_world_process_zero():
-        trainer.processing_class.save_pretrained(str(model_dir))
         text = card.model_card(spec, export_dir, sha, metrics, model_dir.name)
         for where in (out / "README.md", model_dir / "README.md"):
             atomic_write_text(where, text)

@@ -129,3 +129,31 @@ def test_train_evaluates_before_and_after_and_curate_eval_agrees(fixture_export,
     for lang in ("all", "zh", "en"):
         for key in ("orpo_loss", "reward_accuracy", "reward_margin"):
             assert again[lang][key] == pytest.approx(evaluation["after"][lang][key], rel=1e-4, abs=1e-7), (lang, key)
+
+
+def test_a_failing_evaluation_never_costs_the_model(fixture_export, tiny_model, tmp_path, monkeypatch):
+    """Evaluation is a report: when it fails after training (e.g. out of GPU memory), the model is still saved."""
+    from curate.train import evaluate
+    from curate.train.commands import train as train_cmd
+
+    real = evaluate.PairEval.pair_stats
+    calls = []
+
+    def after_fails(self, dataset=None):  # failure injection: the second pass (after training) runs out of memory
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 8.00 GiB\nmore detail")
+        return real(self, dataset)
+
+    monkeypatch.setattr(evaluate.PairEval, "pair_stats", after_fails)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(train_cmd, [str(fixture_export), "--model", str(tiny_model), "--preset", "tiny-cpu",
+                                            "--out", str(out), "--set", "orpo.max_steps=2"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "warning: evaluation after training failed: RuntimeError: CUDA out of memory. Tried to allocate 8.00 GiB" \
+        in result.output
+    assert (out / "model" / "config.json").is_file()
+    evaluation = json.loads((out / "metrics.json").read_text())["evaluation"]
+    assert "before" in evaluation and "after" not in evaluation
+    assert evaluation["errors"] == {"after": "RuntimeError: CUDA out of memory. Tried to allocate 8.00 GiB"}
+    assert "Evaluation after training failed: RuntimeError" in (out / "README.md").read_text()
