@@ -26,7 +26,8 @@ def _print_preflight(pre) -> None:
     click.echo(f"tokens per pair trained (prompt + longer reply): min {pre.length_min}, median {pre.length_median:g}, "
                f"p95 {pre.length_p95}, max {pre.length_max}")
     click.echo(f"pairs whose replies will be cut to fit max_length: {pre.truncated}")
-    click.echo(f"training on {pre.pairs_kept} of {pre.pairs} pairs")
+    click.echo(f"training on {pre.pairs_kept} of {pre.pairs} pairs" if not pre.refusal
+               else f"pairs left for training: {pre.pairs_kept} of {pre.pairs} (too few: see the error below)")
     if pre.eval is not None:
         e = pre.eval
         click.echo(f"test split: {e['pairs_kept']} of {e['pairs']} pairs evaluated ({e['dropped']} dropped: prompt "

@@ -171,6 +171,7 @@ def test_too_many_overflowing_prompts_is_refused_with_exit_2(tmp_path, tiny_mode
                                        "--out", str(out), "--set", f"orpo.max_length={LIMIT}",
                                        *(["--dry-run"] if dry_run else [])])
     assert "pairs whose prompt alone fills max_length (no reply token left): 8 → 8 dropped" in result.output
+    assert "pairs left for training: 8 of 16 (too few" in result.output and "training on" not in result.output
     if dry_run:
         assert result.exit_code == 0 and "warning: training would be refused: 8 of 16 training pairs" in result.output
         assert not out.exists()
