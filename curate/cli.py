@@ -18,6 +18,7 @@ LAZY = {
     "review": "curate.review.commands:review",
     "train": "curate.train.commands:train",
     "tiny-model": "curate.train.commands:tiny_model",
+    "eval": "curate.train.commands:eval_command",
 }
 
 
