@@ -61,31 +61,16 @@ def _preset_limits(preset: str, model: str | None) -> dict[str, Any]:
     from curate.train import TrainError, spec
 
     try:
-        if hasattr(spec, "length_limits"):
-            return dict(spec.length_limits(preset, (), model))
-        loaded = spec.load_preset(preset)
+        return dict(spec.length_limits(preset, (), model))
     except TrainError as exc:
         raise ConfigError(f"[quality] train_preset: {exc}") from None
-    value = loaded["orpo"].get("max_length", 1024)  # ORPOConfig's default; None → 512 in ORPOTrainer
-    return {"model": model or loaded["preset"]["model"], "max_length": 512 if value is None else int(value),
-            "system": loaded["curate"]["system"]}
 
 
 def apply_system(prompt: list[dict], mode: str) -> list[dict]:
     """The train system-message policy on one conversation (keep / merge into the first user turn / drop)."""
     from curate.train import preflight
 
-    if hasattr(preflight, "apply_system"):
-        return preflight.apply_system(prompt, mode)
-    # Same rule as curate train's pre-flight (kept in step by tests/stages/test_quality.py).
-    if mode == "keep" or not prompt or prompt[0]["role"] != "system":
-        return prompt
-    system, rest = prompt[0]["content"], list(prompt[1:])
-    if mode == "drop":
-        return rest
-    if rest and rest[0]["role"] == "user":
-        return [{"role": "user", "content": f"{system}\n\n{rest[0]['content']}"}, *rest[1:]]
-    return [{"role": "user", "content": system}, *rest]
+    return preflight.apply_system(prompt, mode)
 
 
 def counter(b: Budget) -> Callable[[list[dict[str, Any]]], list[int]]:
