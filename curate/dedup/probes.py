@@ -1,11 +1,13 @@
 """Known-distinct probe questions per language: the stage's check that the embedding model tells them apart.
 
 At the start of semantic dedup the stage embeds these (through the cache: a few dozen texts) and takes, per
-language, the highest cosine between two probes. Every probe pair is a *different* question — most share a
-template and differ in one slot, the way real data does (「X的临床表现有些什么？」 for different X, "What are some
-insults for people from X?"). If any pair reaches the language's threshold, the model cannot separate distinct
-questions in that language at that threshold, and semantic dedup is switched off for it (one warning; the lexical
-methods still run). The probes are not part of the calibration set in bench/ (different fillers and templates),
+language, the highest cosine between two probes that the stage would act on (its own vetoes applied, as for any
+pair of rows). Every probe pair is a *different* question: pairs on one template differing in a slot, the way real
+data does (「X的临床表现有些什么？」 for different X, "What are some insults for people from X?"), and pairs across
+templates and topics. If any pair reaches the language's threshold, the model cannot separate distinct questions
+in that language at that threshold, and semantic dedup is switched off for it (one warning; the lexical methods
+still run). It is also off when the model's tokenizer can't read more than a fifth of the probes' characters
+(all-MiniLM-L6-v2 on Chinese). The probes are not part of the calibration set in bench/ (different fillers and templates),
 so the check is not tuned on itself.
 """
 
@@ -29,6 +31,13 @@ PROBES: dict[str, tuple[str, ...]] = {
         "用Python写一个二分查找。",
         "为什么夏天会打雷？",
         "为什么冬天会下雪？",
+        # Reworded and a different slot: the vetoes don't see these, only the model can tell them apart.
+        "怎样才能预防小儿感冒？",
+        "成人感冒了应该如何预防传染给家人？",
+        "宝宝发烧到三十九度该怎么处理？",
+        "老人咳嗽很久不好要吃什么药？",
+        "怎么做一道好吃的红烧排骨？",
+        "清蒸鲈鱼的做法是什么？",
     ),
     "en": (
         "What are some insults for people from Spain?",
@@ -47,6 +56,13 @@ PROBES: dict[str, tuple[str, ...]] = {
         "How long should I boil pasta?",
         "Why do dogs bark at night?",
         "Why do owls hoot at night?",
+        # Reworded and a different slot: the vetoes don't see these, only the model can tell them apart.
+        "What's the best way to keep mice out of my garage?",
+        "How can I stop ants from coming into the kitchen?",
+        "Which is the largest city in Canada?",
+        "What is the capital city of Australia?",
+        "Give me a recipe for chocolate chip cookies.",
+        "How do you make banana bread?",
     ),
 }
 

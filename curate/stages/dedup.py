@@ -350,6 +350,7 @@ class _Vectors:
         self.reply_vecs: dict[int, np.ndarray] = {}
         self.seconds = 0.0
         self.counts = {"texts": 0, "embedded": 0, "cache_hits": 0}
+        self.rows_embedded = 0  # rows (not probes or reference texts) whose key text went to the model or cache
 
     def get(self) -> Any:
         if self.embedder is None:
@@ -368,12 +369,14 @@ class _Vectors:
         self.seconds += e.last.seconds
         for k in self.counts:
             self.counts[k] += getattr(e.last, k)
-        self.stats["embedding"] = {**e.resolved, **self.counts, "seconds": round(self.seconds, 3)}
+        self.stats["embedding"] = {**e.resolved, **self.counts, "rows": self.rows_embedded,
+                                   "seconds": round(self.seconds, 3)}
         return v
 
     def rows(self, rows: np.ndarray) -> np.ndarray:
         todo = [r for r in rows.tolist() if r not in self.vecs]
         if todo:
+            self.rows_embedded += len(todo)
             v = self.embed_texts([self.tx.focus[r] for r in todo])
             self.vecs.update(zip(todo, v))
             if self.cfg.semantic.embed_replies:
@@ -601,9 +604,14 @@ def _coverage(cfg: Config, tx: _Texts, vectors: _Vectors, stats: dict) -> dict[s
                    else f"it reads {', '.join(declared)}")
             info["why"] = f"model {sc.model} does not read {'/'.join(missing)} ({why})"
         elif sc.probes and probes_for(lang):
-            top, pair = _probe_max(vectors, probes_for(lang))
+            top, pair, blind = _probe_max(vectors, probes_for(lang))
             info["probe_max"] = round(top, 4)
-            if top >= thr - 1e-9:
+            info["probe_unknown_chars"] = round(blind, 4)
+            if blind > 0.2:
+                info["on"] = False
+                info["why"] = (f"model {sc.model} can't read {blind:.0%} of the characters of the probe questions "
+                               "(its tokenizer's unknown token)")
+            elif top >= thr - 1e-9:
                 info["on"] = False
                 info["why"] = (f"model {sc.model} scores two different probe questions at cosine {top:.3f} "
                                f"(≥ threshold {thr:.2f}: {pair[0]!r} / {pair[1]!r})")
@@ -616,18 +624,26 @@ def _coverage(cfg: Config, tx: _Texts, vectors: _Vectors, stats: dict) -> dict[s
     return out
 
 
-def _probe_max(vectors: _Vectors, probes: tuple[str, ...]) -> tuple[float, tuple[str, str]]:
+def _probe_max(vectors: _Vectors, probes: tuple[str, ...]) -> tuple[float, tuple[str, str], float]:
+    """Highest cosine the stage would act on between two different probes (its own vetoes applied), the pair,
+    and the share of probe characters the model can't read."""
+    from curate.dedup.verify import words_key
+
+    cfg = vectors.cfg
     v = vectors.embed_texts(list(probes))
-    unknown = vectors.get().unknown_chars([embedding_input(p, t2s=vectors.cfg.semantic.t2s) for p in probes])
+    prepared = [embedding_input(p, t2s=cfg.semantic.t2s) for p in probes]
+    unknown = vectors.get().unknown_chars(prepared)
+    letters = sum(1 for t in prepared for c in t if c.isalpha())
+    blind = sum(1 for t, u in zip(prepared, unknown) for c in t if c in u) / max(letters, 1)
+    words = [words_key(p) for p in probes]
     sims = _clamp(v @ v.T)
     best, pair = -1.0, ("", "")
     for a in range(len(probes)):
         for b in range(a + 1, len(probes)):
-            if unknown[a] != unknown[b]:
-                continue  # the model can't see what tells them apart: the per-pair check handles such pairs
-            if sims[a, b] > best:
-                best, pair = float(sims[a, b]), (probes[a], probes[b])
-    return best, pair
+            if sims[a, b] <= best or semantic_veto(words[a], words[b], unknown[a], unknown[b], cfg.content_veto):
+                continue
+            best, pair = float(sims[a, b]), (probes[a], probes[b])
+    return best, pair, blind
 
 
 # ----------------------------------------------------------------------------------------------------- semantic
