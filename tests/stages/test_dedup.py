@@ -176,7 +176,7 @@ def test_short_prompts_with_typos_are_near_duplicates(pairs_factory):
         ]
     )
     res = run(frame, cfg(**LEXICAL))
-    kept, removed = by_prompt(res)
+    _, removed = by_prompt(res)
     assert removed == {"What is teh captal of Australia?": dedup.NEAR_DUPLICATE,
                        "如何在家里种值西红柿和黄瓜？": dedup.NEAR_DUPLICATE}
     measure = dict(zip([p[-1]["content"] for p in res.rejects["prompt"]], res.rejects["dup_measure"]))
@@ -219,7 +219,6 @@ def test_conversation_branches_that_end_differently_are_not_duplicates(pairs_fac
         ]
     )
     res = run(frame, cfg(tmp_path, methods=["exact", "near", "semantic"]))
-    kept, removed = by_prompt(res)
     assert list(res.rejects["source_row"]) == [2], res.rejects.select("source_row", "detail").to_dicts()
     assert res.rejects["reason"][0] == dedup.EXACT_DUPLICATE
     # Near alone (the exact copy out of the way) must not merge the branches either.
