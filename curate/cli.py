@@ -221,6 +221,9 @@ def run(pipeline_file: str, input_args: tuple[str, ...], input_opts: tuple[str, 
     for step in rep["funnel"]:
         click.echo(f"{step['stage']:>10}: {step['rows_in']:>9,} in  {step['kept']:>9,} kept  {step['rejected']:>9,} rejected")
     click.echo(f"{rep['input_rows']:,} rows in → {rep['kept_rows']:,} pairs kept, {rep['rejected_rows']:,} rejected")
+    for step in rep["steps"]:  # stage warnings (e.g. dedup: semantic dedup off for a language), one line each
+        for warning in (step.get("stats") or {}).get("warnings", []) or []:
+            click.secho(f"warning: {step['stage']}: {warning}", fg="yellow", err=True)
     if "export" in rep:
         click.echo(f"export: {rep['export']['path']} ({', '.join(f'{k} {v:,}' for k, v in rep['export']['splits'].items())})")
     click.echo(f"report: {out_dir}/report.html")
