@@ -215,15 +215,14 @@ def run(pipeline_file: str, input_args: tuple[str, ...], input_opts: tuple[str, 
         if (Path(out_dir) / "report.html").is_file():
             click.secho(f"report (failed run): {out_dir}/report.html", fg="yellow", err=True)
         raise
-    for step in rep["steps"]:  # a stage that adapted what was asked says so in one line (e.g. balance)
-        for warning in (step.get("stats") or {}).get("warnings", []) or []:
-            click.secho(f"{step['stage']}: {warning}", fg="yellow", err=True)
     for step in rep["funnel"]:
         click.echo(f"{step['stage']:>10}: {step['rows_in']:>9,} in  {step['kept']:>9,} kept  {step['rejected']:>9,} rejected")
     click.echo(f"{rep['input_rows']:,} rows in → {rep['kept_rows']:,} pairs kept, {rep['rejected_rows']:,} rejected")
-    for step in rep["steps"]:  # stage warnings (e.g. dedup: semantic dedup off for a language), one line each
+    # A stage that adapted what was asked says so in one line each (balance: a mix not reachable; dedup: semantic
+    # dedup off for a language).
+    for step in rep["steps"]:
         for warning in (step.get("stats") or {}).get("warnings", []) or []:
-            click.secho(f"warning: {step['stage']}: {warning}", fg="yellow", err=True)
+            warn(f"{step['stage']}: {warning}")
     if "export" in rep:
         click.echo(f"export: {rep['export']['path']} ({', '.join(f'{k} {v:,}' for k, v in rep['export']['splits'].items())})")
     click.echo(f"report: {out_dir}/report.html")

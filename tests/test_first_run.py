@@ -101,7 +101,7 @@ def test_default_pipeline_on_a_one_language_folder(tmp_path, cache, lang, rows):
     bal = _balance(rep)
     assert bal["rejected"] == 0 and bal["rows_in"] == len(rows)
     missing = "en" if lang == "zh" else "zh"
-    lines = [ln for ln in output.splitlines() if ln.startswith("balance: ")]
+    lines = [ln for ln in output.splitlines() if ln.startswith("warning: balance: ")]
     assert len(lines) == 1 and f"the input has no {missing} pairs" in lines[0]
     html = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
     assert f"the input has no {missing} pairs" in html
