@@ -32,7 +32,7 @@ import pyarrow as pa
 from curate.errors import ConfigError, CurateError
 
 BATCH_ROWS = 20_000  # rows per map_batches call: the runner's row-group size; big enough to amortise scheduling
-# Failure injection for tests (tests/ray/): when set to a path that does not exist yet, the first batch task to
+# Failure injection for tests (tests/engines/): when set to a path that does not exist yet, the first batch task to
 # see it creates it and kills its own worker process, so Ray has to retry the task.
 FAIL_ONCE_ENV = "CURATE_RAY_FAIL_ONCE"
 
@@ -63,17 +63,27 @@ def _maybe_fail() -> None:
         os._exit(1)  # a dead worker, as an OOM kill or a lost node would leave: Ray retries the task
 
 
+def _failed(exc: CurateError, **empty: Any) -> pa.Table:
+    """A CurateError travels back as data, not as an exception: it is the user's to fix, so Ray must not retry
+    it, and Ray's exception wrapping would lose its class and message on the way."""
+    return _record(**empty, error=f"{type(exc).__name__}\t{exc}")
+
+
 def _ingest_source(batch: pa.Table, prep: Any) -> Iterator[pa.Table]:
     """Ray task: convert one source, batch by batch, with curate.ingest's functions."""
     from curate import ingest as ing
 
     for k in batch.column("k").to_pylist():
-        for sink in ing.convert_source(prep, k):
-            _maybe_fail()
-            pairs, rejects = ing.tables(sink)
-            yield _record(k=k, rows_in=sink.rows_in,
-                          pairs=_ipc(pairs) if pairs is not None else b"",
-                          rejects=_ipc(rejects) if rejects is not None else b"")
+        try:
+            for sink in ing.convert_source(prep, k):
+                _maybe_fail()
+                pairs, rejects = ing.tables(sink)
+                yield _record(k=k, rows_in=sink.rows_in,
+                              pairs=_ipc(pairs) if pairs is not None else b"",
+                              rejects=_ipc(rejects) if rejects is not None else b"", error="")
+        except CurateError as exc:
+            yield _failed(exc, k=k, rows_in=0, pairs=b"", rejects=b"")
+            return
 
 
 def _stage_batch(batch: pa.Table, name: str, cfg: Any) -> pa.Table:
@@ -81,9 +91,12 @@ def _stage_batch(batch: pa.Table, name: str, cfg: Any) -> pa.Table:
     from curate.stages import stage_module
 
     _maybe_fail()
-    result = stage_module(name).run(pl.from_arrow(batch).lazy(), cfg).collect()
+    try:
+        result = stage_module(name).run(pl.from_arrow(batch).lazy(), cfg).collect()
+    except CurateError as exc:
+        return _failed(exc, rows_in=batch.num_rows, kept=b"", rejects=b"", stats="")
     return _record(rows_in=batch.num_rows, kept=_ipc(result.kept.to_arrow()), rejects=_ipc(result.rejects.to_arrow()),
-                   stats=json.dumps(result.stats, ensure_ascii=False))
+                   stats=json.dumps(result.stats, ensure_ascii=False), error="")
 
 
 def merge_stats(module: Any, parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -96,14 +109,13 @@ def merge_stats(module: Any, parts: list[dict[str, Any]]) -> dict[str, Any]:
     return {}
 
 
-def _unwrap(exc: BaseException) -> BaseException:
-    """The CurateError a task raised (Ray wraps it in RayTaskError / UserCodeException), else `exc` itself."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, CurateError):
-            return type(seen)(str(seen).splitlines()[-1] if "\n" in str(seen) else str(seen))
-        seen = seen.__cause__ or getattr(seen, "cause", None)
-    return exc
+def _raise(error: str) -> None:
+    """Raise, on the driver, the CurateError a task sent back (see `_failed`)."""
+    from curate import errors
+
+    name, _, message = error.partition("\t")
+    cls = getattr(errors, name, None)
+    raise (cls if isinstance(cls, type) and issubclass(cls, CurateError) else CurateError)(message)
 
 
 class Engine:
@@ -154,17 +166,12 @@ class Engine:
                               f"curate[ray] on every node")
 
     def _results(self, ds: Any) -> Iterator[dict[str, Any]]:
-        """The records of a dataset, in order, as Python values; a task's CurateError comes out as itself."""
-        try:
-            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2):
-                yield from batch.to_pylist()
-        except CurateError:
-            raise
-        except Exception as exc:  # Ray wraps what a task raised: keep ours, re-raise the rest
-            err = _unwrap(exc)
-            if err is exc:
-                raise
-            raise err from None
+        """The records of a dataset, in order, as Python values; a task's CurateError is raised here as itself."""
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2):
+            for rec in batch.to_pylist():
+                if rec["error"]:
+                    _raise(rec["error"])
+                yield rec
 
     def ingest(self, inputs: list[str], out_dir: Path, mapping: dict[str, str] | None, binarize: str,
                seed: int) -> dict[str, Any]:
