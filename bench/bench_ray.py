@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/bench_ray.py                                  # 1M pairs, local / ray-1 / ray-2
     .venv/bin/python bench/bench_ray.py --sizes 100000 --check           # + byte-identity of the run folders
-    .venv/bin/python bench/bench_ray.py --sizes 100000 --stages clean,language,dedup,balance --check
+    .venv/bin/python bench/bench_ray.py --sizes 100000 --stages clean,language,dedup,balance --check \
+        --set 'dedup.methods=["exact", "near"]' --modes local,ray-2
 
 Input: synthetic zh/en pairs with planted exact / near / semantic duplicates (tests/engines/planted.py), written
 once per size under bench/out/ray/ as 10 JSON Lines files (seeded, so identical every time).
@@ -39,6 +40,7 @@ CHILD = r"""
 import json, os, sys, time
 t0 = time.time()
 mode, workers, pipeline_file, inp, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+extra = json.loads(sys.argv[6])
 from curate.config import load
 from curate.runner import run_pipeline
 steps = []
@@ -47,12 +49,12 @@ def say(msg):
 start = 0.0
 if mode == "ray":
     import ray
-    ray.init(num_cpus=workers, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(address="local", num_cpus=workers, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     print("READY", flush=True)
 start = time.time()
 t = time.time()
 cfg = load(pipeline_file)
-sets = ["dedup.semantic.progress=false"] if "dedup" in [n for n, _ in cfg.stages] else []
+sets = (["dedup.semantic.progress=false"] if "dedup" in [n for n, _ in cfg.stages] else []) + extra
 rep = run_pipeline(load(pipeline_file, sets), [inp], out, progress=say, engine=mode)
 wall = time.time() - t
 marks = steps + [(time.time(), "end")]
@@ -91,7 +93,7 @@ def _workers(proc) -> list:
     return out
 
 
-def run_one(mode: str, workers: int, pipeline: Path, inp: Path, out: Path) -> dict:
+def run_one(mode: str, workers: int, pipeline: Path, inp: Path, out: Path, sets: list[str]) -> dict:
     import psutil
 
     if out.exists():
@@ -100,8 +102,9 @@ def run_one(mode: str, workers: int, pipeline: Path, inp: Path, out: Path) -> di
         shutil.rmtree(out)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
-    child = subprocess.Popen([sys.executable, "-c", CHILD, mode, str(workers), str(pipeline), str(inp), str(out)],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    child = subprocess.Popen([sys.executable, "-c", CHILD, mode, str(workers), str(pipeline), str(inp), str(out),
+                              json.dumps(sets)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=(OUT / f"{out.name}.stderr").open("w"), text=True,
                              cwd=ROOT, env=env)
     proc = psutil.Process(child.pid)
     peak = {"driver": 0, "worker": 0}
@@ -133,8 +136,9 @@ def run_one(mode: str, workers: int, pipeline: Path, inp: Path, out: Path) -> di
     driver_cpu = sum(proc.cpu_times()[:2])
     stop.set()
     th.join()
-    child.stdin.write("\n")
-    child.stdin.flush()
+    if mode == "ray" and child.poll() is None:
+        child.stdin.write("\n")
+        child.stdin.flush()
     child.wait(timeout=300)
     if not result:
         raise SystemExit(f"{mode}-{workers}: no result (exit {child.returncode})")
@@ -184,12 +188,14 @@ def main() -> None:
     ap.add_argument("--modes", default="local,ray-1,ray-2")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--stages", default="clean,language", help="Pipeline stages (export always runs).")
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="STAGE.KEY=VALUE override (repeatable).")
     ap.add_argument("--check", action="store_true", help="Compare each Ray run folder with the local one.")
     args = ap.parse_args()
     from tests.engines import planted
 
     stages = [s for s in args.stages.split(",") if s]
-    print(f"# {platform.node()} · {os.cpu_count()} CPUs · Python {platform.python_version()} · stages {stages}")
+    print(f"# {platform.node()} · {os.cpu_count()} CPUs · Python {platform.python_version()} · stages {stages} "
+          f"· sets {args.sets}")
     for n in (int(s) for s in args.sizes.split(",")):
         inp = OUT / f"in-{n}"
         if not (inp / "part-09.jsonl").exists():
@@ -202,7 +208,7 @@ def main() -> None:
             for mode in args.modes.split(","):
                 engine, _, w = mode.partition("-")
                 load0 = os.getloadavg()[0]
-                r = run_one(engine, int(w or 0), pipe, inp, OUT / f"run-{n}-{mode}")
+                r = run_one(engine, int(w or 0), pipe, inp, OUT / f"run-{n}-{mode}", args.sets)
                 r.update(size=n, repeat=rep, load_before=round(load0, 1), load_after=round(os.getloadavg()[0], 1))
                 print(json.dumps(r), flush=True)
             if args.check:

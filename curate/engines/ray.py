@@ -24,7 +24,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 import pyarrow as pa
@@ -92,7 +92,8 @@ def _stage_batch(batch: pa.Table, name: str, cfg: Any) -> pa.Table:
 
     _maybe_fail()
     try:
-        result = stage_module(name).run(pl.from_arrow(batch).lazy(), cfg).collect()
+        frame = cast(pl.DataFrame, pl.from_arrow(batch))  # a Table gives a DataFrame, without a copy
+        result = stage_module(name).run(frame.lazy(), cfg).collect()
     except CurateError as exc:
         return _failed(exc, rows_in=batch.num_rows, kept=b"", rejects=b"", stats="")
     return _record(rows_in=batch.num_rows, kept=_ipc(result.kept.to_arrow()), rejects=_ipc(result.rejects.to_arrow()),
@@ -107,6 +108,24 @@ def merge_stats(module: Any, parts: list[dict[str, Any]]) -> dict[str, Any]:
     if any(parts):
         raise CurateError(f"stage {module.NAME!r} is ROW_LOCAL with stats but has no merge_stats(parts)")
     return {}
+
+
+def code_digest() -> tuple[str, str]:
+    """curate's version and a SHA-256 over its Python sources (relative paths and contents, sorted)."""
+    import hashlib
+
+    import curate
+
+    root = Path(curate.__file__).resolve().parent
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(f"{f.relative_to(root).as_posix()}\0".encode())
+        h.update(f.read_bytes())
+    return curate.__version__, h.hexdigest()
+
+
+def _worker_code() -> tuple[str, str]:
+    return code_digest()
 
 
 def _raise(error: str) -> None:
@@ -130,15 +149,19 @@ class Engine:
             ) from None
         self.address = address
         self._started = False
+        self._checked = False
 
     def _ray(self) -> Any:
         """Join (or start) the cluster once; make Ray Data keep input order and stay quiet on stderr."""
+        import logging
+
         import ray
         import ray.data
 
         if not ray.is_initialized():
             try:
-                ray.init(address=self.address, include_dashboard=False, logging_level="WARNING",
+                # No address: a new cluster on this machine ("local"), never a stranger's that happens to run here.
+                ray.init(address=self.address or "local", include_dashboard=False, logging_level=logging.WARNING,
                          log_to_driver=False)
             except (ConnectionError, ValueError, RuntimeError) as exc:
                 where = self.address or "a new local cluster"
@@ -148,21 +171,24 @@ class Engine:
         ctx.execution_options.preserve_order = True  # the bytes written depend on row order
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
-        self._check_version(ray)
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # no per-dataset INFO lines on the user's stderr
+        if not self._checked:
+            self._check_version(ray)
+            self._checked = True
         return ray
 
     def _check_version(self, ray: Any) -> None:
-        from curate import __version__
-
-        @ray.remote(num_cpus=0)
-        def version() -> str:
-            import curate
-
-            return curate.__version__
-
-        theirs = ray.get(version.remote())
-        if theirs != __version__:
-            raise ConfigError(f"the Ray workers run curate {theirs}, this driver {__version__}: install the same "
+        """The same bytes need the same code: a worker's curate must be the driver's, file for file."""
+        ours = code_digest()
+        try:
+            theirs = ray.get(ray.remote(num_cpus=0)(_worker_code).remote())
+        except Exception as exc:  # a worker that can't import this engine runs other code (or none)
+            raise ConfigError(f"the Ray workers can't run this curate ({type(exc).__name__}): install the same "
+                              f"curate[ray] on every node, and start the driver outside other curate checkouts "
+                              f"(workers import from the driver's working directory first)") from None
+        if theirs != ours:
+            raise ConfigError(f"the Ray workers run other curate code (curate {theirs[0]}, source {theirs[1][:12]}) "
+                              f"than this driver (curate {ours[0]}, source {ours[1][:12]}): install the same "
                               f"curate[ray] on every node")
 
     def _results(self, ds: Any) -> Iterator[dict[str, Any]]:
