@@ -78,11 +78,11 @@ def _ingest_source(batch: pa.Table, prep: Any) -> Iterator[pa.Table]:
             for sink in ing.convert_source(prep, k):
                 _maybe_fail()
                 pairs, rejects = ing.tables(sink)
-                yield _record(k=k, rows_in=sink.rows_in,
+                yield _record(k=k, rows_in=sink.rows_in, extra=len(sink.subs),
                               pairs=_ipc(pairs) if pairs is not None else b"",
                               rejects=_ipc(rejects) if rejects is not None else b"", error="")
         except CurateError as exc:
-            yield _failed(exc, k=k, rows_in=0, pairs=b"", rejects=b"")
+            yield _failed(exc, k=k, rows_in=0, extra=0, pairs=b"", rejects=b"")
             return
 
 
