@@ -166,7 +166,7 @@ def pipeline_text(stages: list[str]) -> str:
 
 def same_run(a: Path, b: Path) -> list[str]:
     """Files that differ between two run folders (reports/stats compared without timings and paths)."""
-    from tests.engines.test_engine_ray import _report
+    from tests.engines.test_engine_ray import _done, _report
 
     bad = []
     for f in sorted(p for p in a.rglob("*") if p.is_file()):
@@ -174,6 +174,9 @@ def same_run(a: Path, b: Path) -> list[str]:
         g = b / rel
         if not g.exists():
             bad.append(f"{rel} (missing)")
+        elif rel.name == "DONE":
+            if _done(f) != _done(g):
+                bad.append(str(rel))
         elif rel.name in ("report.json", "stats.json", "manifest.json"):
             if _report(f, a) != _report(g, b):
                 bad.append(str(rel))

@@ -435,7 +435,7 @@ def merge_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
         return {k: sums[k] for k in labels if sums.get(k)}
 
     sources = sorted({src for p in parts for src in p["by_source"]})
-    return {
+    out: dict[str, Any] = {
         "rows": sum(p["rows"] for p in parts),
         "pairs": total("pairs", PAIR_LABELS),
         "prompt": total("prompt", langid.LABELS),
@@ -449,6 +449,17 @@ def merge_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "converted": sum(p["converted"] for p in parts),
         "convert": parts[0]["convert"],
     }
+    # run() adds the pair rules' counts after stats_of (see rule_stats): same keys, same order.
+    relabelled: dict[str, dict[str, int]] = {}
+    for p in parts:
+        for rule, moves in p["relabelled"].items():
+            for move, n in moves.items():
+                relabelled.setdefault(rule, {})[move] = relabelled.get(rule, {}).get(move, 0) + n
+    out["rules"] = total("rules", RULES)
+    out["relabelled"] = {r: {m: relabelled[r][m] for m in sorted(relabelled[r], key=lambda m: tuple(m.split("→")))}
+                         for r in sorted(relabelled)}
+    out["pair_rule"] = parts[0]["pair_rule"]
+    return out
 
 
 @functools.lru_cache(maxsize=2)
