@@ -189,9 +189,14 @@ def ingest(input_args: tuple[str, ...], input_opts: tuple[str, ...], out_dir: st
 @click.option("--strict-inputs", is_flag=True, help=STRICT_HELP)
 @click.option("--skip", "skip", multiple=True, metavar="STAGE", help="Leave a stage of the pipeline out (repeatable).")
 @click.option("--license", "license_", default=None, help=LICENSE_HELP)
+@click.option("--engine", type=click.Choice(["local", "ray"]), default=None,
+              help="Run on one process (local, the default) or on Ray Data (ray; curate[ray] extra). Same result.")
+@click.option("--ray-address", default=None, help="With --engine ray: the cluster to join ('auto', "
+              "'ray://HOST:10001'); default: start a local one on this machine.")
 def run(pipeline_file: str, input_args: tuple[str, ...], input_opts: tuple[str, ...], out_dir: str,
         maps: tuple[str, ...], binarize: str | None, overrides: tuple[str, ...], against: tuple[str, ...],
-        no_export: bool, strict_inputs: bool, skip: tuple[str, ...], license_: str | None) -> None:
+        no_export: bool, strict_inputs: bool, skip: tuple[str, ...], license_: str | None, engine: str | None,
+        ray_address: str | None) -> None:
     """Run a pipeline file on INPUTs: ingest, its stages, export. Writes a run folder with report.html."""
     import json
     from pathlib import Path
@@ -210,7 +215,8 @@ def run(pipeline_file: str, input_args: tuple[str, ...], input_opts: tuple[str, 
     pipeline = load(pipeline_file, sets, skip=skip)
     try:
         rep = run_pipeline(pipeline, inputs, out_dir, mapping=parse_map(maps), progress=_say,
-                           export=not no_export, strict_inputs=strict_inputs)
+                           export=not no_export, strict_inputs=strict_inputs, engine=engine,
+                           ray_address=ray_address)
     except Exception:  # re-raised: Main.invoke turns it into one line
         if (Path(out_dir) / "report.html").is_file():
             click.secho(f"report (failed run): {out_dir}/report.html", fg="yellow", err=True)

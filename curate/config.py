@@ -36,7 +36,7 @@ from typing import Any
 from curate.errors import ConfigError
 from curate.io import canonical_name
 
-PIPELINE_KEYS = {"name", "seed", "stages", "description"}
+PIPELINE_KEYS = {"name", "seed", "stages", "description", "engine", "ray_address"}
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,12 @@ class Pipeline:
     path: str | None = None
     raw: dict = field(default_factory=dict)  # the resolved tables, as written to the run folder
     ingest: Any = None  # curate.ingest.options.Config ([ingest]; defaults when the file has none)
+    # How the steps run, not what they compute (the result is the same under every engine), so it stays out of
+    # `raw`, the step markers and the export: a run started locally can be resumed on Ray and the other way round.
+    engine: str = field(default="local", metadata={"help": "Engine: 'local' (one process, Polars) or 'ray' "
+                        "(Ray Data; needs the curate[ray] extra; docs/scaling.md)."})
+    ray_address: str | None = field(default=None, metadata={"help": "Ray cluster to join with engine = 'ray' "
+                                    "('auto', 'ray://host:10001'); none: start a local one."})
 
     def stage_config(self, name: str) -> Any:
         for n, cfg in self.stages:
@@ -233,6 +239,12 @@ def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (),
     for name in sorted(tables - set(names)):  # checked, not run
         build(stage_module(name).Config, doc[name], f"{path}: [{name}] (not run)", seed)
 
+    engine, ray_address = head.get("engine", "local"), head.get("ray_address")
+    if engine not in ("local", "ray"):
+        raise ConfigError(f"{path}: [pipeline] engine must be 'local' or 'ray', got {engine!r}")
+    if ray_address is not None and not isinstance(ray_address, str):
+        raise ConfigError(f"{path}: [pipeline] ray_address must be a string, got {ray_address!r}")
+
     stages = []
     for name in names:
         module = stage_module(name)
@@ -245,7 +257,8 @@ def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (),
         raw["pipeline"]["skipped"] = skipped
     raw.update({n: _plain(dataclasses.asdict(c)) for n, c in stages})
     raw["export"] = _plain(dataclasses.asdict(export_cfg))
-    return Pipeline(head.get("name", path.stem), seed, tuple(stages), export_cfg, canonical_name(path), raw, ingest_cfg)
+    return Pipeline(head.get("name", path.stem), seed, tuple(stages), export_cfg, canonical_name(path), raw, ingest_cfg,
+                    engine, ray_address)
 
 
 def _plain(obj: Any) -> Any:

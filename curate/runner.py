@@ -214,13 +214,21 @@ def run_pipeline(
     progress: Progress | None = None,
     export: bool = True,
     strict_inputs: bool = False,
+    engine: str | None = None,
+    ray_address: str | None = None,
 ) -> dict[str, Any]:
     """Run ingest, the pipeline's stages and export into `out_dir`; return the run report. The run folder is
     locked for the run (a second run into it raises RunLockedError naming the holder).
 
     A run that stops on an error inside its run folder still writes report.json / report.html: the error, the
-    step it stopped in and the steps that finished (with their rejects); then the error propagates unchanged."""
+    step it stopped in and the steps that finished (with their rejects); then the error propagates unchanged.
+
+    `engine` ('local' or 'ray'; default: the pipeline's [pipeline] engine) executes ingest and the stages
+    (curate/engines/); the files written, and so the export, are the same under every engine."""
+    from curate import engines
     from curate.ingest import readers
+
+    eng = engines.get(engine or pipeline.engine, ray_address or pipeline.ray_address)
 
     say = progress or (lambda _msg: None)
     out = Path(out_dir)
@@ -239,7 +247,7 @@ def run_pipeline(
         state: dict[str, Any] = {}
         try:
             with writing(out):
-                report = _run(pipeline, inputs, out, files, not_read, mapping, say, export, state)
+                report = _run(pipeline, inputs, out, files, not_read, mapping, say, export, state, eng)
         except Exception as exc:
             write_failed_report(pipeline, out, state.get("steps", []), exc)
             raise
@@ -273,9 +281,8 @@ def write_failed_report(pipeline: Pipeline, out: Path, steps: list[dict[str, Any
 
 def _run(pipeline: Pipeline, inputs: Sequence[str | Path], out: Path, files: list[dict[str, str]],
          not_read: list[dict[str, str]], mapping: dict[str, str] | None, say: Progress, export: bool,
-         state: dict[str, Any]) -> dict[str, Any]:
+         state: dict[str, Any], eng: Any) -> dict[str, Any]:
     from curate import report as report_mod
-    from curate.ingest import ingest
 
     report_mod.write_json(out / "pipeline.json", pipeline.raw)
     report_mod.write_json(out / "inputs.json", {"inputs": [str(i) for i in inputs], "files": files, "map": mapping})
@@ -292,8 +299,7 @@ def _run(pipeline: Pipeline, inputs: Sequence[str | Path], out: Path, files: lis
         say("ingest")
         if ingest_dir.exists():
             shutil.rmtree(ingest_dir)
-        ingest_report = ingest([str(i) for i in inputs], ingest_dir, mapping=mapping, binarize=binarize[0],
-                               seed=binarize[1])
+        ingest_report = eng.ingest([str(i) for i in inputs], ingest_dir, mapping, binarize[0], binarize[1])
         # A row of rated responses may yield several pairs: rows in + extra pairs = kept + rejected.
         _check_conservation("ingest", ingest_report["input_rows"] + ingest_report.get("extra_pairs", 0),
                             ingest_dir / "pairs.parquet", ingest_dir / "rejects.parquet")
@@ -314,7 +320,6 @@ def _run(pipeline: Pipeline, inputs: Sequence[str | Path], out: Path, files: lis
     state["steps"] = steps  # finished steps, for the report of a run that stops later
     current = ingest_dir / "pairs.parquet"
     for i, (name, cfg) in enumerate(pipeline.stages, start=1):
-        module = stage_module(name)
         step_dir = out / f"{i:02d}-{name}"
         marker = _marker(name, __version__, asdict(cfg), marker)
         rows_in = count_rows(current)
@@ -323,9 +328,7 @@ def _run(pipeline: Pipeline, inputs: Sequence[str | Path], out: Path, files: lis
             stats = json.loads((step_dir / "stats.json").read_text())
         else:
             say(f"{name}: {rows_in:,} pairs")
-            result = module.run(pl.scan_parquet(current), cfg)
-            sink_result(result.kept, result.rejects, step_dir)
-            stats = result.stats
+            stats = eng.run_stage(name, cfg, current, step_dir)
             report_mod.write_json(step_dir / "stats.json", stats)
             # A stage that adds rows on purpose (balance with upsample = true) reports them as stats["copies"].
             copies = int(stats.get("copies", 0) or 0)

@@ -17,7 +17,9 @@ rows in file order, no clocks or randomness in the outputs.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +94,7 @@ class _Sink:
         self.r_reason: list[str] = []
         self.r_detail: list[str] = []
         self.r_meta: list[str] = []
+        self.rows_in = 0
         self.subs: dict[int, int] = {}  # position in this batch → pair index j >= 1 within its row (rated rows)
 
     def keep(self, idx: int, system: str | None, turns: list[dict[str, str]], chosen: str, rejected: str,
@@ -351,7 +354,69 @@ def source_keys(sources: list[readers.Source]) -> list[str]:
     return keys
 
 
-def ingest(inputs: list[str | Path], out_dir: str | Path, mapping: dict[str, str] | None = None,
+@dataclass(frozen=True)
+class Prepared:
+    """Every source of an ingest, its detected plan and its row-id key, in input order (see `prepare`)."""
+
+    sources: list[readers.Source]
+    plans: list[Plan]
+    keys: list[str]
+    not_read: list[dict[str, str]]
+    mapping: dict[str, str] | None
+    how: Binarize
+
+
+def prepare(inputs: Sequence[str | Path], mapping: dict[str, str] | None = None,
+            binarize: str | Binarize = "best-worst", seed: int = 0, strict_inputs: bool = False) -> Prepared:
+    """Expand the inputs, detect each source's format and key its row ids: every file is checked before any row
+    is written, so a bad file fails fast. Engines (curate/engines/) share this, then convert sources their own way."""
+    mapping = check_mapping(mapping)
+    how = parse_binarize(binarize, seed)
+    sources, not_read = readers.expand(list(inputs))
+    if strict_inputs and not_read:
+        raise InputError(f"--strict-inputs: {readers.describe_not_read(not_read)}")
+    surveys = [_survey(src) for src in sources]
+    _check_mapped_columns(mapping, [st for _, st in surveys])
+    plans = [detect(sample, mapping, src.name, columns=st) for src, (sample, st) in zip(sources, surveys)]
+    return Prepared(sources, plans, source_keys(sources), not_read, mapping, how)
+
+
+def convert_source(prep: Prepared, k: int) -> Iterator[_Sink]:
+    """Source `k` converted batch by batch: one filled `_Sink` (kept rows + rejects, tables not yet built) each."""
+    src, plan, key = prep.sources[k], prep.plans[k], prep.keys[k]
+    for batch in readers.read(src):
+        sink = _Sink(src.name, key)
+        _convert_batch(batch, plan, sink, prep.how)
+        sink.rows_in = len(batch)
+        del batch
+        yield sink
+
+
+class Built:
+    """A converted batch whose tables were built elsewhere (an engine's worker): what `write` needs of a _Sink."""
+
+    def __init__(self, rows_in: int, pairs: pa.Table | None, rejects: pa.Table | None, extra: int) -> None:
+        self.rows_in = rows_in
+        self.pairs, self.rejects = pairs, rejects
+        self.rows = range(pairs.num_rows if pairs is not None else 0)
+        self.r_reason = rejects.column("reason").to_pylist() if rejects is not None else []
+        self.r_rows = self.r_reason
+        self.subs = range(extra)  # pairs beyond the first of rated rows: only their number matters here
+
+    def pairs_table(self, schema: pa.Schema) -> pa.Table | None:
+        return self.pairs
+
+    def rejects_table(self, schema: pa.Schema) -> pa.Table | None:
+        return self.rejects
+
+
+def tables(sink: _Sink) -> tuple[pa.Table | None, pa.Table | None]:
+    """The kept and rejected tables of one converted batch (hashes the row ids: the costly part)."""
+    pairs_schema, rejects_schema = _schemas()
+    return sink.pairs_table(pairs_schema), sink.rejects_table(rejects_schema)
+
+
+def ingest(inputs: Sequence[str | Path], out_dir: str | Path, mapping: dict[str, str] | None = None,
            binarize: str | Binarize = "best-worst", seed: int = 0, strict_inputs: bool = False) -> dict:
     """Read every input, detect each file's format family, convert rows to canonical pairs, and write
     out_dir/pairs.parquet, out_dir/rejects.parquet and out_dir/report.json.
@@ -366,22 +431,24 @@ def ingest(inputs: list[str | Path], out_dir: str | Path, mapping: dict[str, str
     InputError (one line naming the file) for whole-file problems, and with `strict_inputs` for any entry not
     read; every file is checked and its format detected before any row is written, so a bad file fails fast.
     """
-    mapping = check_mapping(mapping)
-    how = parse_binarize(binarize, seed)
-    sources, not_read = readers.expand(list(inputs))
-    if strict_inputs and not_read:
-        raise InputError(f"--strict-inputs: {readers.describe_not_read(not_read)}")
-    surveys = [_survey(src) for src in sources]
-    _check_mapped_columns(mapping, [st for _, st in surveys])
-    plans = [(src, detect(sample, mapping, src.name, columns=st)) for src, (sample, st) in zip(sources, surveys)]
+    prep = prepare(inputs, mapping, binarize, seed, strict_inputs)
+    return write(prep, out_dir, ((k, sink) for k in range(len(prep.sources)) for sink in convert_source(prep, k)))
+
+
+def write(prep: Prepared, out_dir: str | Path, batches: Iterable[tuple[int, _Sink | Built]]) -> dict:
+    """Write converted batches, given in source order as (source index, batch), and the report (see `ingest`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pairs_schema, rejects_schema = _schemas()
-    per_source: dict[str, dict[str, Any]] = {}
+    per_source: dict[str, dict[str, Any]] = {
+        src.name: {"format": plan.family, "reader": src.kind, "rows_in": 0, "rows_kept": 0, "rows_rejected": 0,
+                   "paired_rows": 0, "extra_pairs": 0, "rejects_by_reason": {}, "fields": dict(plan.fields)}
+        for src, plan in zip(prep.sources, prep.plans)
+    }
     with atomic_path(out / "pairs.parquet") as tp, atomic_path(out / "rejects.parquet") as tr:
         with pq.ParquetWriter(tp, pairs_schema, compression="zstd") as pw, \
                 pq.ParquetWriter(tr, rejects_schema, compression="zstd") as rw:
-            def flush(sink: _Sink) -> None:
+            def flush(sink: _Sink | Built) -> None:
                 if (t := sink.pairs_table(pairs_schema)) is not None:
                     pw.write_table(t)
                 if (t := sink.rejects_table(rejects_schema)) is not None:
@@ -391,28 +458,22 @@ def ingest(inputs: list[str | Path], out_dir: str | Path, mapping: dict[str, str
             # and converts batch k+1. At most one batch waits, so memory stays bounded; writes stay in order.
             with ThreadPoolExecutor(max_workers=1) as pool:
                 pending: Future | None = None
-                for (src, plan), key in zip(plans, source_keys(sources)):
-                    stats: dict[str, Any] = {"format": plan.family, "reader": src.kind, "rows_in": 0, "rows_kept": 0,
-                             "rows_rejected": 0, "paired_rows": 0, "extra_pairs": 0, "rejects_by_reason": {},
-                             "fields": dict(plan.fields)}
-                    for batch in readers.read(src):
-                        sink = _Sink(src.name, key)
-                        _convert_batch(batch, plan, sink, how)
-                        stats["rows_in"] += len(batch)
-                        stats["rows_kept"] += len(sink.rows)
-                        stats["rows_rejected"] += len(sink.r_rows)
-                        stats["extra_pairs"] += len(sink.subs)
-                        stats["paired_rows"] += len(sink.rows) - len(sink.subs)
-                        for r in sink.r_reason:
-                            stats["rejects_by_reason"][r] = stats["rejects_by_reason"].get(r, 0) + 1
-                        del batch
-                        if pending is not None:
-                            pending.result()
-                        pending = pool.submit(flush, sink)
-                    stats["rejects_by_reason"] = dict(sorted(stats["rejects_by_reason"].items()))
-                    per_source[src.name] = stats
+                for k, sink in batches:
+                    stats = per_source[prep.sources[k].name]
+                    stats["rows_in"] += sink.rows_in
+                    stats["rows_kept"] += len(sink.rows)
+                    stats["rows_rejected"] += len(sink.r_rows)
+                    stats["extra_pairs"] += len(sink.subs)
+                    stats["paired_rows"] += len(sink.rows) - len(sink.subs)
+                    for r in sink.r_reason:
+                        stats["rejects_by_reason"][r] = stats["rejects_by_reason"].get(r, 0) + 1
+                    if pending is not None:
+                        pending.result()
+                    pending = pool.submit(flush, sink)
                 if pending is not None:
                     pending.result()
+    for stats in per_source.values():
+        stats["rejects_by_reason"] = dict(sorted(stats["rejects_by_reason"].items()))
     by_reason: dict[str, int] = {}
     for s in per_source.values():
         for r, n in s["rejects_by_reason"].items():
@@ -424,12 +485,12 @@ def ingest(inputs: list[str | Path], out_dir: str | Path, mapping: dict[str, str
         "rejected_rows": sum(s["rows_rejected"] for s in per_source.values()),
         "paired_rows": sum(s["paired_rows"] for s in per_source.values()),
         "extra_pairs": sum(s["extra_pairs"] for s in per_source.values()),
-        "binarize": how.label,
+        "binarize": prep.how.label,
         "rejects_by_reason": dict(sorted(by_reason.items())),
         "sources": per_source,
-        "not_read": not_read,
-        "skipped": [e["path"] for e in not_read],
-        "mapping": mapping,
+        "not_read": prep.not_read,
+        "skipped": [e["path"] for e in prep.not_read],
+        "mapping": prep.mapping,
     }
     atomic_write_text(out / "report.json", json.dumps(report, ensure_ascii=False, indent=2) + "\n")
     return report

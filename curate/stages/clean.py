@@ -26,6 +26,7 @@ from curate.stage import StageResult, split
 NAME = "clean"
 NEEDS = ("system", "prompt", "chosen", "rejected")
 ADDS: tuple[str, ...] = ()
+ROW_LOCAL = True  # each row's fate depends on that row alone: engines may run `run` on batches (no stats to merge)
 
 EMPTY_PROMPT = "empty_prompt"
 EMPTY_RESPONSE = "empty_response"

@@ -66,12 +66,14 @@ from curate.stage import StageResult, reject
 NAME = "language"
 NEEDS = ("source", "prompt", "chosen", "rejected")
 ADDS = ("lang_prompt", "lang_chosen", "lang_rejected", "lang", "lang_detail", "script_converted")
+ROW_LOCAL = True  # labels depend on each row alone: engines may run `run` on batches, then `merge_stats`
 
 LANGUAGE_MISMATCH = "language_mismatch"
 REASONS = (LANGUAGE_MISMATCH,)
 
 PAIR_LABELS = (*langid.LABELS, "mismatch")
 TEXTS = ("prompt", "chosen", "rejected")
+METHODS = ("script", "opencc", "lingua", "empty", "full-text")
 _P = langid.Params()
 
 DEFAULT_EXEMPT = (
@@ -406,7 +408,7 @@ def stats_of(df: pl.DataFrame, cfg: Config) -> dict[str, Any]:
         by_source[str(src)] = _counts(part["lang"], PAIR_LABELS)
     methods: dict[str, int] = {}
     for t in TEXTS:
-        for k, v in _counts(df[f"__{t}_by"], ("script", "opencc", "lingua", "empty", "full-text")).items():
+        for k, v in _counts(df[f"__{t}_by"], METHODS).items():
             methods[k] = methods.get(k, 0) + v
     return {
         "rows": df.height,
@@ -415,12 +417,49 @@ def stats_of(df: pl.DataFrame, cfg: Config) -> dict[str, Any]:
         "chosen": _counts(df["lang_chosen"], langid.LABELS),
         "rejected": _counts(df["lang_rejected"], langid.LABELS),
         "by_source": dict(sorted(by_source.items())),
-        "methods": methods,
+        "methods": {k: methods[k] for k in METHODS if k in methods},
         "mismatch": int((df["lang"] == "mismatch").sum()),
         "mismatch_policy": cfg.mismatch,
         "converted": 0,
         "convert": cfg.convert,
     }
+
+
+def merge_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The stats `run` gives on the concatenation of batches, from the stats `run` gave on each (engines/)."""
+    def total(key: str, labels: tuple[str, ...], dicts: list[dict[str, int]] | None = None) -> dict[str, int]:
+        sums: dict[str, int] = {}
+        for d in dicts if dicts is not None else [p[key] for p in parts]:
+            for k, v in d.items():
+                sums[k] = sums.get(k, 0) + v
+        return {k: sums[k] for k in labels if sums.get(k)}
+
+    sources = sorted({src for p in parts for src in p["by_source"]})
+    out: dict[str, Any] = {
+        "rows": sum(p["rows"] for p in parts),
+        "pairs": total("pairs", PAIR_LABELS),
+        "prompt": total("prompt", langid.LABELS),
+        "chosen": total("chosen", langid.LABELS),
+        "rejected": total("rejected", langid.LABELS),
+        "by_source": {s: total("", PAIR_LABELS, [p["by_source"][s] for p in parts if s in p["by_source"]])
+                      for s in sources},
+        "methods": total("methods", METHODS),
+        "mismatch": sum(p["mismatch"] for p in parts),
+        "mismatch_policy": parts[0]["mismatch_policy"],
+        "converted": sum(p["converted"] for p in parts),
+        "convert": parts[0]["convert"],
+    }
+    # run() adds the pair rules' counts after stats_of (see rule_stats): same keys, same order.
+    relabelled: dict[str, dict[str, int]] = {}
+    for p in parts:
+        for rule, moves in p["relabelled"].items():
+            for move, n in moves.items():
+                relabelled.setdefault(rule, {})[move] = relabelled.get(rule, {}).get(move, 0) + n
+    out["rules"] = total("rules", RULES)
+    out["relabelled"] = {r: {m: relabelled[r][m] for m in sorted(relabelled[r], key=lambda m: tuple(m.split("→")))}
+                         for r in sorted(relabelled)}
+    out["pair_rule"] = parts[0]["pair_rule"]
+    return out
 
 
 @functools.lru_cache(maxsize=2)
