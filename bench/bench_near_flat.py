@@ -152,11 +152,8 @@ def ngram_hashes(cp, off, lens, sizes):
                 out_row.append(short)
     h = np.concatenate(out_h)
     row = np.concatenate(out_row)
-    order = np.lexsort((h, row))
+    order = np.argsort(row, kind="stable")  # grouped by row; duplicates kept (a MinHash does not mind them)
     h, row = h[order], row[order]
-    keep = np.ones(len(h), dtype=bool)
-    keep[1:] = (h[1:] != h[:-1]) | (row[1:] != row[:-1])
-    h, row = h[keep], row[keep]  # per-row sets, sorted
     toff = np.zeros(n_rows + 1, dtype=np.int64)
     np.cumsum(np.bincount(row, minlength=n_rows), out=toff[1:])
     return h, toff
@@ -193,12 +190,18 @@ def band_pairs(sig, nonempty, b, r):
             same = hs[1:] == hs[:-1]
             if not same.any():
                 continue
-            # runs of equal hashes
+            # Pairs within runs of equal hashes: neighbours d apart in the sorted order, for d = 1..D, cover every
+            # pair of a run up to D + 1 long without a Python loop; the rare longer runs add their far pairs.
             start = np.flatnonzero(np.concatenate([[True], ~same]))
             length = np.diff(np.concatenate([start, [len(hs)]]))
-            for s, m in zip(start[length > 1].tolist(), length[length > 1].tolist()):
-                idx = np.sort(rs[s : s + m])
-                ii, jj = np.triu_indices(m, 1)
+            d_max = int(min(length.max() - 1, 8))
+            for d in range(1, d_max + 1):
+                m = hs[d:] == hs[:-d]
+                a, c = rs[:-d][m], rs[d:][m]
+                found.append(np.minimum(a, c) * n + np.maximum(a, c))
+            for st, m in zip(start[length > d_max + 1].tolist(), length[length > d_max + 1].tolist()):
+                idx = np.sort(rs[st : st + m])
+                ii, jj = np.triu_indices(m, d_max + 1)
                 found.append(idx[ii] * n + idx[jj])
     if not found:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
@@ -207,12 +210,20 @@ def band_pairs(sig, nonempty, b, r):
 
 
 def jaccard_pairs(h, toff, i, j):
-    inter = np.empty(len(i), dtype=np.int64)
+    """Exact Jaccard of the n-gram hash sets of each candidate pair (sets made only for candidate rows)."""
+    sets: dict[int, np.ndarray] = {}
+
+    def of(r: int) -> np.ndarray:
+        if r not in sets:
+            sets[r] = np.unique(h[toff[r] : toff[r + 1]])
+        return sets[r]
+
+    out = np.empty(len(i), dtype=np.float64)
     for k, (a, b) in enumerate(zip(i.tolist(), j.tolist())):
-        inter[k] = len(np.intersect1d(h[toff[a] : toff[a + 1]], h[toff[b] : toff[b + 1]], assume_unique=True))
-    sa = toff[i + 1] - toff[i]
-    sb = toff[j + 1] - toff[j]
-    return inter / (sa + sb - inter)
+        sa, sb = of(a), of(b)
+        inter = len(np.intersect1d(sa, sb, assume_unique=True))
+        out[k] = inter / (len(sa) + len(sb) - inter)
+    return out
 
 
 def candidate_pairs_fast(keys, sizes, num_perm=128, threshold=0.6, lsh_threshold=None, seed=1, bands=None):
