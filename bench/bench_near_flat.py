@@ -69,6 +69,7 @@ def normalise_series(
     casefold: bool = True,
     punctuation: str = "strip",
     whitespace: str = "strip",
+    strip_prefixes: bool = True,
 ) -> pl.Series:
     """curate.dedup.normalise.normalise over a Series, as Polars expressions (OpenCC t2s in one call per 20k keys,
     joined by a private-use character no key contains; row by row if one does)."""
@@ -76,6 +77,14 @@ def normalise_series(
     cjk = {chr(k): v for k, v in N._CJK_PUNCT.items()}
     e = pl.col("t").fill_null("").str.normalize(unicode_form).str.replace_many(list(cjk), list(cjk.values()))
     out = pl.DataFrame({"t": s}).select(e.alias("t"))["t"]
+    if strip_prefixes:  # N.strip_prefix: up to three leading instruction prefixes, never down to an empty key
+        wsc = _cls(ws)
+        pat = "(?i)" + N._PREFIX.pattern.replace(r"\s", wsc)
+        col = pl.col("t")
+        for _ in range(3):
+            new = col.str.replace(pat, "")
+            col = pl.when(new.str.replace_all(wsc, "") != "").then(new).otherwise(col)
+        out = pl.DataFrame({"t": out}).select(col.alias("t"))["t"]
     if t2s:
         sep = "\ue000"
         conv = N._t2s()
@@ -257,6 +266,7 @@ def main() -> None:
     ap.add_argument("stage_file")
     ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds (today, flat, today, flat ...)")
     ap.add_argument("--bands", default="", help="BxR band layout for the flat LSH (default: datasketch's own)")
+    ap.add_argument("--keys-only", action="store_true", help="only the key comparison")
     ap.add_argument("--skip-codepoints", action="store_true", help="skip the one-by-one code point check (~1 min)")
     args = ap.parse_args()
     df = pl.read_parquet(args.stage_file, columns=["prompt"])
@@ -264,6 +274,13 @@ def main() -> None:
         pl.col("prompt").list.eval(pl.element().struct.field("content").fill_null("")).list.join("\n").fill_null("")
     )["prompt"].to_list()
     texts += [
+        "Question: 如何学习？",
+        "请问：今天天气怎么样",
+        "Please answer the following question: Why?",
+        "Q. Q: ",
+        "ANSWER:\x1c what is ſ?",
+        "问题：",
+        "请回答下面的问题：请问 为什么",
         "ß Straße ΣΑΣ ﬁne ǅ İstanbul",
         "全角ＡＢＣ，。！？「」",
         "臺灣 這們 發展",
@@ -285,6 +302,8 @@ def main() -> None:
             f"keys: {len(texts):,} texts, today {c1 - c0:.2f} CPU-s, Polars {c2 - c1:.2f} CPU-s, {bad} differ",
             flush=True,
         )
+    if args.keys_only:
+        return
     if not args.skip_codepoints:
         allc = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
         r1 = [N.normalise(c) for c in allc]
