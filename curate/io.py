@@ -16,6 +16,11 @@ ROW_GROUP = 20_000
 # Rows per streaming morsel for wide rows (message lists): Polars' default let the export's TRL transform hold
 # 718 MB at 1M pairs; 2,000 rows held 314 MB (bench/bench_pipeline.py).
 STREAM_CHUNK = 2_000
+# Codec of the stage files in a run folder (written at every step, read once by the next one): zstd level 1 costs
+# 44% less CPU to write and read back than Polars' default level 3, for files 27% larger; lz4 saves 55% but its
+# files are 63% larger and LZ4_RAW, which older Parquet readers lack (bench/bench_pipeline.py --codecs). Ingest's
+# pyarrow writer already uses level 1 (pyarrow's default); the export keeps Polars' default, zstd level 3.
+STAGE_CODEC, STAGE_CODEC_LEVEL = "zstd", 1
 
 
 @contextmanager

@@ -182,6 +182,8 @@ def make_out_dir(out: Path, flag: str = "--out") -> None:
 
 def sink_result(kept: pl.LazyFrame, rejects: pl.LazyFrame, step_dir: Path) -> tuple[Path, Path]:
     """Stream a stage's kept rows and rejects to Parquet, atomically."""
+    from curate.io import STAGE_CODEC, STAGE_CODEC_LEVEL  # here, so this hunk stays apart from the imports
+
     step_dir.mkdir(parents=True, exist_ok=True)
     kept_path, rejects_path = step_dir / "kept.parquet", step_dir / "rejects.parquet"
     # Both sinks in one pass, with small streaming morsels: Polars' default morsels held 938-1,079 MB at 1M pairs
@@ -189,8 +191,10 @@ def sink_result(kept: pl.LazyFrame, rejects: pl.LazyFrame, step_dir: Path) -> tu
     with writing(step_dir), atomic_path(kept_path) as tk, atomic_path(rejects_path) as tr, \
             pl.Config(streaming_chunk_size=STREAM_CHUNK):
         pl.collect_all(
-            [kept.sink_parquet(tk, lazy=True, row_group_size=ROW_GROUP),
-             rejects.sink_parquet(tr, lazy=True, row_group_size=ROW_GROUP)],
+            [kept.sink_parquet(tk, lazy=True, row_group_size=ROW_GROUP, compression=STAGE_CODEC,
+                               compression_level=STAGE_CODEC_LEVEL),
+             rejects.sink_parquet(tr, lazy=True, row_group_size=ROW_GROUP, compression=STAGE_CODEC,
+                                  compression_level=STAGE_CODEC_LEVEL)],
             engine="streaming",
         )
     return kept_path, rejects_path
