@@ -88,7 +88,9 @@ def test_planted_duplicates_zh_en_in_many_batches(ray_cluster, tmp_path, monkeyp
     assert_same_run(local, ray)
     dedup = next(s for s in rep["steps"] if s["stage"] == "dedup")
     reasons = dedup["rejects_by_reason"]
-    assert reasons.get("exact_duplicate", 0) > 10 and reasons.get("near_duplicate", 0) > 10, reasons
+    # Planted near copies change random characters; in Chinese the content veto keeps those on purpose (a random
+    # substitution may name another thing), so fewer than planted are removed: a handful still must be.
+    assert reasons.get("exact_duplicate", 0) > 10 and reasons.get("near_duplicate", 0) >= 5, reasons
     assert reasons.get("semantic_duplicate", 0) >= 1, reasons
     lang = next(s for s in rep["steps"] if s["stage"] == "language")["stats"]
     assert set(lang["pairs"]) >= {"zh-Hans", "en"}
@@ -115,7 +117,7 @@ def test_language_conversion_and_flagging_same_bytes(ray_cluster, tmp_path, monk
     run_pipeline(cfg, [d], tmp_path / "local", engine="local")
     rep = run_pipeline(cfg, [d], tmp_path / "ray", engine="ray")
     assert_same_run(tmp_path / "local", tmp_path / "ray")
-    lang = rep["steps"][2]["stats"]
+    lang = next(s for s in rep["steps"] if s["stage"] == "language")["stats"]
     assert lang["converted"] > 0 and lang["mismatch"] > 0 and rep["steps"][1]["rejected"] > 0
 
 
@@ -126,7 +128,8 @@ def test_llamafactory_demo_same_bytes(ray_cluster, tmp_path):
     inputs = [folder / "dpo_en_demo.json", folder / "dpo_zh_demo.json"]
     local, ray, rep = _both(tmp_path, inputs, ['dedup.methods=["exact", "near"]', "balance.max_drop_fraction=0.9"])
     assert_same_run(local, ray)
-    assert rep["input_rows"] >= 600 and {"zh-Hans", "en"} <= set(rep["steps"][2]["stats"]["pairs"])
+    lang = next(s for s in rep["steps"] if s["stage"] == "language")["stats"]
+    assert rep["input_rows"] >= 600 and {"zh-Hans", "en"} <= set(lang["pairs"])
 
 
 def test_dead_worker_is_retried(ray_cluster, fail_marker, tmp_path, monkeypatch):
