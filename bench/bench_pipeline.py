@@ -8,9 +8,18 @@ Input: synthetic flat zh/en JSONL pairs (half Chinese, half English; a system pr
 that goes to meta), generated once per size under bench/out/pipeline/ (seeded, so identical every time).
 
 Each measurement runs in its own subprocess, so imports, caches and allocator state don't leak between them; the
-parent samples the child's /proc/PID/smaps_rollup every 50 ms and reports the peak of `Anonymous` (private
-anonymous memory: what the process itself allocated, not the page cache or memory-mapped Arrow files it reads)
-beside the peak RSS. Rows/s = input rows / wall seconds of the work (imports excluded, the same for both).
+parent samples the child's RssAnon (/proc/PID/status) every 0.5 s and reports its peak (private anonymous memory:
+what the process itself allocated, not the page cache or memory-mapped Arrow files it reads) beside the exact peak
+RSS (the kernel's high-water mark, from wait4). An earlier version read /proc/PID/smaps_rollup every 50 ms, which
+walks every mapping of the measured process: it cost a share of one of the two cores it was measuring.
+Rows/s = input rows / wall seconds of the work (imports excluded, the same for both).
+
+    .venv/bin/python bench/bench_pipeline.py --codecs RUN/02-language/kept.parquet   # stage-file codecs
+
+--codecs FILE: write FILE's rows with each Parquet codec the runner could use for stage files (zstd at Polars'
+default level 3, zstd level 1, lz4, snappy, none) the way the runner sinks them (lazy streaming sink, 20k-row
+groups, 2k-row morsels) and read each back whole, in a child process per codec, interleaved over --repeat rounds;
+CPU seconds (all threads), wall seconds and file size.
 
   ingest:   curate.ingest.ingest alone (optional, --modes ours,ingest,baseline)
   ours:     curate.runner.run_pipeline(BENCH_PIPELINE below: ingest → clean → export (hf + trl + llamafactory))
@@ -179,15 +188,17 @@ def work_baseline(inp: Path, out: Path) -> dict:
 
 # ---------------------------------------------------------------- parent: run and sample a child
 
-def _anon_rss_kb(pid: int) -> tuple[int, int]:
-    anon = rss = 0
-    with open(f"/proc/{pid}/smaps_rollup") as f:
+def _anon_kb(pid: int) -> int:
+    """RssAnon from /proc/PID/status: cheap to read (smaps_rollup walks every mapping and cost the process it
+    measured a noticeable share of a core when read every 50 ms)."""
+    with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("Anonymous:"):
-                anon = int(line.split()[1])
-            elif line.startswith("Rss:"):
-                rss = int(line.split()[1])
-    return anon, rss
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+    return 0
+
+
+SAMPLE_S = 0.5
 
 
 def measure(mode: str, inp: Path, out: Path) -> dict:
@@ -197,16 +208,15 @@ def measure(mode: str, inp: Path, out: Path) -> dict:
     result_file = out / "result.json"
     proc = subprocess.Popen([sys.executable, __file__, "--worker", mode, str(inp), str(out), str(result_file)],
                             cwd=ROOT, env={**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"})
-    peak = {"anon": 0, "rss": 0}
+    peak = {"anon": 0}
 
     def sample() -> None:
         while proc.returncode is None:
             try:
-                a, r = _anon_rss_kb(proc.pid)
+                peak["anon"] = max(peak["anon"], _anon_kb(proc.pid))
             except (OSError, ValueError):
                 break
-            peak["anon"], peak["rss"] = max(peak["anon"], a), max(peak["rss"], r)
-            time.sleep(0.05)
+            time.sleep(SAMPLE_S)
 
     t = threading.Thread(target=sample, daemon=True)
     t.start()
@@ -216,14 +226,69 @@ def measure(mode: str, inp: Path, out: Path) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"{mode} worker failed with exit code {proc.returncode}")
     res = json.loads(result_file.read_text())
-    res.update(peak_anon_mb=round(peak["anon"] / 1024), peak_rss_mb=round(peak["rss"] / 1024),
+    # Peak RSS is exact (the kernel's high-water mark, from wait4); peak anonymous memory is sampled.
+    res.update(peak_anon_mb=round(peak["anon"] / 1024), peak_rss_mb=round(usage.ru_maxrss / 1024),
                cpu_s=round(usage.ru_utime + usage.ru_stime, 2))
     return res
 
 
+CODECS = {"zstd-3": ("zstd", None), "zstd-1": ("zstd", 1), "lz4": ("lz4", None), "snappy": ("snappy", None),
+          "none": ("uncompressed", None)}
+
+
+def work_codec(src: Path, out: Path, codec: str) -> dict:
+    """Write `src`'s rows with one codec as the runner's sinks do, then read the file back whole."""
+    import polars as pl
+
+    from curate.io import ROW_GROUP, STREAM_CHUNK
+
+    name, level = CODECS[codec]
+    df = pl.read_parquet(src)  # in memory first: only the encode + compress + write is timed
+    target = out / f"{codec}.parquet"
+    t, c = time.perf_counter(), time.process_time()
+    with pl.Config(streaming_chunk_size=STREAM_CHUNK):
+        df.lazy().sink_parquet(target, compression=name, compression_level=level, row_group_size=ROW_GROUP,
+                               engine="streaming")
+    write = (time.perf_counter() - t, time.process_time() - c)
+    del df
+    t, c = time.perf_counter(), time.process_time()
+    back = pl.read_parquet(target)
+    read = (time.perf_counter() - t, time.process_time() - c)
+    return {"codec": codec, "rows": back.height, "mb": round(target.stat().st_size / 1e6, 1),
+            "write_wall_s": round(write[0], 3), "write_cpu_s": round(write[1], 3),
+            "read_wall_s": round(read[0], 3), "read_cpu_s": round(read[1], 3)}
+
+
+def codecs(src: Path, repeat: int, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    runs: dict[str, list[dict]] = {c: [] for c in CODECS}
+    for _ in range(repeat):
+        for codec in CODECS:
+            res = subprocess.run([sys.executable, __file__, "--worker", "codec", str(src), str(out), codec],
+                                 cwd=ROOT, check=True, capture_output=True, text=True)
+            r = json.loads(res.stdout.strip().splitlines()[-1])
+            r["load1"] = round(os.getloadavg()[0], 1)
+            runs[codec].append(r)
+            print(json.dumps(r), flush=True)
+    print(f"\nmachine: {machine()}; {src} ({runs['zstd-3'][0]['rows']:,} rows); median of {repeat} interleaved runs\n")
+    print("| codec | file MB | write CPU s | read CPU s | write + read CPU s | vs zstd-3 | write / read wall s | load |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+
+    def med(xs: list[float]) -> float:
+        return sorted(xs)[len(xs) // 2]
+
+    ref = med([r["write_cpu_s"] + r["read_cpu_s"] for r in runs["zstd-3"]])
+    for codec, rs in runs.items():
+        w, r_ = med([x["write_cpu_s"] for x in rs]), med([x["read_cpu_s"] for x in rs])
+        print(f"| {codec} | {rs[0]['mb']} | {w:.2f} | {r_:.2f} | {w + r_:.2f} | {(w + r_) / ref:.2f} | "
+              f"{med([x['write_wall_s'] for x in rs]):.2f} / {med([x['read_wall_s'] for x in rs]):.2f} | "
+              f"{min(x['load1'] for x in rs)}–{max(x['load1'] for x in rs)} |")
+
+
 def machine() -> str:
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    mem = next((int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0)
+    info = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((x.split(":", 1)[1].strip() for x in info if x.startswith("model name")), "?")
+    mem = next((int(x.split()[1]) for x in Path("/proc/meminfo").read_text().splitlines() if x.startswith("MemTotal")), 0)
     return f"{os.cpu_count()} cores ({cpu}), {mem / 1024 / 1024:.0f} GiB RAM, Python {platform.python_version()}"
 
 
@@ -233,10 +298,14 @@ def main() -> None:
     ap.add_argument("--modes", default="ours,baseline", help="any of ours, baseline, ingest (ingest alone)")
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--keep", action="store_true", help="keep the run folders (they are big at 1M)")
+    ap.add_argument("--codecs", metavar="FILE", help="compare Parquet codecs on this stage file instead")
     ap.add_argument("--repeat", type=int, default=1,
                     help="runs per mode, interleaved (ours, baseline, ours, ...); the fastest counts (shared machines)")
     args = ap.parse_args()
     out = Path(args.out)
+    if args.codecs:
+        codecs(Path(args.codecs), max(args.repeat, 1), out / "codecs")
+        return
     rows = []
     for n in [int(s) for s in args.sizes.split(",")]:
         inp = make_input(n, out / f"pairs-{n}.jsonl")
@@ -276,6 +345,9 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        if sys.argv[2] == "codec":
+            print(json.dumps(work_codec(Path(sys.argv[3]), Path(sys.argv[4]), sys.argv[5])))
+            sys.exit(0)
         mode, inp, out, result = sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]), Path(sys.argv[5])
         res = {"ours": work_ours, "ingest": work_ingest, "baseline": work_baseline}[mode](inp, out)
         result.write_text(json.dumps(res))

@@ -2,12 +2,17 @@
 
 Labelled set: the unique prompts of the real LLaMA-Factory DPO demo files (../shared/data/llamafactory_dpo_demo,
 300 English + 300 Chinese rows) plus hard negatives we wrote (templated prompts that differ only in their
-content words; they must all be kept). For each variant type, one run of the stage sees every original plus one
+content words, here and in bench/data/dedup_calibration.json; they must all be kept). For each variant type, one run of the stage sees every original plus one
 variant of each original the type applies to:
 
     punct_ws  punctuation width/choice changed, whitespace added/removed
     case      capitalisation changed (lower / UPPER / Title / swapped first letter)
-    edit1_5   1–5 random character edits (insert / delete / substitute)
+    edit1_3   1–3 typos. English: random letters inserted, deleted or substituted inside words. Chinese: the typos
+              a pinyin IME makes — a character replaced by a homophone (same pinyin, tones ignored), a character
+              doubled, a particle (的 了 吗 呢 …) added or dropped
+    edit1_3_random  1–3 random character edits with characters of the text itself, any position (the old
+              edit1_5 model at 1–3 edits). In Chinese a random substitution is, lexically, a different word
+              (猫 → 狗), so dedup keeps such pairs by design: this row shows what that costs
     script    Simplified → Traditional (Chinese only; OpenCC s2t)
     prefix    an added instruction prefix ("请回答：", "Please answer: ", …)
     reorder   the prompt's sentences in another order (prompts with ≥ 2 sentences)
@@ -36,14 +41,16 @@ import polars as pl
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from curate.config import build, parse_override  # noqa: E402
-from curate.dedup.normalise import normalise  # noqa: E402
-from curate.schema import MESSAGE, conform, row_ids, with_ids  # noqa: E402
-from curate.stages import dedup  # noqa: E402
+from curate.config import build, parse_override
+from curate.dedup.normalise import normalise
+from curate.schema import MESSAGE, conform, row_ids, with_ids
+from curate.stages import dedup
 
 DATA = ROOT.parent / "shared" / "data" / "llamafactory_dpo_demo"
 SHORT = 30  # normalised key length below which a prompt counts as short in the recall breakdown
-TYPES = ("punct_ws", "case", "edit1_5", "script", "prefix", "reorder")
+TYPES = ("punct_ws", "case", "edit1_3", "edit1_3_random", "script", "prefix", "reorder")
+SHORT_BAND = (20, 80)  # the issue's "short prompts": 20–80 characters (raw last user turn)
+PARTICLES = "的了吗呢吧啊"
 
 # Hard negatives we wrote: same template, different content. None of them duplicates another.
 HARD_NEGATIVES = {
@@ -112,7 +119,10 @@ def originals(lang: str) -> list[dict]:
         if key not in seen:
             seen.add(key)
             out.append(r)
-    for k, text in enumerate(HARD_NEGATIVES[lang]):
+    calib = json.loads((ROOT / "bench" / "data" / "dedup_calibration.json").read_text(encoding="utf-8"))[lang]
+    extra = [t for pair in calib["hard_negatives"] for t in pair]
+    negatives = list(dict.fromkeys(HARD_NEGATIVES[lang] + extra))  # ours + the calibration set's, once each
+    for k, text in enumerate(negatives):
         out.append({"source": f"ours_{lang}", "source_row": k, "system": None,
                     "prompt": [{"role": "user", "content": text}], "chosen": f"answer {k}", "rejected": f"bad {k}",
                     "meta": "{}"})
@@ -137,10 +147,12 @@ def variant(text: str, kind: str, lang: str, rng: random.Random) -> str | None:
         if not re.search(r"[A-Za-z]", text):
             return None
         out = rng.choice([str.lower, str.upper, str.title, str.swapcase])(text)
-    elif kind == "edit1_5":
+    elif kind == "edit1_3":
+        out = _typos(text, lang, rng, rng.randint(1, 3))
+    elif kind == "edit1_3_random":
         chars = list(text)
         alphabet = [c for c in text if c.isalpha()] or list("abcdefghijklmnopqrstuvwxyz")
-        for _ in range(rng.randint(1, 5)):
+        for _ in range(rng.randint(1, 3)):
             op = rng.choice(["ins", "del", "sub"])
             pos = rng.randrange(max(1, len(chars)))
             if op == "ins" or not chars:
@@ -167,6 +179,69 @@ def variant(text: str, kind: str, lang: str, rng: random.Random) -> str | None:
     else:
         raise ValueError(kind)
     return out if out != text else None
+
+
+def _homophone_table() -> dict[str, list[str]]:
+    """pinyin (no tone) → common Han characters with it, from the characters of the demo files and our texts."""
+    import functools
+
+    @functools.lru_cache(maxsize=1)
+    def build() -> dict[str, list[str]]:
+        from pypinyin import Style, lazy_pinyin
+
+        chars: set[str] = set()
+        for lang in ("zh",):
+            for r in load_demo(lang):
+                for m in r["prompt"]:
+                    chars.update(c for c in m["content"] if "\u4e00" <= c <= "\u9fff")
+        table: dict[str, list[str]] = {}
+        for c in sorted(chars):
+            table.setdefault(lazy_pinyin(c, style=Style.NORMAL)[0], []).append(c)
+        return table
+
+    return build()
+
+
+def _typos(text: str, lang: str, rng: random.Random, n: int) -> str:
+    chars = list(text)
+    for _ in range(n):
+        if lang == "en":
+            letters = [k for k, c in enumerate(chars) if c.isalpha()]
+            if not letters:
+                break
+            pos = rng.choice(letters)
+            op = rng.choice(["ins", "del", "sub"])
+            letter = rng.choice("abcdefghijklmnopqrstuvwxyz")
+            if op == "ins":
+                chars.insert(pos, letter)
+            elif op == "del":
+                del chars[pos]
+            else:
+                chars[pos] = letter
+            continue
+        from pypinyin import Style, lazy_pinyin
+
+        han = [k for k, c in enumerate(chars) if "\u4e00" <= c <= "\u9fff"]
+        if not han:
+            break
+        op = rng.choice(["homophone", "homophone", "double", "particle"])
+        pos = rng.choice(han)
+        if op == "homophone":
+            same = [c for c in _homophone_table().get(lazy_pinyin(chars[pos], style=Style.NORMAL)[0], [])
+                    if c != chars[pos]]
+            if same:
+                chars[pos] = rng.choice(same)
+                continue
+            op = "double"
+        if op == "double":
+            chars.insert(pos, chars[pos])
+        else:
+            there = [k for k in han if chars[k] in PARTICLES]
+            if there and rng.random() < 0.5:
+                del chars[rng.choice(there)]
+            else:
+                chars.insert(pos + 1, rng.choice(PARTICLES))
+    return "".join(chars)
 
 
 def with_variant(row: dict, kind: str, lang: str, rng: random.Random) -> dict | None:
@@ -242,7 +317,9 @@ def evaluate(kind: str | None, cfg, seed: int = 0) -> dict:
             # The variant was removed into its own group, or it survived and the original was removed into it.
             pair_ok = into_group(i) or (i in kept and into_group(ms[0]))
             short = len(normalise(_prompt(rows[ms[0]], 10**9))) < SHORT
-            found.setdefault((key[0], kind_of[i]), []).append((int(pair_ok), short))
+            n_raw = len(rows[ms[0]]["prompt"][-1]["content"])
+            band = SHORT_BAND[0] <= n_raw <= SHORT_BAND[1]
+            found.setdefault((key[0], kind_of[i]), []).append((int(pair_ok), short, band))
     out = {"type": kind or "all", "rows": df.height, "seconds": round(seconds, 2), "lost_all_groups": lost_all}
     for lang in ("en", "zh"):
         n_removed = correct[lang] + len(wrong[lang])
@@ -255,9 +332,12 @@ def evaluate(kind: str | None, cfg, seed: int = 0) -> dict:
         ]
         for (lg, t), hits in sorted(found.items()):
             if lg == lang:
-                out[f"recall_{lang}_{t}"] = round(sum(h for h, _ in hits) / len(hits), 4)
+                out[f"recall_{lang}_{t}"] = round(sum(h for h, _, _ in hits) / len(hits), 4)
                 out[f"groups_{lang}_{t}"] = len(hits)
-                long_hits = [h for h, short in hits if not short]
+                band_hits = [h for h, _, band in hits if band]
+                out[f"recall_band_{lang}_{t}"] = round(sum(band_hits) / len(band_hits), 4) if band_hits else None
+                out[f"groups_band_{lang}_{t}"] = len(band_hits)
+                long_hits = [h for h, short, _ in hits if not short]
                 out[f"recall_long_{lang}_{t}"] = round(sum(long_hits) / len(long_hits), 4) if long_hits else None
                 out[f"groups_long_{lang}_{t}"] = len(long_hits)
     return out
@@ -276,8 +356,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--types", default=",".join(TYPES) + ",all")
     ap.add_argument("--json", default=None)
     ap.add_argument("--show-false", action="store_true")
+    ap.add_argument("--pipeline-defaults", action="store_true",
+                    help="use pipelines/default.toml's [dedup] tables (then --methods is ignored)")
     args = ap.parse_args(argv)
     table: dict = {"methods": args.methods.split(","), "semantic": {"cache_dir": args.cache_dir, "progress": False}}
+    if args.pipeline_defaults:
+        import tomllib
+
+        table = tomllib.loads((ROOT / "pipelines" / "default.toml").read_text(encoding="utf-8"))["dedup"]
+        table.setdefault("semantic", {}).update({"cache_dir": args.cache_dir, "progress": False})
     for item in args.set:
         _, key, value = parse_override("dedup." + item)
         cur = table
@@ -290,8 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     for t in args.types.split(","):
         results.append(evaluate(None if t == "all" else t, cfg))
     print(f"methods={args.methods} overrides={args.set}")
-    print(f"| variant | lang | groups | recall | recall, keys ≥ {SHORT} chars (groups) | precision (run) | false removals | lost groups |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(f"| variant | lang | groups | recall | recall, prompts of {SHORT_BAND[0]}–{SHORT_BAND[1]} chars (groups) | "
+          f"recall, keys ≥ {SHORT} chars (groups) | precision (run) | false removals | lost groups |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
         for lang in ("en", "zh"):
             kinds = TYPES if r["type"] == "all" else (r["type"],)
@@ -299,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
                 if f"recall_{lang}_{t}" not in r:
                     continue
                 print(f"| {t if r['type'] != 'all' else 'all:' + t} | {lang} | {r[f'groups_{lang}_{t}']} | "
-                      f"{r[f'recall_{lang}_{t}']:.3f} | {_fmt(r[f'recall_long_{lang}_{t}'])} ({r[f'groups_long_{lang}_{t}']}) | "
+                      f"{r[f'recall_{lang}_{t}']:.3f} | {_fmt(r[f'recall_band_{lang}_{t}'])} "
+                      f"({r[f'groups_band_{lang}_{t}']}) | {_fmt(r[f'recall_long_{lang}_{t}'])} ({r[f'groups_long_{lang}_{t}']}) | "
                       f"{r[f'precision_{lang}']:.3f} | {len_false(r, lang)} | "
                       f"{r['lost_all_groups']} |")
     if args.show_false:

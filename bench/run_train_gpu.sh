@@ -5,7 +5,9 @@
 #   bash bench/run_train_gpu.sh           # THERE (device run, carry [".whl"], timeout_s 600): install, run, copy results to $OUT
 #
 # The device image has torch 2.11 (CUDA), triton, accelerate, peft, tokenizers, safetensors, pandas, pyarrow,
-# xxhash, fsspec; it lacks trl, datasets (+ dill, multiprocess), liger-kernel, and has an older transformers.
+# xxhash, fsspec, huggingface-hub 1.33, psutil; it lacks trl, datasets (+ dill, multiprocess), liger-kernel and
+# polars, and has an older transformers (5.17). The benchmark's imports need no polars (curate.train.fused and TRL
+# only; tests/train/test_bench_imports.py keeps it so), so polars is not carried.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +37,11 @@ for p in ("torch", "triton", "transformers", "trl", "datasets", "accelerate", "p
     except md.PackageNotFoundError:
         print(p, "MISSING")
 PY
+# fail in seconds, with the missing module named, before any child process starts
+python3 -c "import trl, datasets, transformers, liger_kernel; from trl.experimental.orpo import ORPOTrainer; \
+import curate.train.fused, curate.train.trainer; print('imports ok: trl', trl.__version__, 'transformers', \
+transformers.__version__, 'datasets', datasets.__version__)" 2>&1 | tee -a "$OUT/gpu.txt"
+[[ ${PIPESTATUS[0]} == 0 ]] || { echo "run_train_gpu.sh: a carried wheel is missing or broken (see above)" >&2; exit 2; }
 set +e
 python3 bench/bench_train_gpu.py --out /tmp/bench-train "$@" 2>&1 | tee "$OUT/bench.log"
 code=${PIPESTATUS[0]}

@@ -18,6 +18,7 @@ LAZY = {
     "review": "curate.review.commands:review",
     "train": "curate.train.commands:train",
     "tiny-model": "curate.train.commands:tiny_model",
+    "eval": "curate.train.commands:eval_command",
 }
 
 
@@ -34,22 +35,35 @@ class Main(click.Group):
         return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context):
-        from curate.errors import CurateError
+        from curate.errors import CurateError, user_os_error
 
         try:
             return super().invoke(ctx)
         except CurateError as exc:
-            click.secho(f"error: {exc}", fg="red", err=True)
+            click.secho(f"error: {one_line(str(exc))}", fg="red", err=True)
             sys.exit(2)
         except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # noqa: BLE001 - no traceback reaches a user
             if os.environ.get("CURATE_DEBUG"):
                 raise
+            fixable = user_os_error(exc)  # a path, a permission, a full or read-only disk: the user's to fix
+            if fixable is not None:
+                click.secho(f"error: {one_line(fixable)}", fg="red", err=True)
+                sys.exit(2)
             first = str(exc).splitlines()[0] if str(exc) else ""
             click.secho(f"internal error: {type(exc).__name__}: {first} (CURATE_DEBUG=1 shows the traceback)",
                         fg="red", err=True)
             sys.exit(1)
+
+
+def one_line(text: str) -> str:
+    """Errors are one line, whatever a file name or a library message holds."""
+    return " ".join(text.split("\n")).replace("\r", " ")
+
+
+def warn(text: str) -> None:
+    click.secho(f"warning: {one_line(text)}", fg="yellow", err=True)
 
 
 @click.group(cls=Main, context_settings={"help_option_names": ["-h", "--help"]})
@@ -73,6 +87,7 @@ def parse_map(values: tuple[str, ...]) -> dict[str, str] | None:
     return mapping or None
 
 
+STRICT_HELP = "Fail (exit 2) when an input folder holds entries that are not read, instead of listing them."
 MAP_HELP = "Column names for the canonical fields, e.g. prompt=query,chosen=good,rejected=bad (repeatable)."
 INPUT_HELP = "Input file, folder or glob; one --input may name several (--input a.jsonl b/ 'c/*.parquet'), or repeat it."
 BINARIZE_HELP = ("How rows of rated responses become pairs: best-worst (default), best-random (seeded) or all-margin:M "
@@ -127,9 +142,13 @@ def gather_inputs(args: tuple[str, ...], opts: tuple[str, ...]) -> list[str]:
     if not (args or opts):
         raise click.UsageError("no input: name files, folders or globs (as arguments or after --input)")
     return list(args or opts)
+LICENSE_HELP = "Licence of the data for the dataset card, e.g. 'MIT' (export.license; curate can't know it)."
 
 
 def _say(msg: str) -> None:
+    if msg.startswith("warning: "):
+        warn(msg.removeprefix("warning: "))
+        return
     click.secho(f"· {msg}", fg="cyan", err=True)
 
 
@@ -137,13 +156,17 @@ def _say(msg: str) -> None:
 @input_options
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--seed", default=0, show_default=True, help="Seed of --binarize best-random.")
+@click.option("--strict-inputs", is_flag=True, help=STRICT_HELP)
 def ingest(input_args: tuple[str, ...], input_opts: tuple[str, ...], out_dir: str, maps: tuple[str, ...],
-           binarize: str | None, seed: int) -> None:
+           binarize: str | None, seed: int, strict_inputs: bool) -> None:
     """Read raw preference files (any supported format) into canonical pairs."""
     from curate.ingest import ingest as do_ingest
+    from curate.ingest.readers import describe_not_read
 
     rep = do_ingest(gather_inputs(input_args, input_opts), out_dir, mapping=parse_map(maps),
-                    binarize=binarize or "best-worst", seed=seed)
+                    binarize=binarize or "best-worst", seed=seed, strict_inputs=strict_inputs)
+    if rep.get("not_read"):
+        warn(describe_not_read(rep["not_read"]) + " (--strict-inputs makes this an error)")
     for src, info in rep["sources"].items():
         made = (f", {info['rows_kept']:,} pairs from {info['paired_rows']:,} rows ({rep['binarize']})"
                 if info["format"].startswith("rated_") else f", {info['rows_kept']:,} kept")
@@ -163,11 +186,20 @@ def ingest(input_args: tuple[str, ...], input_opts: tuple[str, ...], out_dir: st
 @click.option("--set", "overrides", multiple=True, help="Override a pipeline setting: STAGE.KEY=VALUE (repeatable).")
 @click.option("--against", multiple=True, help="Reference set for decontamination (dedup.against; repeatable).")
 @click.option("--no-export", is_flag=True, help="Stop before the export step.")
+@click.option("--strict-inputs", is_flag=True, help=STRICT_HELP)
+@click.option("--skip", "skip", multiple=True, metavar="STAGE", help="Leave a stage of the pipeline out (repeatable).")
+@click.option("--license", "license_", default=None, help=LICENSE_HELP)
+@click.option("--engine", type=click.Choice(["local", "ray"]), default=None,
+              help="Run on one process (local, the default) or on Ray Data (ray; curate[ray] extra). Same result.")
+@click.option("--ray-address", default=None, help="With --engine ray: the cluster to join ('auto', "
+              "'ray://HOST:10001'); default: start a local one on this machine.")
 def run(pipeline_file: str, input_args: tuple[str, ...], input_opts: tuple[str, ...], out_dir: str,
         maps: tuple[str, ...], binarize: str | None, overrides: tuple[str, ...], against: tuple[str, ...],
-        no_export: bool) -> None:
+        no_export: bool, strict_inputs: bool, skip: tuple[str, ...], license_: str | None, engine: str | None,
+        ray_address: str | None) -> None:
     """Run a pipeline file on INPUTs: ingest, its stages, export. Writes a run folder with report.html."""
     import json
+    from pathlib import Path
 
     from curate.config import load
     from curate.runner import run_pipeline
@@ -178,12 +210,25 @@ def run(pipeline_file: str, input_args: tuple[str, ...], input_opts: tuple[str, 
         sets.append(f"dedup.against={json.dumps(list(against))}")
     if binarize:
         sets.append(f"ingest.binarize={json.dumps(binarize)}")  # checked with the pipeline file: [ingest] binarize
-    pipeline = load(pipeline_file, sets)
-    rep = run_pipeline(pipeline, inputs, out_dir, mapping=parse_map(maps), progress=_say,
-                       export=not no_export)
+    if license_ is not None:
+        sets.append(f"export.license={json.dumps(license_)}")
+    pipeline = load(pipeline_file, sets, skip=skip)
+    try:
+        rep = run_pipeline(pipeline, inputs, out_dir, mapping=parse_map(maps), progress=_say,
+                           export=not no_export, strict_inputs=strict_inputs, engine=engine,
+                           ray_address=ray_address)
+    except Exception:  # re-raised: Main.invoke turns it into one line
+        if (Path(out_dir) / "report.html").is_file():
+            click.secho(f"report (failed run): {out_dir}/report.html", fg="yellow", err=True)
+        raise
     for step in rep["funnel"]:
         click.echo(f"{step['stage']:>10}: {step['rows_in']:>9,} in  {step['kept']:>9,} kept  {step['rejected']:>9,} rejected")
     click.echo(f"{rep['input_rows']:,} rows in → {rep['kept_rows']:,} pairs kept, {rep['rejected_rows']:,} rejected")
+    # A stage that adapted what was asked says so in one line each (balance: a mix not reachable; dedup: semantic
+    # dedup off for a language).
+    for step in rep["steps"]:
+        for warning in (step.get("stats") or {}).get("warnings", []) or []:
+            warn(f"{step['stage']}: {warning}")
     if "export" in rep:
         click.echo(f"export: {rep['export']['path']} ({', '.join(f'{k} {v:,}' for k, v in rep['export']['splits'].items())})")
     click.echo(f"report: {out_dir}/report.html")
@@ -195,12 +240,17 @@ def run(pipeline_file: str, input_args: tuple[str, ...], input_opts: tuple[str, 
 @click.option("--pipeline", "pipeline_file", type=click.Path(dir_okay=False), default=None,
               help="Take [export] settings from this pipeline file (default: the run's own, else pipelines/default.toml).")
 @click.option("--set", "overrides", multiple=True, help="Override an export setting: export.KEY=VALUE.")
-def export(source: str, out_dir: str, pipeline_file: str | None, overrides: tuple[str, ...]) -> None:
+@click.option("--license", "license_", default=None, help=LICENSE_HELP)
+def export(source: str, out_dir: str, pipeline_file: str | None, overrides: tuple[str, ...],
+           license_: str | None) -> None:
     """Write an ORPO-ready dataset folder from a run folder or a pairs Parquet file."""
+    import json
+
     from curate.config import load
     from curate.export import export as do_export
 
-    pipeline = load(pipeline_file, list(overrides))
+    sets = list(overrides) + ([f"export.license={json.dumps(license_)}"] if license_ is not None else [])
+    pipeline = load(pipeline_file, sets)
     rep = do_export(source, out_dir, pipeline.export, pipeline=pipeline)
     click.echo(f"wrote {out_dir}: " + ", ".join(f"{k} {v:,} pairs" for k, v in rep["splits"].items()))
     if rep.get("review"):

@@ -16,13 +16,16 @@ A pipeline file looks like:
     [ingest]                # optional: how ingest reads inputs (curate.ingest.options)
     binarize = "best-worst"
 
-Every table becomes the stage module's frozen `Config` dataclass; an unknown key, an unknown stage or a value of
-the wrong type is a ConfigError naming it. A `seed` field in a stage's Config defaults to the pipeline seed.
+Every table becomes the stage module's frozen `Config` dataclass; an unknown key, an unknown stage, a value of
+the wrong type, not one of a `Literal`'s choices, or outside the range a field declares (`metadata={"min": 1}`,
+`"max"`, `"above"` for an exclusive lower bound) is a ConfigError naming it, before any data moves. A `seed`
+field in a stage's Config defaults to the pipeline seed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -31,8 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from curate.errors import ConfigError
+from curate.io import canonical_name
 
-PIPELINE_KEYS = {"name", "seed", "stages", "description"}
+PIPELINE_KEYS = {"name", "seed", "stages", "description", "engine", "ray_address"}
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,12 @@ class Pipeline:
     path: str | None = None
     raw: dict = field(default_factory=dict)  # the resolved tables, as written to the run folder
     ingest: Any = None  # curate.ingest.options.Config ([ingest]; defaults when the file has none)
+    # How the steps run, not what they compute (the result is the same under every engine), so it stays out of
+    # `raw`, the step markers and the export: a run started locally can be resumed on Ray and the other way round.
+    engine: str = field(default="local", metadata={"help": "Engine: 'local' (one process, Polars) or 'ray' "
+                        "(Ray Data; needs the curate[ray] extra; docs/scaling.md)."})
+    ray_address: str | None = field(default=None, metadata={"help": "Ray cluster to join with engine = 'ray' "
+                                    "('auto', 'ray://host:10001'); none: start a local one."})
 
     def stage_config(self, name: str) -> Any:
         for n, cfg in self.stages:
@@ -71,6 +81,7 @@ def build(cls: type, table: dict[str, Any], where: str, seed: int | None = None)
         values["seed"] = seed
     for key, value in values.items():
         values[key] = _check(value, hints[key], f"{where}.{key}")
+        _check_range(values[key], fields[key].metadata, f"{where}.{key}")
     try:
         obj = cls(**values)
     except (TypeError, ValueError) as exc:
@@ -82,6 +93,22 @@ def build(cls: type, table: dict[str, Any], where: str, seed: int | None = None)
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from None
     return obj
+
+
+def _check_range(value: Any, meta: Any, where: str) -> None:
+    """Ranges declared on a field: `metadata={"min": 1}`, `{"max": ...}`, `{"above": 0}` (exclusive); checked on
+    numbers, and on every number of a list or table value. Part of building a config, so before data moves."""
+    lo, hi, above = meta.get("min"), meta.get("max"), meta.get("above")
+    if lo is None and hi is None and above is None:
+        return
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
+    for v in items:
+        if v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if (lo is not None and v < lo) or (hi is not None and v > hi) or (above is not None and v <= above):
+            bounds = " and ".join(b for b in (f">= {lo}" if lo is not None else "", f"> {above}" if above is not None
+                                              else "", f"<= {hi}" if hi is not None else "") if b)
+            raise ConfigError(f"{where}: {v!r} is out of range (must be {bounds})")
 
 
 def _check(value: Any, hint: Any, where: str) -> Any:
@@ -118,6 +145,8 @@ def _check(value: Any, hint: Any, where: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if math.isnan(value):  # TOML allows nan; no setting means anything by it
+            raise ConfigError(f"{where}: expected a number, got nan")
         return float(value)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -145,8 +174,13 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return table, key, value
 
 
-def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Pipeline:
-    """Read and check a pipeline file (None: the built-in default) before any data moves."""
+def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (),
+         skip: list[str] | tuple[str, ...] = ()) -> Pipeline:
+    """Read and check a pipeline file (None: the built-in default) before any data moves.
+
+    `skip` leaves listed stages out (`curate run --skip STAGE`). A table for a known stage that isn't run (not
+    listed, or skipped) is still checked, so a typo in it is caught before the stage is turned on, but not run.
+    """
     from curate import export
     from curate.ingest import options as ingest_options
     from curate.stages import STAGES, stage_module
@@ -158,6 +192,14 @@ def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: pipeline file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a pipeline file") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: permission denied") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the pipeline file as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: can't be read ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     for item in overrides:
@@ -175,8 +217,8 @@ def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -
     if unknown:
         raise ConfigError(f"{path}: [pipeline] unknown key {unknown[0]!r} (known: {', '.join(sorted(PIPELINE_KEYS))})")
     seed = head.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ConfigError(f"{path}: [pipeline] seed must be an integer, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ConfigError(f"{path}: [pipeline] seed must be an integer from 0 to 2**63-1, got {seed!r}")
     names = head.get("stages", ["clean"])
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise ConfigError(f"{path}: [pipeline] stages must be a list of stage names")
@@ -185,11 +227,23 @@ def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -
             raise ConfigError(f"{path}: unknown stage {name!r} (known stages: {', '.join(STAGES)})")
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: a stage is listed twice in [pipeline] stages")
+    for name in skip:
+        if name not in names:
+            raise ConfigError(f"--skip {name}: not a stage of {path} (its stages: {', '.join(names) or 'none'})")
+    skipped = [n for n in names if n in skip]
+    names = [n for n in names if n not in skip]
     tables = set(doc) - {"pipeline", "export", "ingest"}
-    stray = sorted(tables - set(names))
+    stray = sorted(t for t in tables if t not in STAGES)
     if stray:
-        hint = "not a known stage" if stray[0] not in STAGES else "not listed in [pipeline] stages"
-        raise ConfigError(f"{path}: table [{stray[0]}] is {hint}")
+        raise ConfigError(f"{path}: table [{stray[0]}] is not a known stage (known stages: {', '.join(STAGES)})")
+    for name in sorted(tables - set(names)):  # checked, not run
+        build(stage_module(name).Config, doc[name], f"{path}: [{name}] (not run)", seed)
+
+    engine, ray_address = head.get("engine", "local"), head.get("ray_address")
+    if engine not in ("local", "ray"):
+        raise ConfigError(f"{path}: [pipeline] engine must be 'local' or 'ray', got {engine!r}")
+    if ray_address is not None and not isinstance(ray_address, str):
+        raise ConfigError(f"{path}: [pipeline] ray_address must be a string, got {ray_address!r}")
 
     stages = []
     for name in names:
@@ -199,9 +253,12 @@ def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -
     ingest_cfg = build(ingest_options.Config, doc.get("ingest", {}), f"{path}: [ingest]", seed)
     raw = {"pipeline": {"name": head.get("name", path.stem), "seed": seed, "stages": names}}
     raw["ingest"] = _plain(dataclasses.asdict(ingest_cfg))
+    if skipped:
+        raw["pipeline"]["skipped"] = skipped
     raw.update({n: _plain(dataclasses.asdict(c)) for n, c in stages})
     raw["export"] = _plain(dataclasses.asdict(export_cfg))
-    return Pipeline(head.get("name", path.stem), seed, tuple(stages), export_cfg, str(path), raw, ingest_cfg)
+    return Pipeline(head.get("name", path.stem), seed, tuple(stages), export_cfg, canonical_name(path), raw, ingest_cfg,
+                    engine, ray_address)
 
 
 def _plain(obj: Any) -> Any:

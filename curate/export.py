@@ -5,6 +5,8 @@ EXPORT_DIR/
   trl/{train,test}.parquet   TRL conversational format: prompt = messages (system first when present),
   trl/{train,test}.jsonl       chosen = [assistant message], rejected = [assistant message], + provenance columns
   llamafactory/{train,test}.jsonl + dataset_info.json   LLaMA-Factory ShareGPT ranking format
+  kto/{train,test}.parquet|.jsonl   (formats = [..., "kto"]) unpaired: prompt, completion = [assistant message],
+                             label (true for the chosen reply, false for the rejected one), two rows per pair
   README.md                  dataset card
   manifest.json              pipeline, curate version, seed, input and output file hashes
 
@@ -15,6 +17,7 @@ the same pairs + config + seed give byte-identical files.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -25,33 +28,47 @@ import numpy as np
 import polars as pl
 
 from curate import __version__
-from curate.errors import InputError
-from curate.io import ROW_GROUP, STREAM_CHUNK, atomic_path, atomic_write_text, count_rows, sha256_file
+from curate.errors import InputError, OutputError
+from curate.io import ROW_GROUP, STREAM_CHUNK, atomic_path, atomic_write_text, count_rows, sha256_file, writing
 
 SPLITS = ("train", "test")
 PROVENANCE = ("pair_id", "prompt_id", "row_id", "source", "lang")
+SCORES = ("chosen_score", "rejected_score")
+QUALITY_PREFIX = "quality_"  # the quality stage's flag columns (curate/stages/quality.py)
+FORMATS = ("hf", "trl", "llamafactory", "kto")
+
+
+def carried(names: list[str]) -> list[str]:
+    """Columns exported beside prompt/chosen/rejected: provenance, the scores and every quality flag column, so a
+    training job can filter (e.g. drop pairs with quality_tied_scores)."""
+    return [c for c in (*PROVENANCE, *SCORES) if c in names] + [c for c in names if c.startswith(QUALITY_PREFIX)]
 
 
 @dataclass(frozen=True)
 class Config:
     test_size: float = field(
         default=0.05,
-        metadata={"help": "Test split: a fraction of pairs (< 1) or a number of pairs (>= 1), rounded to whole prompts."},
+        metadata={"min": 0, "help": "Test split: a fraction of pairs (< 1) or a number of pairs (>= 1), rounded to whole prompts."},
     )
-    seed: int = field(default=0, metadata={"help": "Seed of the train/test split (defaults to the pipeline seed)."})
+    seed: int = field(default=0, metadata={"min": 0, "help": "Seed of the train/test split (defaults to the pipeline seed)."})
     formats: tuple[str, ...] = field(
-        default=("hf", "trl", "llamafactory"), metadata={"help": "Which outputs to write: hf, trl, llamafactory."}
+        default=("hf", "trl", "llamafactory"),
+        metadata={"help": "Which outputs to write: hf, trl, llamafactory, kto (unpaired prompt/completion/label)."},
     )
     name: str = field(default="curate-orpo", metadata={"help": "Dataset name used in the card and dataset_info.json."})
-    license: str = field(default="", metadata={"help": "Licence notes for the dataset card (from you: curate can't know them)."})
+    license: str = field(
+        default="",
+        metadata={"help": "Licence of the data, for the dataset card (curate can't know it; empty: the card says "
+                  "'not stated'). Also `curate run/export --license`."},
+    )
     description: str = field(default="", metadata={"help": "Free text for the top of the dataset card."})
 
     def validate(self) -> None:
         if self.test_size < 0:
             raise ValueError("test_size must be >= 0")
-        bad = sorted(set(self.formats) - {"hf", "trl", "llamafactory"})
+        bad = sorted(set(self.formats) - set(FORMATS))
         if bad:
-            raise ValueError(f"unknown format {bad[0]!r} (known: hf, trl, llamafactory)")
+            raise ValueError(f"unknown format {bad[0]!r} (known: {', '.join(FORMATS)})")
 
 
 def resolve_pairs(path: str | Path) -> tuple[Path, Path | None]:
@@ -92,8 +109,20 @@ def to_trl(pairs: pl.LazyFrame) -> pl.LazyFrame:
         pl.when(has_system).then(pl.concat_list(system, prompt)).otherwise(prompt).alias("prompt"),
         reply("chosen").alias("chosen"),
         reply("rejected").alias("rejected"),
-        *[pl.col(c) for c in PROVENANCE if c in names],
+        *[pl.col(c) for c in carried(names)],
     )
+
+
+def to_kto(trl: pl.LazyFrame) -> pl.LazyFrame:
+    """TRL's unpaired preference format (KTOTrainer): each pair becomes a desirable row (the chosen reply,
+    label true) followed by an undesirable one (the rejected reply, label false), both with the pair's prompt and
+    columns — what `trl.data_utils.unpair_preference_dataset` makes, streamed."""
+    extra = [c for c in trl.collect_schema().names() if c not in ("prompt", "chosen", "rejected")]
+    both = pl.concat_list(
+        pl.struct(pl.col("chosen").alias("completion"), pl.lit(True).alias("label")),
+        pl.struct(pl.col("rejected").alias("completion"), pl.lit(False).alias("label")),
+    ).alias("__kto")
+    return trl.select("prompt", both, *extra).explode("__kto").unnest("__kto").select("prompt", "completion", "label", *extra)
 
 
 def to_llamafactory(trl: pl.LazyFrame) -> pl.LazyFrame:
@@ -118,10 +147,58 @@ def export(
     """Write the export folder; return a summary (split sizes, files) that also goes into the run report."""
     cfg = cfg or Config()
     pairs_path, run_dir = resolve_pairs(source)
-    out = Path(out_dir)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    target = Path(out_dir)
+    # Built in a temp folder beside the target and renamed into place: an interrupted export never leaves a
+    # partial folder where a finished one is expected (the old one stays until the new one is complete).
+    build = _start_build(target)
+    try:
+        with writing(target):
+            summary = _export_into(build, target, pairs_path, run_dir, cfg, pipeline)
+            _swap_into_place(build, target)
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+    return summary
+
+
+EXPORT_ENTRIES = {"hf", "trl", "llamafactory", "README.md", "manifest.json"}
+
+
+def _start_build(target: Path) -> Path:
+    """Check the target can be replaced, remove earlier runs' leftovers beside it, make the build folder."""
+    from curate.runner import make_out_dir
+
+    if target.exists() or target.is_symlink():
+        if not target.is_dir() or target.is_symlink():
+            raise OutputError(f"--out {target}: is a file, not a folder")
+        foreign = sorted(set(os.listdir(target)) - EXPORT_ENTRIES)
+        if foreign:  # never delete a folder curate didn't write
+            raise OutputError(f"--out {target}: exists and holds {foreign[0]!r}, which is not part of a curate "
+                              f"export; remove it or choose another folder")
+    make_out_dir(target.parent)
+    for old in target.parent.glob(f".curate-export-{target.name}-*"):  # an export that was killed (kill -9)
+        shutil.rmtree(old, ignore_errors=True)
+    build = Path(tempfile.mkdtemp(prefix=f".curate-export-{target.name}-", dir=target.parent))
+    umask = os.umask(0o022)
+    os.umask(umask)
+    os.chmod(build, 0o777 & ~umask)  # mkdtemp makes 0700; the export gets the permissions mkdir would give
+    return build
+
+
+def _swap_into_place(build: Path, target: Path) -> None:
+    """Rename the finished build over the target (the old export moved aside first, then removed)."""
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".curate-export-{target.name}-old-", dir=target.parent))
+        os.rmdir(old)
+        os.rename(target, old)
+        os.rename(build, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(build, target)
+
+
+def _export_into(out: Path, target: Path, pairs_path: Path, run_dir: Path | None, cfg: Config,
+                 pipeline: Any) -> dict[str, Any]:
     pairs = pl.scan_parquet(pairs_path)
     splits = assign_splits(pairs, cfg.test_size, cfg.seed)
     # A membership test rather than a join: it streams in file order (an order-keeping join buffered ~1 GB at 1M).
@@ -129,7 +206,8 @@ def export(
     tagged = pairs.with_columns(
         pl.when(pl.col("prompt_id").is_in(test_ids)).then(pl.lit("test")).otherwise(pl.lit("train")).alias("split")
     )
-    work = Path(tempfile.mkdtemp(prefix="curate-export-"))
+    work = out / ".work"  # inside the build folder: removed with it, never left in /tmp
+    work.mkdir()
     try:
         with pl.Config(streaming_chunk_size=STREAM_CHUNK):
             counts, tmp_parquet = _write_splits(tagged, cfg, out, work)
@@ -141,7 +219,7 @@ def export(
         shutil.rmtree(work, ignore_errors=True)
 
     review = _review_provenance(run_dir)
-    summary = {"path": str(out), "pairs_file": str(pairs_path), "splits": counts, "review": review}
+    summary = {"path": str(target), "pairs_file": str(pairs_path), "splits": counts, "review": review}
     card = dataset_card(cfg, pairs, counts, run_dir, pipeline, review)
     atomic_write_text(out / "README.md", card)
     manifest = build_manifest(out, cfg, run_dir, pipeline, pairs_path, counts, review)
@@ -169,6 +247,10 @@ def _write_splits(tagged: pl.LazyFrame, cfg: Config, out: Path, work: Path) -> t
                 out / "llamafactory" / f"{split}.jsonl",
                 lambda t, p=trl_path: to_llamafactory(pl.scan_parquet(p)).sink_ndjson(t),
             )
+        if "kto" in cfg.formats:
+            _write(out / "kto" / f"{split}.parquet",
+                   lambda t, p=trl_path: to_kto(pl.scan_parquet(p)).sink_parquet(t, row_group_size=ROW_GROUP))
+            _write(out / "kto" / f"{split}.jsonl", lambda t, p=trl_path: to_kto(pl.scan_parquet(p)).sink_ndjson(t))
     return counts, tmp_parquet
 
 
@@ -193,9 +275,37 @@ def llamafactory_info(name: str) -> dict[str, Any]:
     return {f"{name}_train": entry("train"), f"{name}_test": entry("test")}
 
 
+def plain_arrow_type(t: Any) -> Any:
+    """The same Arrow type with 32-bit offsets: large_string → string, large_list → list (inside structs too).
+
+    Polars writes large_* types; `datasets` maps them to LargeList / Value("large_string"), which datasets 4.x
+    can't describe (`ds.features` raises AttributeError: 'LargeList' object has no attribute 'length'). Plain
+    lists and strings load in datasets 4.x and 5.x alike; offsets stay 32-bit per Arrow chunk, which
+    `datasets` writes in batches far below 2 GiB.
+    """
+    import pyarrow as pa
+
+    if pa.types.is_large_string(t):
+        return pa.string()
+    if pa.types.is_large_binary(t):
+        return pa.binary()
+    if pa.types.is_large_list(t) or pa.types.is_list(t):
+        return pa.list_(pa.field(t.value_field.name, plain_arrow_type(t.value_type), t.value_field.nullable))
+    if pa.types.is_struct(t):
+        return pa.struct([pa.field(f.name, plain_arrow_type(f.type), f.nullable) for f in t])
+    return t
+
+
+def plain_arrow_schema(schema: Any) -> Any:
+    import pyarrow as pa
+
+    return pa.schema([pa.field(f.name, plain_arrow_type(f.type), f.nullable) for f in schema])
+
+
 def save_hf(parquet: dict[str, Path], target: Path, work: Path) -> None:
     """DatasetDict.save_to_disk from the split Parquet files, via an Arrow cache on disk (memory stays flat).
 
+    Features are plain List / Value("string") (see `plain_arrow_type`), so datasets 4.x and 5.x both load them.
     `datasets` derives `_fingerprint` in state.json from temp paths; it is pinned to the content hash so that
     the folder is byte-identical across runs."""
     import datasets
@@ -204,9 +314,11 @@ def save_hf(parquet: dict[str, Path], target: Path, work: Path) -> None:
     import pyarrow.parquet as pq
 
     def load(p: Path) -> datasets.Dataset:
+        schema = plain_arrow_schema(pq.read_schema(p))
         if pq.ParquetFile(p).metadata.num_rows == 0:  # from_parquet refuses an empty file
-            return datasets.Dataset(pq.read_table(p))
-        return datasets.Dataset.from_parquet(str(p), cache_dir=str(work / "hf-cache"), keep_in_memory=False)
+            return datasets.Dataset(pq.read_table(p).cast(schema))
+        return datasets.Dataset.from_parquet(str(p), cache_dir=str(work / "hf-cache"), keep_in_memory=False,
+                                             features=datasets.Features.from_arrow_schema(schema))
 
     dd = datasets.DatasetDict({s: load(p) for s, p in parquet.items()})
     tmp = target.with_name(f".{target.name}.tmp")
@@ -258,9 +370,7 @@ def dataset_card(cfg: Config, pairs: pl.LazyFrame, counts: dict[str, int], run_d
         langs = pairs.group_by("lang").len().sort("lang").collect()
         lines += ["## Languages", "", "| language | pairs |", "| --- | ---: |"]
         lines += [f"| {l} | {n:,} |" for l, n in langs.iter_rows()] + [""]
-    lines += ["## Sources", "", "| source | pairs |", "| --- | ---: |"]
-    lines += [f"| `{s}` | {n:,} |" for s, n in by_source.iter_rows()] + [""]
-    lines += ["## Licence", "", cfg.license or "Not stated: set `[export] license` in the pipeline file.", ""]
+    lines += _sources_and_licence(cfg, by_source, run_dir)
     if review:
         lines += ["## Human review", "", "```json", json.dumps(review, indent=2, ensure_ascii=False), "```", ""]
     if pipeline is not None:
@@ -277,6 +387,29 @@ def dataset_card(cfg: Config, pairs: pl.LazyFrame, counts: dict[str, int], run_d
         "",
     ]
     return "\n".join(lines)
+
+
+NO_LICENCE = "Not stated — set `export.license` (or pass `--license` to `curate run` / `curate export`)."
+
+
+def _sources_and_licence(cfg: Config, by_source: pl.DataFrame, run_dir: Path | None) -> list[str]:
+    """The licence as the user stated it (never a default: curate can't know it) and every source with its hash.
+
+    Sources are the run's input files (inputs.json, with SHA-256) plus any source named in the pairs; a file
+    that contributed no pair is listed with 0, so the card names everything the data came from.
+    """
+    pairs = {str(s): int(n) for s, n in by_source.iter_rows()}
+    hashes: dict[str, str] = {}
+    if run_dir is not None and (run_dir / "inputs.json").is_file():
+        for f in json.loads((run_dir / "inputs.json").read_text()).get("files", []):
+            hashes[str(f.get("path"))] = str(f.get("sha256", ""))
+    names = sorted(set(pairs) | set(hashes))
+    lines = ["## Sources", "", "| source | SHA-256 | pairs |", "| --- | --- | ---: |"]
+    lines += [f"| `{n}` | {('`' + hashes[n][:16] + '…`') if hashes.get(n) else ''} | {pairs.get(n, 0):,} |"
+              for n in names]
+    lines += ["", "## Licence", "", cfg.license.strip() or NO_LICENCE, "",
+              "Each source's own licence and terms apply to the pairs taken from it.", ""]
+    return lines
 
 
 def build_manifest(out: Path, cfg: Config, run_dir: Path | None, pipeline: Any, pairs_path: Path,

@@ -16,6 +16,11 @@ ROW_GROUP = 20_000
 # Rows per streaming morsel for wide rows (message lists): Polars' default let the export's TRL transform hold
 # 718 MB at 1M pairs; 2,000 rows held 314 MB (bench/bench_pipeline.py).
 STREAM_CHUNK = 2_000
+# Codec of the stage files in a run folder (written at every step, read once by the next one): zstd level 1 costs
+# 44% less CPU to write and read back than Polars' default level 3, for files 27% larger; lz4 saves 55% but its
+# files are 63% larger and LZ4_RAW, which older Parquet readers lack (bench/bench_pipeline.py --codecs). Ingest's
+# pyarrow writer already uses level 1 (pyarrow's default); the export keeps Polars' default, zstd level 3.
+STAGE_CODEC, STAGE_CODEC_LEVEL = "zstd", 1
 
 
 @contextmanager
@@ -34,6 +39,33 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def canonical_name(path: str | Path) -> str:
+    """The one spelling of a path that curate records (`source`, manifest, pipeline file): relative to the
+    working directory when the path lies under it, absolute otherwise; `.`/`..`/`//` folded; symlinks *not*
+    resolved (the name the user sees). `./data/a.jsonl`, `data//a.jsonl` and `$PWD/data/a.jsonl` all give
+    `data/a.jsonl`."""
+    absolute = os.path.abspath(os.fspath(path))
+    rel = os.path.relpath(absolute, os.getcwd())
+    return absolute if rel == ".." or rel.startswith(".." + os.sep) else rel
+
+
+@contextmanager
+def writing(where: str | Path) -> Iterator[None]:
+    """Turn an OS error a user can fix (disk full, read-only, permission, a file in the way) raised while
+    writing under `where` — by Python, Polars or pyarrow — into one OutputError line naming the place."""
+    from curate.errors import CurateError, OutputError, user_os_error
+
+    try:
+        yield
+    except CurateError:
+        raise
+    except Exception as exc:
+        what = user_os_error(exc, where)
+        if what is None:
+            raise
+        raise OutputError(what) from None
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -7,6 +7,9 @@ A stage module (see curate/stages/) defines:
     Config                         a frozen dataclass; each field documents itself with `metadata={"help": ...}`
     run(frame, cfg) -> StageResult
     html_section(stats) -> str     optional: extra HTML for report.html (use curate.report's chart helpers)
+    ROW_LOCAL: bool                optional: True when each row's fate depends on that row alone, so an engine
+                                   (curate/engines/) may run `run` on batches and concatenate the results in order
+    merge_stats(parts) -> dict     with ROW_LOCAL and non-empty stats: the whole input's stats from the batches'
 
 Frames are Polars LazyFrames so the runner can stream them to Parquet; a stage that needs global information
 (dedup, balance) collects only the columns it needs and joins its decisions back lazily.

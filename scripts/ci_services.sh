@@ -15,6 +15,8 @@ need=()
 command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 dpkg -s fonts-noto-cjk >/dev/null 2>&1 || need+=(fonts-noto-cjk)
+# a CJK face for report.html's font stack in the browser tests (1.6 MB); without one Chinese renders as boxes
+fc-list :lang=zh 2>/dev/null | grep -q . || need+=(fonts-wqy-microhei)
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]} with apt"
   export DEBIAN_FRONTEND=noninteractive

@@ -5,4 +5,6 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-.venv/bin/curate run pipelines/default.toml --input data/ --out runs/demo "$@"
+# The sample data is ours (data/README.md), so the demo states its licence; other data states its own (--license).
+.venv/bin/curate run pipelines/default.toml --input data/ --out runs/demo \
+  --license "Apache-2.0 (the sample data in data/ was written for curate)" --set export.name=curate-demo "$@"

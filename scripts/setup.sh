@@ -28,6 +28,8 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   # torch first, pinned: this resolves to the CPU build; a bare `torch` would pull a multi-GB CUDA build.
   .venv/bin/python -m pip install -q torch==2.13.0
   .venv/bin/python -m pip install -q -e '.[dev]'
+  # The Ray engine's extra: tests/engines/ run the pipeline on a real local Ray cluster (docs/scaling.md).
+  .venv/bin/python -m pip install -q -e '.[ray]'
   echo "$WANT" > "$STAMP"
 fi
 

@@ -28,7 +28,8 @@ def test_default_pipeline_loads():
         ('[pipeline]\nstages = ["clean"]\ncolour = 1\n', "unknown key 'colour'"),
         ('[pipeline]\nstages = ["clean"]\n[clean]\nmax_prompt_chars = "many"\n', "expected an integer"),
         ('[pipeline]\nstages = ["clean"]\n[export]\nformats = ["csv"]\n', "unknown format 'csv'"),
-        ('[pipeline]\nstages = []\n[clean]\nmax_prompt_chars = 3\n', "not listed in [pipeline] stages"),
+        ('[pipeline]\nstages = []\n[nosuch]\nx = 3\n', "table [nosuch] is not a known stage"),
+        ('[pipeline]\nstages = []\n[clean]\nmax_chars = 3\n', "[clean] (not run): unknown key 'max_chars'"),
         ('[pipeline]\nstages = ["clean", "clean"]\n', "listed twice"),
         ("[pipeline\n", "not valid TOML"),
     ],
@@ -60,3 +61,18 @@ def test_nested_override_reaches_sub_tables():
     assert pipe.stage_config("dedup").near.threshold == 0.5
     with pytest.raises(ConfigError, match="unknown key 'nope'"):
         load(REPO / "pipelines" / "default.toml", ["dedup.near.nope=1"])
+
+
+def test_a_table_for_a_stage_not_run_is_checked_not_run(tmp_path):
+    pipe = load(write(tmp_path, '[pipeline]\nstages = ["clean"]\n[balance]\ntarget = { zh = 1.0 }\n'))
+    assert [n for n, _ in pipe.stages] == ["clean"]
+
+
+def test_skip_leaves_stages_out():
+    pipe = load(REPO / "pipelines" / "default.toml", skip=["balance", "dedup"])
+    assert [n for n, _ in pipe.stages] == ["clean", "quality", "language"]
+    assert pipe.raw["pipeline"]["stages"] == ["clean", "quality", "language"]
+    assert pipe.raw["pipeline"]["skipped"] == ["dedup", "balance"]
+    assert "balance" not in pipe.raw
+    with pytest.raises(ConfigError, match="--skip nosuch: not a stage of"):
+        load(REPO / "pipelines" / "default.toml", skip=["nosuch"])

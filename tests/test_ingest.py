@@ -14,6 +14,7 @@ import pytest
 
 from curate.errors import InputError
 from curate.ingest import FAMILIES, ingest
+from curate.ingest.readers import canonical_name
 from curate.schema import PAIR_SCHEMA, REJECT_COLUMNS, with_ids
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,7 +89,7 @@ def test_each_family_fixture(tmp_path: Path, name: str) -> None:
     fmt, rows, system, prompt, chosen, score = EXPECTED[name]
     report = ingest([FIXTURES / name], tmp_path, mapping=MAP if name == "mapped.jsonl" else None)
     pairs, rejects, _ = read_out(tmp_path)
-    src = report["sources"][str(FIXTURES / name)]
+    src = report["sources"][canonical_name(FIXTURES / name)]
     assert src["format"] == fmt
     assert (src["rows_in"], src["rows_kept"], rejects.height) == (rows, rows, 0)
     first = pairs.row(0, named=True)
@@ -96,7 +97,7 @@ def test_each_family_fixture(tmp_path: Path, name: str) -> None:
     assert turns(first["prompt"]) == prompt
     assert first["chosen"] == chosen
     assert first["chosen_score"] == score
-    assert first["source"] == str(FIXTURES / name) and first["source_row"] == 0
+    assert first["source"] == canonical_name(FIXTURES / name) and first["source_row"] == 0
     assert pairs["source_row"].to_list() == list(range(rows))
 
 
@@ -130,7 +131,7 @@ def test_fixture_details(tmp_path: Path) -> None:
     assert json.loads(by["sharegpt.json", 0]["meta"]) == {}
     # an empty system string is no system
     assert by["flat.jsonl", 2]["system"] is None
-    assert report["skipped"] == [str(FIXTURES / "make_fixtures.py")]
+    assert report["skipped"] == [canonical_name(FIXTURES / "make_fixtures.py")]
 
 
 def test_llamafactory_real_samples(tmp_path: Path) -> None:
@@ -221,7 +222,7 @@ def test_folder_sorted_recursive_and_file_named_twice_read_once(tmp_path: Path) 
     folder = str(tmp_path / "in")
     report = ingest([folder, f"{folder}/a.jsonl"], tmp_path / "out")
     assert list(report["sources"]) == [f"{folder}/a.jsonl", f"{folder}/b/z.jsonl", f"{folder}/c.jsonl"]
-    assert report["skipped"] == [f"{folder}/notes.txt"]
+    assert report["skipped"] == [f"{folder}/.hidden.jsonl", f"{folder}/notes.txt"]  # listed, never silent
     pairs, _, _ = read_out(tmp_path / "out")
     assert pairs["source"].to_list() == list(report["sources"])
 
@@ -271,7 +272,7 @@ def test_mapping_and_detection_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError) as e:
         ingest([FIXTURES / "mapped.jsonl"], tmp_path / "a")
     msg = str(e.value)
-    assert "\n" not in msg and str(FIXTURES / "mapped.jsonl") in msg
+    assert "\n" not in msg and canonical_name(FIXTURES / "mapped.jsonl") in msg
     assert "[query, good, bad]" in msg and "--map prompt=query,chosen=good,rejected=bad" in msg
     with pytest.raises(InputError, match="unknown field 'answer'"):
         ingest([FIXTURES / "mapped.jsonl"], tmp_path / "b", mapping={"answer": "good"})

@@ -108,9 +108,14 @@ def test_text_that_is_not_json(tmp_path: Path) -> None:
     p = tmp_path / "notes.jsonl"
     p.write_text("hello\nworld\n")
     one_line_error(p, tmp_path / "out", "no row is a JSON object")
+    # A truncated JSON array costs only its broken tail: the elements before it are read.
     a = tmp_path / "trunc.json"
     a.write_text("[" + json.dumps(GOOD) + ", {\"prompt\": ")
-    one_line_error(a, tmp_path / "out", "not valid JSON")
+    report = ingest([a], tmp_path / "out")
+    assert (report["kept_rows"], report["rejects_by_reason"]) == (1, {"malformed_json": 1})
+    b = tmp_path / "garbage.json"
+    b.write_text("[not json at all")
+    one_line_error(b, tmp_path / "out2", "no row is a JSON object")
 
 
 def test_values_orjson_refuses(tmp_path: Path) -> None:
@@ -150,7 +155,8 @@ def test_invalid_utf8(tmp_path: Path) -> None:
     c.write_bytes(b"prompt,chosen,rejected\nq,a,b\n\xffq,a,b\n")
     report = ingest([p, a, c], tmp_path / "out")
     _, rejects, _ = read_out(tmp_path / "out")
-    assert report["kept_rows"] == 3 and report["rejects_by_reason"] == {"invalid_utf8": 4}
+    # bytes that aren't UTF-8 are invalid_utf8; a \\ud800 escape (valid UTF-8, not a character) invalid_unicode
+    assert report["kept_rows"] == 3 and report["rejects_by_reason"] == {"invalid_unicode": 1, "invalid_utf8": 3}
     assert all("\ufffd" in m or "\\ud800" in m for m in rejects["meta"].to_list())
 
 

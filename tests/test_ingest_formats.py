@@ -11,6 +11,7 @@ import pytest
 
 from curate.errors import ConfigError, InputError
 from curate.ingest import ingest, parse_binarize
+from curate.io import canonical_name
 from tests.test_ingest import FIXTURES, read_out, shared_data, turns, write_jsonl
 
 M = lambda role, content: {"role": role, "content": content}
@@ -25,7 +26,7 @@ def meta(row: dict) -> dict:
 def test_messages_pairs_shared_turns_system_and_typed_parts(tmp_path: Path) -> None:
     ingest([FIXTURES / "messages_pairs.jsonl"], tmp_path)
     pairs, rejects, report = read_out(tmp_path)
-    assert rejects.height == 0 and report["sources"][str(FIXTURES / "messages_pairs.jsonl")]["fields"] == {
+    assert rejects.height == 0 and report["sources"][canonical_name(FIXTURES / "messages_pairs.jsonl")]["fields"] == {
         "chosen": "chosen_messages", "rejected": "rejected_messages"}
     first, second = pairs.iter_rows(named=True)
     assert first["system"] == "You are a concise cooking assistant."  # a typed-parts system turn
@@ -74,7 +75,7 @@ def test_messages_column_next_to_whole_conversations_is_still_ultrafeedback(tmp_
           "rejected": [M("user", "hi"), M("assistant", "go")], "score_chosen": 8.0, "score_rejected": 3.0}
     single = {"messages": [M("system", "Be brief."), M("user", "hi")], "chosen": [M("assistant", "hello")],
               "rejected": [M("assistant", "go")]}
-    a, b = write_jsonl(tmp_path / "uf.jsonl", [uf]), write_jsonl(tmp_path / "single.jsonl", [single])
+    a, b = write_jsonl(tmp_path / "a_uf.jsonl", [uf]), write_jsonl(tmp_path / "b_single.jsonl", [single])
     report = ingest([a, b], tmp_path / "out")
     pairs, rejects, _ = read_out(tmp_path / "out")
     assert [s["format"] for s in report["sources"].values()] == ["ultrafeedback", "messages"]
@@ -110,7 +111,7 @@ UF = FIXTURES / "ultrafeedback_raw.jsonl"
 def test_raw_ultrafeedback_best_worst(tmp_path: Path) -> None:
     report = ingest([UF], tmp_path)
     pairs, rejects, _ = read_out(tmp_path)
-    src = report["sources"][str(UF)]
+    src = report["sources"][canonical_name(UF)]
     assert src["fields"] == {"prompt": "instruction", "responses": "completions", "text": "response",
                              "score": "fine-grained_score"}
     assert (report["input_rows"], report["kept_rows"], report["extra_pairs"], rejects.height) == (2, 2, 0, 0)
@@ -140,7 +141,7 @@ def test_all_margin_pairs_row_accounting_and_ids(tmp_path: Path) -> None:
     # rows in + extra pairs = pairs kept + rows rejected; rows in = rows that made pairs + rows rejected
     assert (report["input_rows"], report["kept_rows"], report["extra_pairs"], report["paired_rows"]) == (2, 8, 6, 2)
     assert report["input_rows"] + report["extra_pairs"] == pairs.height + rejects.height
-    src = report["sources"][str(UF)]
+    src = report["sources"][canonical_name(UF)]
     assert (src["rows_in"], src["rows_kept"], src["paired_rows"], src["extra_pairs"]) == (2, 8, 2, 6)
     # row ids stay unique: the first pair keeps the row's id, pair j gets one derived from it
     assert pairs["row_id"].n_unique() == 8

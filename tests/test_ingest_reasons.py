@@ -52,6 +52,13 @@ CASES: dict[str, tuple[str, dict, bytes, str]] = {
     R.TIED_SCORES: ("a.jsonl", RATED_GOOD, line({**RATED_GOOD, "scores": [3, 3.0]}), "score 3: no preference"),
     R.BELOW_MARGIN: ("a.jsonl", RATED_GOOD, line({**RATED_GOOD, "scores": [2, 1.5]}), "less than the margin 2"),
     R.SCORES_MISMATCH: ("a.jsonl", RATED_GOOD, line({**RATED_GOOD, "scores": [2]}), "2 responses but scores 1 scores"),
+    R.INVALID_UNICODE: ("a.json", GOOD, b'{"prompt": "\\ud800", "chosen": "x", "rejected": "y"}', "lone surrogate"),
+    R.NUL_BYTE: ("a.jsonl", GOOD, b'{"prompt": "a\x00b", "chosen": "x", "rejected": "y"}\n', "NUL byte"),
+    R.NESTING_TOO_DEEP: ("a.jsonl", GOOD, b'{"prompt": "a", "chosen": "x", "rejected": "y", "unused": '
+                         + b"[" * 1100 + b"]" * 1100 + b"}\n", "nested too deeply"),
+    R.NUMBER_OUT_OF_RANGE: ("a.jsonl", {**GOOD, "chosen_score": 1}, line({**GOOD, "chosen_score": 10**400}),
+                            "too large for a 64-bit float"),
+    R.UNREADABLE_ROW: ("a.jsonl", TRL_GOOD, line({**TRL_GOOD, "prompt": [M("user", "boom")]}), "KeyError: 'boom'"),
 }
 BINARIZE = {R.BELOW_MARGIN: "all-margin:2"}  # the default best-worst never needs a margin
 
@@ -63,8 +70,19 @@ def test_every_reason_has_a_case() -> None:
 
 
 @pytest.mark.parametrize("reason", sorted(CASES))
-def test_reason(tmp_path: Path, reason: str) -> None:
+def test_reason(tmp_path: Path, reason: str, monkeypatch: pytest.MonkeyPatch) -> None:
     name, good, bad, fragment = CASES[reason]
+    if reason == R.UNREADABLE_ROW:  # failure injection: a converter failing in a way no reason names
+        import sys
+
+        from curate.ingest import conversational
+
+        def broken(row, f, system):
+            if row["prompt"][0]["content"] == "boom":
+                raise KeyError("boom")
+            return conversational.convert_explicit(row, f, system)
+
+        monkeypatch.setitem(sys.modules["curate.ingest.detect"].CONVERTERS, conversational.FAMILY, broken)
     path = tmp_path / name
     if name.endswith(".csv"):
         path.write_text("prompt,chosen,rejected\nq,a,b\nq2,a2,b2,extra\n", encoding="utf-8")

@@ -126,3 +126,20 @@ def test_cli_errors_are_one_line_exit_2(inputs, pipeline_file, tmp_path, args, m
 def test_default_pipeline_is_valid():
     pipe = load(REPO / "pipelines" / "default.toml")
     assert pipe.stages
+
+
+def test_stage_files_and_export_are_zstd(inputs, pipeline_file, tmp_path):
+    """Stage files use the cheap codec (zstd level 1, curate.io.STAGE_CODEC) and the export stays zstd; both are
+    read by pyarrow (any Parquet reader: not LZ4_RAW, which older readers lack)."""
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "run"
+    run_pipeline(load(pipeline_file), [inputs], out)
+    files = [out / "01-clean" / "kept.parquet", out / "01-clean" / "rejects.parquet",
+             out / "export" / "trl" / "train.parquet"]
+    for f in files:
+        meta = pq.ParquetFile(f).metadata
+        codecs = {meta.row_group(g).column(c).compression for g in range(meta.num_row_groups)
+                  for c in range(meta.num_columns)}
+        assert codecs == {"ZSTD"}, (f, codecs)
+        assert pq.read_table(f).num_rows == meta.num_rows

@@ -6,7 +6,9 @@ Steps, in order (each documented on `curate.stages.dedup.NormaliseConfig`):
 2. CJK punctuation that NFKC leaves alone (。、「」『』《》“”‘’ …) is mapped to its ASCII counterpart.
 3. Optional Traditional → Simplified conversion with OpenCC (`t2s`), so the two scripts of one Chinese text collide.
 4. Optional case folding.
-5. Punctuation and whitespace: folded (one space) or stripped (removed) — stripping makes "Hello , world!" and
+5. Optional removal of leading instruction prefixes ("Question: ", "Please answer: ", 「请回答：」, 「请问」), which
+   don't change the question (`strip_prefixes`).
+6. Punctuation and whitespace: folded (one space) or stripped (removed) — stripping makes "Hello , world!" and
    "hello world" the same key.
 """
 
@@ -43,8 +45,27 @@ def _is_punct(ch: str) -> bool:
     return unicodedata.category(ch).startswith("P")
 
 
-def strip_punct(text: str) -> str:
-    return "".join(ch for ch in text if not _is_punct(ch))
+def strip_punct(text: str, repl: str = "") -> str:
+    return "".join(repl if _is_punct(ch) else ch for ch in text)
+
+
+# Instruction prefixes that do not change the question ("Question: …", "请回答：…"); removed from the start of a key
+# when `strip_prefixes` is on. Each needs its delimiter (":", "：", "." …) except 请问, which Chinese writes bare.
+_PREFIX = re.compile(
+    r"^\s*(?:(?:please\s+)?answer(?:\s+the\s+following(?:\s+question)?)?|question|q|"
+    r"请回答(?:下面|以下|下列)?(?:的)?(?:问题)?|回答(?:下面|以下)(?:的)?问题|问题)\s*[:：.。,，]\s*|^\s*请问\s*[:：,，]?\s*",
+    re.IGNORECASE,
+)
+
+
+def strip_prefix(text: str) -> str:
+    """Remove leading instruction prefixes (repeatedly: "Question: Please answer: …")."""
+    for _ in range(3):
+        new = _PREFIX.sub("", text, count=1)
+        if new == text or not new.strip():
+            break
+        text = new
+    return text
 
 
 def normalise(
@@ -55,17 +76,22 @@ def normalise(
     casefold: bool = True,
     punctuation: str = "strip",
     whitespace: str = "strip",
+    strip_prefixes: bool = True,
 ) -> str:
     """One text → its duplicate key text (see the module docstring for the steps)."""
     if not text:
         return ""
     out = unicodedata.normalize(unicode_form, text).translate(_CJK_PUNCT)
+    if strip_prefixes:
+        out = strip_prefix(out)
     if t2s:
         out = _t2s().convert(out)
     if casefold:
         out = out.casefold()
     if punctuation == "strip":
         out = strip_punct(out)
+    elif punctuation == "space":
+        out = strip_punct(out, " ")
     if whitespace == "strip":
         out = _WS.sub("", out)
     else:
@@ -91,3 +117,15 @@ def cjk_share(text: str) -> float:
         return 0.0
     cjk = sum(1 for c in letters if "\u4e00" <= c <= "\u9fff" or "\u3400" <= c <= "\u4dbf" or "\uf900" <= c <= "\ufaff")
     return cjk / len(letters)
+
+
+def embedding_input(text: str | None, *, t2s: bool = True) -> str:
+    """What a model embeds: `light` text, with Traditional folded to Simplified (OpenCC t2s) when `t2s` is on.
+
+    Why fold: USE-multilingual-v3 puts one sentence in its two scripts at cosine ~0.77 — below any safe
+    threshold — so without folding a Traditional copy of a Simplified prompt looks like a different question.
+    """
+    out = light(text)
+    if t2s and out and any("\u4e00" <= c <= "\u9fff" for c in out):
+        out = _t2s().convert(out)
+    return out

@@ -48,7 +48,7 @@ def partitions(n: int, cells: int | None) -> int:
     """Number of k-means cells: about 1.5·√n by default (balances the per-cell products against assignment)."""
     if cells:
         return max(1, min(cells, n))
-    return max(1, min(n // 40, int(round(1.5 * math.sqrt(n)))))
+    return max(1, min(n // 40, round(1.5 * math.sqrt(n))))
 
 
 def self_pairs(

@@ -1,7 +1,8 @@
 """Format-family detection from the columns (and value types) of a file's first rows.
 
-Detection looks at the first few hundred rows that parse as JSON objects: a column counts when at least half of
-them have it non-null, and its kind (str / list / dict / number) is that of its first non-null value. Rows that
+Detection looks at the columns of every row of the file that parses as a JSON object (`ColumnStats`, streamed):
+a column counts when at least half of the rows have it non-null (optional ones such as `system`, `history` and
+scores when any row has them), and its kind (str / list / dict / number) is that of its first non-null value. Rows that
 don't fit the detected family later are rejected one by one with a reason; a file whose columns fit no family, or
 fit two, is a whole-file `InputError` that names the columns seen and a `--map` that would work.
 """
@@ -71,26 +72,62 @@ def check_mapping(mapping: dict[str, str] | None) -> dict[str, str]:
     return mapping
 
 
-def columns_of(sample: list[dict[str, Any]]) -> tuple[list[str], dict[str, int], dict[str, str]]:
-    """Columns in first-seen order, how many sample rows have each non-null, and each one's kind."""
-    order: dict[str, None] = {}
-    count: dict[str, int] = {}
-    kind: dict[str, str] = {}
-    for row in sample:
+class ColumnStats:
+    """The columns of a whole file, streamed row by row (nothing kept but counts): first-seen order, how many
+    rows have each one non-null, the kind of its first non-null value, and how many rows were seen. Detection
+    reads these rather than the first rows only, so a `system`, `history` or score column that first appears at
+    row 10,000 is still honoured."""
+
+    def __init__(self) -> None:
+        self.order: dict[str, None] = {}
+        self.count: dict[str, int] = {}
+        self.kind: dict[str, str] = {}
+        self.rows = 0
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows += 1
+        order, count, kind = self.order, self.count, self.kind
         for k, v in row.items():
-            order.setdefault(k, None)
+            if k not in order:
+                order[k] = None
             if v is not None:
                 count[k] = count.get(k, 0) + 1
-                kind.setdefault(k, _kind(v))
-    return list(order), count, kind
+                if k not in kind:
+                    kind[k] = _kind(v)
+
+    def add_counts(self, rows: int, columns: dict[str, tuple[int, str]]) -> None:
+        """A batch known by column (Arrow): rows, and per column (non-null count, kind)."""
+        self.rows += rows
+        for k, (n, kd) in columns.items():
+            self.order.setdefault(k, None)
+            if n:
+                self.count[k] = self.count.get(k, 0) + n
+                self.kind.setdefault(k, kd)
+
+    def result(self) -> tuple[list[str], dict[str, int], dict[str, str]]:
+        return list(self.order), self.count, self.kind
 
 
-def detect(sample: list[dict[str, Any]], mapping: dict[str, str], source: str, suggest: bool = True) -> Plan:
-    """Pick the format family for one file from a sample of its rows (JSON objects).
+def columns_of(sample: list[dict[str, Any]]) -> tuple[list[str], dict[str, int], dict[str, str]]:
+    """Columns in first-seen order, how many sample rows have each non-null, and each one's kind."""
+    stats = ColumnStats()
+    for row in sample:
+        stats.add(row)
+    return stats.result()
+
+
+def detect(sample: list[dict[str, Any]], mapping: dict[str, str], source: str, suggest: bool = True,
+           columns: ColumnStats | None = None) -> Plan:
+    """Pick the format family for one file from its columns — those of the whole file when `columns` is given,
+    else of the sample — and a sample of its rows (JSON objects).
 
     `suggest`: on failure, try --map guesses against this sample and propose those that work (suggest_maps)."""
-    cols, count, kind = columns_of(sample)
-    half = max(1, (len(sample) + 1) // 2)
+    if columns is None:
+        columns = ColumnStats()
+        for row in sample:
+            columns.add(row)
+    cols, count, kind = columns.result()
+    half = max(1, (columns.rows + 1) // 2)
     # The view: logical name → real column. --map entries win; a column they shadow stays in meta, and so do the
     # other usual names of a field the map names (--map prompt=prompt hides `question`).
     view: dict[str, str] = {c: c for c in cols}
@@ -130,7 +167,7 @@ def detect(sample: list[dict[str, Any]], mapping: dict[str, str], source: str, s
     rejecteds = [n for n in REJECTED_NAMES if has(n, "str", "dict")]
     if not prompts and not any_("conversations") and has("chosen", "str") and has("rejected", "str"):
         looks = sum(hh.looks_like(r.get(view["chosen"])) for r in sample)
-        if looks >= half:
+        if looks >= max(1, (len(sample) + 1) // 2):  # a share of the sample: only sample rows are looked at
             candidates.append((hh.FAMILY, _pick(view, "chosen", "rejected")))
     if prompts and chosens and rejecteds and not has("conversations") and not has("prompt", "list"):
         if len(prompts) > 1 or len(chosens) > 1 or len(rejecteds) > 1:

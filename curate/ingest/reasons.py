@@ -7,9 +7,14 @@ from __future__ import annotations
 
 STAGE = "ingest"
 
-INVALID_UTF8 = "invalid_utf8"  # the line/row holds bytes that are not UTF-8 (or a lone surrogate escape)
+INVALID_UTF8 = "invalid_utf8"  # the line/row holds bytes that are not UTF-8
+INVALID_UNICODE = "invalid_unicode"  # valid UTF-8, but a JSON escape makes a lone surrogate (\ud800-\udfff)
+NUL_BYTE = "nul_byte"  # a raw NUL byte in the line/record (a damaged or binary region of a text file)
 MALFORMED_JSON = "malformed_json"  # the line does not parse as JSON (e.g. a truncated last line)
-MALFORMED_CSV = "malformed_csv"  # a CSV record with more fields than the header
+NESTING_TOO_DEEP = "nesting_too_deep"  # JSON nested deeper than the parsers go (~1,000 levels), in any field
+NUMBER_OUT_OF_RANGE = "number_out_of_range"  # a number no float holds (a 401-digit score) or too long to read
+MALFORMED_CSV = "malformed_csv"  # a CSV record with more fields than the header, or a broken quote
+UNREADABLE_ROW = "unreadable_row"  # converting the row failed in a way no other reason names (detail says how)
 NOT_AN_OBJECT = "not_an_object"  # a JSON value that is not an object ({...}), e.g. a bare list or number
 MISSING_FIELD = "missing_field"  # a field the detected format needs is absent or null
 EMPTY_FIELD = "empty_field"  # a prompt turn or reply is empty or only whitespace
@@ -30,8 +35,13 @@ SCORES_MISMATCH = "scores_mismatch"  # the responses and scores lists differ in 
 
 REASONS: dict[str, str] = {
     INVALID_UTF8: "the row holds bytes that are not valid UTF-8",
+    INVALID_UNICODE: "the row holds a lone surrogate escape (not a Unicode character)",
+    NUL_BYTE: "the row holds a NUL byte",
     MALFORMED_JSON: "the line does not parse as JSON",
-    MALFORMED_CSV: "the CSV record has more fields than the header",
+    NESTING_TOO_DEEP: "the row is nested too deeply to read",
+    NUMBER_OUT_OF_RANGE: "a number in the row is out of range",
+    MALFORMED_CSV: "the CSV record has more fields than the header, or a broken quote",
+    UNREADABLE_ROW: "the row could not be converted",
     NOT_AN_OBJECT: "the JSON value is not an object",
     MISSING_FIELD: "a field the format needs is missing or null",
     EMPTY_FIELD: "a prompt turn or reply is empty",

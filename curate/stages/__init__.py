@@ -8,6 +8,7 @@ from types import ModuleType
 # Order here is the recommended pipeline order.
 STAGES: dict[str, str] = {
     "clean": "curate.stages.clean",
+    "quality": "curate.stages.quality",
     "language": "curate.stages.language",
     "dedup": "curate.stages.dedup",
     "balance": "curate.stages.balance",

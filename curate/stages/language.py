@@ -10,9 +10,28 @@ Which text is labelled:
                    English boilerplate even in Chinese chats, and a last turn like "continue" says little)
     lang_chosen    `chosen`;  lang_rejected: `rejected`
 
-The pair's `lang` (the rule):
+The pair's `lang` (the rule; `pair_rule = "prompt"` keeps only step 1):
     1. the prompt's label; if the prompt has no natural-language text at all (code or numbers only), the chosen
-       reply's label;
+       reply's label (rule `reply_for_empty_prompt`);
+    1b. the language of the *instruction*, not of the text it is about (`pair_rule = "instruction"`, default).
+       The prompt is cut into segments (lines, clauses at colons and sentence ends; text in quotation marks —
+       "", “”, 「」, 『』, «», „“, ‘’ — is set aside as quoted material). Then:
+       `translation`: a prompt matching `mismatch_exempt` (a translation request) takes the label of the first
+       segment that matches it, when that is zh-Hans / zh-Hant / en and comes no later than the first segment of
+       `instruction_min_units` units (the request opens the prompt; a match further down is an example or the
+       quoted text) ("Translate the following French text into English:" → en; "请把这句日语翻译成中文：…" →
+       zh-Hans);
+       `instruction`: a prompt labelled `other` or `mixed` as a whole takes the label of its first segment of at
+       least `instruction_min_units` units (an English task quoting Hindi → en; a Chinese task quoting Swedish or
+       Japanese → zh-Hans; a Japanese or French instruction stays `other`); a `mixed` prompt only moves to
+       zh / en, never to `other`;
+       `reply`: an `other` / `mixed` prompt with no such segment (only quoted or very short text) takes the
+       chosen reply's label when that is zh / en.
+       A pair step 2 finds mismatched is no mismatch when its first substantial segment is in the chosen reply's
+       language (an English task about a Chinese passage, answered in English): it takes that label (rule
+       `instruction`). So `other` means the instruction itself is in another language, and these rules never
+       create a mismatch; `stats["rules"]` and `stats["relabelled"]` count the rows each rule decided and
+       changed, and lang_detail names the rule.
     2. `mismatch` when the prompt is Chinese (zh-Hans/zh-Hant) and the chosen reply is English, or the reverse,
        unless the prompt matches `mismatch_exempt` (translation requests are answered in the other language on
        purpose) or the chosen reply is shorter than `mismatch_min_units`. `mixed` and `other` never mismatch; the rejected reply is not compared (a wrong-language
@@ -22,7 +41,8 @@ The pair's `lang` (the rule):
 Config: see `Config` (each field's help). Input columns: source, prompt, chosen, rejected (system and text columns are
 rewritten only when `convert` is set). Output columns: lang_prompt, lang_chosen, lang_rejected, lang,
 lang_detail (JSON: per text the method — script / opencc / lingua / empty / full-text —, Han share and the counts of
-Simplified-only and Traditional-only characters; the original pair_id when converted), script_converted
+Simplified-only and Traditional-only characters; `rule`: the pair rule that set `lang`; the original pair_id when
+converted), script_converted
 (null, "t2s" or "s2t"). Reasons: `language_mismatch`.
 
 Script conversion (`convert = "t2s"` or `"s2t"`): every text of a kept pair that has a text labelled in the
@@ -46,12 +66,14 @@ from curate.stage import StageResult, reject
 NAME = "language"
 NEEDS = ("source", "prompt", "chosen", "rejected")
 ADDS = ("lang_prompt", "lang_chosen", "lang_rejected", "lang", "lang_detail", "script_converted")
+ROW_LOCAL = True  # labels depend on each row alone: engines may run `run` on batches, then `merge_stats`
 
 LANGUAGE_MISMATCH = "language_mismatch"
 REASONS = (LANGUAGE_MISMATCH,)
 
 PAIR_LABELS = (*langid.LABELS, "mismatch")
 TEXTS = ("prompt", "chosen", "rejected")
+METHODS = ("script", "opencc", "lingua", "empty", "full-text")
 _P = langid.Params()
 
 DEFAULT_EXEMPT = (
@@ -76,6 +98,18 @@ class Config:
         default=4,
         metadata={"help": "A chosen reply shorter than this many units (Han characters + words) never "
                   "mismatches: 'OK', 'Tom and Ralph' or a number say too little about its language."},
+    )
+    pair_rule: Literal["instruction", "prompt"] = field(
+        default="instruction",
+        metadata={"help": "How a pair's language is chosen: 'instruction' — a translation request or a prompt "
+                  "that is mixed/other as a whole takes the language of its instruction (the text it quotes "
+                  "set aside; the chosen reply's when no instruction is found); 'prompt' — the prompt's "
+                  "overall label."},
+    )
+    instruction_min_units: int = field(
+        default=4,
+        metadata={"help": "Units (Han characters + words) a prompt segment needs to be taken as the instruction "
+                  "(pair_rule = 'instruction')."},
     )
     convert: Literal["none", "t2s", "s2t"] = field(
         default="none",
@@ -137,6 +171,8 @@ class Config:
                              f"zh_min={self.zh_min}")
         if self.max_chars < 1:
             raise ValueError(f"max_chars must be at least 1, got {self.max_chars}")
+        if self.instruction_min_units < 1:
+            raise ValueError(f"instruction_min_units must be at least 1, got {self.instruction_min_units}")
         from lingua import IsoCode639_1
 
         for code in self.lingua_languages:
@@ -199,11 +235,99 @@ def label(frame: pl.LazyFrame | pl.DataFrame, cfg: Config) -> pl.LazyFrame:
         & (fam_p != fam_c)
         & (langid.units_expr("__chosen_") >= cfg.mismatch_min_units)
     )
-    if cfg.mismatch_exempt:
-        mismatch = mismatch & ~prompt_text_expr().str.contains(cfg.mismatch_exempt)
+    translate = prompt_text_expr().str.contains(cfg.mismatch_exempt) if cfg.mismatch_exempt else pl.lit(False)
+    lf = lf.with_columns(translate.alias("__translate"))  # once: the exemption and the translation rule read it
+    mismatch = mismatch & ~pl.col("__translate")
     base = pl.when(pl.col("__prompt_by") == "empty").then(pl.col("lang_chosen")).otherwise(pl.col("lang_prompt"))
     return lf.with_columns(
         pl.when(mismatch).then(pl.lit("mismatch")).otherwise(base).alias("lang"),
+        pl.when(pl.col("__prompt_by") == "empty").then(pl.lit("reply_for_empty_prompt")).otherwise(pl.lit("prompt"))
+        .alias("__rule"),
+    )
+
+
+# Quoted material (set aside when looking for the instruction) and segment boundaries. Rust regex syntax.
+_QUOTED = r'“[^”\n]*”|「[^」]*」|『[^』]*』|«[^»]*»|„[^“”\n]*[“”]|‘[^’\n]*’|"[^"\n]*"'
+_SEGMENT_BREAK = r"[\n:：。？！?!；;]+"
+RULES = ("prompt", "reply_for_empty_prompt", "translation", "instruction", "reply")
+_MAX_SEGMENTS = 24  # with no substantial segment, the first ones that are read for a translation clause
+
+
+def instruction_labels(lf: pl.LazyFrame, labels: pl.DataFrame, cfg: Config) -> pl.DataFrame:
+    """Apply the `translation` / `instruction` / `reply` rules (module docstring, step 1b) to `labels`.
+
+    Only candidate rows are read again (translation requests and prompts labelled mixed/other, typically a few
+    per cent): their prompt text is cut into segments, each segment is labelled with the same rules as whole
+    texts (langid.annotate), and the first qualifying segment decides. Returns `labels` with `lang` and
+    `__rule` updated.
+    """
+    cand = labels.filter(
+        (pl.col("__rule") == "prompt")
+        & (pl.col("__translate") | pl.col("lang_prompt").is_in(["mixed", "other"]) | (pl.col("lang") == "mismatch"))
+    ).select("__row", "lang", "lang_prompt", "lang_chosen", "__translate")
+    if cand.height == 0:
+        return labels
+    texts = (
+        lf.select("__row", "prompt")
+        .join(cand.lazy().select("__row"), on="__row", how="semi")
+        .select("__row", prompt_text_expr().alias("__text"))
+        .with_columns(
+            pl.col("__text").str.replace_all(_QUOTED, "\n").str.replace_all(_SEGMENT_BREAK, "\n")
+            .str.split("\n").alias("__seg")
+        )
+        .select("__row", "__seg")
+        .explode("__seg")
+        .filter(pl.col("__seg").str.strip_chars() != "")
+        .with_columns(pl.int_range(pl.len()).over("__row").alias("__pos"))
+    )
+    # Only segments up to the first substantial one can decide (rules below), so the cheap unit counts pick
+    # those first and only they are labelled (lingua included): ~1-2 segments per row instead of ~10.
+    units = langid.units_expr("__u_")
+    texts = (
+        texts.with_columns(langid.feature_exprs(langid.clean_text_expr(pl.col("__seg"), cfg.max_chars), "__u_"))
+        .with_columns((units >= cfg.instruction_min_units).alias("__big"))
+        .filter(pl.col("__pos") <= pl.col("__pos").filter(pl.col("__big")).min().over("__row")
+                .fill_null(_MAX_SEGMENTS))
+        .select("__row", "__pos", "__seg", "__big")
+    )
+    segs = langid.annotate(texts, {"s": pl.col("__seg")}, cfg.params).select(
+        "__row", "__pos", "lang_s", "__big",
+        (pl.col("__seg").str.contains(cfg.mismatch_exempt) if cfg.mismatch_exempt else pl.lit(False)).alias("__kw"),
+    ).collect()
+    zh_en = list(langid.ZH_LABELS) + ["en"]
+    first = lambda cond, name: (  # noqa: E731 - the label of the first segment (by position) meeting cond
+        segs.filter(cond).sort("__row", "__pos").group_by("__row", maintain_order=True)
+        .agg(pl.col("lang_s").first().alias(name))
+    )
+    # a translation request is asked at the start: the matching segment must come no later than the first
+    # substantial one (a later match is an example or the quoted text talking about translation); segments after
+    # it were not kept above
+    decided = (
+        cand.join(first(pl.col("__kw") & pl.col("lang_s").is_in(zh_en), "__t"), on="__row", how="left")
+        .join(first(pl.col("__big"), "__q"), on="__row", how="left")
+        .with_columns(
+            pl.when(pl.col("__translate") & pl.col("__t").is_not_null())
+            .then(pl.struct(pl.col("__t").alias("l"), pl.lit("translation").alias("r")))
+            .when((pl.col("lang_prompt") == "other") & pl.col("__q").is_not_null())
+            .then(pl.struct(pl.col("__q").alias("l"), pl.lit("instruction").alias("r")))
+            .when((pl.col("lang_prompt") == "mixed") & pl.col("__q").is_in(zh_en))
+            .then(pl.struct(pl.col("__q").alias("l"), pl.lit("instruction").alias("r")))
+            .when(pl.col("lang_prompt").is_in(["mixed", "other"]) & pl.col("__q").is_null()
+                  & pl.col("lang_chosen").is_in(zh_en))
+            .then(pl.struct(pl.col("lang_chosen").alias("l"), pl.lit("reply").alias("r")))
+            # a mismatch whose instruction is in the reply's language (an English task about a Chinese passage,
+            # answered in English) is no mismatch
+            .when((pl.col("lang") == "mismatch") & (_family("__q") == _family("lang_chosen")))
+            .then(pl.struct(pl.col("__q").alias("l"), pl.lit("instruction").alias("r")))
+            .alias("__new")
+        )
+        .filter(pl.col("__new").is_not_null())
+        .select("__row", pl.col("__new").struct.field("l").alias("__l"), pl.col("__new").struct.field("r").alias("__r"))
+    )
+    return (
+        labels.join(decided, on="__row", how="left", maintain_order="left")
+        .with_columns(pl.coalesce("__l", "lang").alias("lang"), pl.coalesce("__r", "__rule").alias("__rule"))
+        .drop("__l", "__r")
     )
 
 
@@ -219,9 +343,18 @@ def run(frame: pl.LazyFrame | pl.DataFrame, cfg: Config) -> StageResult:
     labelled = label(lf.select("__row", "source", "prompt", "chosen", "rejected"), cfg)
     label_cols = ["lang_prompt", "lang_chosen", "lang_rejected", "lang"]
     labels = labelled.select(
-        "__row", "source", *label_cols, _detail_expr(cfg.han_weight).alias("lang_detail"), *[f"__{t}_by" for t in TEXTS]
+        "__row", "source", *label_cols, _detail_expr(cfg.han_weight).alias("lang_detail"),
+        *[f"__{t}_by" for t in TEXTS], "__translate", "__rule",
     ).collect()
+    by_prompt = labels["lang"]
+    if cfg.pair_rule == "instruction":
+        labels = instruction_labels(lf, labels, cfg)
+    labels = labels.with_columns(
+        pl.concat_str(pl.col("lang_detail").str.strip_suffix("}"), pl.lit(',"rule":"'), pl.col("__rule"),
+                      pl.lit('"}')).alias("lang_detail")
+    )
     stats = stats_of(labels, cfg)
+    stats.update(rule_stats(labels, by_prompt), pair_rule=cfg.pair_rule)
     names = [n for n in lf.collect_schema().names() if n != "__row" and n not in ADDS]
     out_cols = names + list(ADDS)
     lf = lf.join(
@@ -255,6 +388,19 @@ def _counts(series: pl.Series, labels: tuple[str, ...]) -> dict[str, int]:
     return {k: int(vc.get(k, 0)) for k in labels if vc.get(k, 0)}
 
 
+def rule_stats(labels: pl.DataFrame, by_prompt: pl.Series) -> dict[str, Any]:
+    """Rows each pair rule decided, and how many it relabelled (from → to), against the prompt-only label."""
+    frame = labels.select("__rule", "lang").with_columns(by_prompt.alias("__was"))
+    rules = {r: int(n) for r, n in frame.group_by("__rule").len().iter_rows()}
+    changed: dict[str, dict[str, int]] = {}
+    for rule, was, now, n in (
+        frame.filter(pl.col("__was") != pl.col("lang")).group_by("__rule", "__was", "lang").len()
+        .sort("__rule", "__was", "lang").iter_rows()
+    ):
+        changed.setdefault(str(rule), {})[f"{was}→{now}"] = int(n)
+    return {"rules": {r: rules[r] for r in RULES if rules.get(r)}, "relabelled": changed}
+
+
 def stats_of(df: pl.DataFrame, cfg: Config) -> dict[str, Any]:
     """Label counts per text and per pair, mix per source, methods used, mismatches (conversions added by run)."""
     by_source: dict[str, dict[str, int]] = {}
@@ -262,7 +408,7 @@ def stats_of(df: pl.DataFrame, cfg: Config) -> dict[str, Any]:
         by_source[str(src)] = _counts(part["lang"], PAIR_LABELS)
     methods: dict[str, int] = {}
     for t in TEXTS:
-        for k, v in _counts(df[f"__{t}_by"], ("script", "opencc", "lingua", "empty", "full-text")).items():
+        for k, v in _counts(df[f"__{t}_by"], METHODS).items():
             methods[k] = methods.get(k, 0) + v
     return {
         "rows": df.height,
@@ -271,12 +417,49 @@ def stats_of(df: pl.DataFrame, cfg: Config) -> dict[str, Any]:
         "chosen": _counts(df["lang_chosen"], langid.LABELS),
         "rejected": _counts(df["lang_rejected"], langid.LABELS),
         "by_source": dict(sorted(by_source.items())),
-        "methods": methods,
+        "methods": {k: methods[k] for k in METHODS if k in methods},
         "mismatch": int((df["lang"] == "mismatch").sum()),
         "mismatch_policy": cfg.mismatch,
         "converted": 0,
         "convert": cfg.convert,
     }
+
+
+def merge_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The stats `run` gives on the concatenation of batches, from the stats `run` gave on each (engines/)."""
+    def total(key: str, labels: tuple[str, ...], dicts: list[dict[str, int]] | None = None) -> dict[str, int]:
+        sums: dict[str, int] = {}
+        for d in dicts if dicts is not None else [p[key] for p in parts]:
+            for k, v in d.items():
+                sums[k] = sums.get(k, 0) + v
+        return {k: sums[k] for k in labels if sums.get(k)}
+
+    sources = sorted({src for p in parts for src in p["by_source"]})
+    out: dict[str, Any] = {
+        "rows": sum(p["rows"] for p in parts),
+        "pairs": total("pairs", PAIR_LABELS),
+        "prompt": total("prompt", langid.LABELS),
+        "chosen": total("chosen", langid.LABELS),
+        "rejected": total("rejected", langid.LABELS),
+        "by_source": {s: total("", PAIR_LABELS, [p["by_source"][s] for p in parts if s in p["by_source"]])
+                      for s in sources},
+        "methods": total("methods", METHODS),
+        "mismatch": sum(p["mismatch"] for p in parts),
+        "mismatch_policy": parts[0]["mismatch_policy"],
+        "converted": sum(p["converted"] for p in parts),
+        "convert": parts[0]["convert"],
+    }
+    # run() adds the pair rules' counts after stats_of (see rule_stats): same keys, same order.
+    relabelled: dict[str, dict[str, int]] = {}
+    for p in parts:
+        for rule, moves in p["relabelled"].items():
+            for move, n in moves.items():
+                relabelled.setdefault(rule, {})[move] = relabelled.get(rule, {}).get(move, 0) + n
+    out["rules"] = total("rules", RULES)
+    out["relabelled"] = {r: {m: relabelled[r][m] for m in sorted(relabelled[r], key=lambda m: tuple(m.split("→")))}
+                         for r in sorted(relabelled)}
+    out["pair_rule"] = parts[0]["pair_rule"]
+    return out
 
 
 @functools.lru_cache(maxsize=2)
@@ -353,5 +536,20 @@ def html_section(stats: dict[str, Any]) -> str:
               **{f"by {k}": v for k, v in stats.get("methods", {}).items()}}],
             "Mismatches, conversions and methods",
         ),
+        report.table(
+            [{"rule": r, "pairs": n, "what it does": RULE_HELP.get(r, ""),
+              "relabelled": ", ".join(f"{k} {v:,}" for k, v in stats.get("relabelled", {}).get(r, {}).items())}
+             for r, n in stats.get("rules", {}).items()],
+            f"How each pair's language was decided (pair_rule = {stats.get('pair_rule', 'prompt')})",
+        ),
     ]
     return "\n".join(parts)
+
+
+RULE_HELP = {
+    "prompt": "the prompt's own label",
+    "reply_for_empty_prompt": "no text in the prompt (code or numbers only): the chosen reply's label",
+    "translation": "a translation request: the label of the clause that asks for it",
+    "instruction": "the label of the instruction, quoted text set aside",
+    "reply": "only quoted or very short text in the prompt: the chosen reply's label",
+}

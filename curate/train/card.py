@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from curate.train.guard import fmt
+
 # Hyperparameters worth a line in the card, in this order, when the configuration sets them.
 SHOWN = ("beta", "learning_rate", "lr_scheduler_type", "warmup_steps", "num_train_epochs", "max_steps",
          "max_length", "per_device_train_batch_size", "gradient_accumulation_steps", "optim", "bf16",
@@ -17,7 +19,7 @@ SHOWN = ("beta", "learning_rate", "lr_scheduler_type", "warmup_steps", "num_trai
 
 
 def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    return fmt(value)  # NaN and inf spelled out, never 0
 
 
 def model_card(spec: dict[str, Any], export_dir: str | Path, manifest_sha256: str, metrics: dict[str, Any],
@@ -44,6 +46,7 @@ def model_card(spec: dict[str, Any], export_dir: str | Path, manifest_sha256: st
         "",
         f"- export: `{Path(export_dir).resolve()}`",
         f"- manifest sha256: `{manifest_sha256}`",
+        *_data_lines(metrics.get("data", {}), orpo.get("max_length", 1024), cur.get("prompt_overflow", "drop")),
         "",
         "## Training",
         "",
@@ -60,7 +63,36 @@ def model_card(spec: dict[str, Any], export_dir: str | Path, manifest_sha256: st
     if final:
         lines += ["", "## Final training metrics", "", "| metric | value |", "| --- | --- |"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in final.items()]
+    evaluation = metrics.get("evaluation")
+    for when, error in ((evaluation or {}).get("errors") or {}).items():
+        lines += ["", f"Evaluation {when} training failed: {error}"]
+    if evaluation and (evaluation.get("before") or evaluation.get("after")):
+        from curate.train.evaluate import table
+
+        both = evaluation.get("before") and evaluation.get("after")
+        lines += ["", f"## Evaluation on the `{evaluation['split']}` split"
+                  + (" (before → after training)" if both else ""), "",
+                  f"{evaluation['pairs_kept']} held-out pairs"
+                  + (f" ({evaluation['dropped']} more left out: prompt fills max_length)" if evaluation["dropped"]
+                     else "")
+                  + ". Reward accuracy: share of pairs whose chosen reply has the higher mean log-probability; "
+                    "reward margin: β × the mean difference. Answers to a few zh and en test prompts: "
+                    "`generations.jsonl` in the run folder.", "", *table(evaluation)]
     steps = metrics.get("summary", {}).get("step") or (metrics["train"][-1]["step"] if metrics.get("train") else 0)
-    lines += ["", f"Steps: {steps}. Full per-step metrics: `metrics.json`, `metrics.png`; "
-              "configuration: `train_config.json` in the run folder.", ""]
+    lines += ["", (f"Steps: {steps}. Full per-step metrics: `metrics.json`, `metrics.png`; "
+                   "configuration: `train_config.json` in the run folder."), ""]
     return "\n".join(lines)
+
+
+def _data_lines(data: dict[str, Any], max_length: Any, policy: str) -> list[str]:
+    train = data.get("train")
+    if not train:
+        return []
+    lines = [f"- training pairs: {train['pairs_kept']} of {train['pairs']} in the export's train split"]
+    if train["prompt_overflow"]:
+        lines.append(f"- {train['prompt_overflow']} training pairs had a prompt that alone fills max_length="
+                     f"{max_length} tokens (curate.prompt_overflow={policy}); {train['dropped']} left out")
+    if train["shortened"]:
+        lines.append(f"- {train['shortened']} training prompts shortened by whole turns from the left, so that "
+                     "prompt and reply fit")
+    return lines

@@ -30,7 +30,7 @@ def _logits(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, so
 
 class _TokenLogps(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, softcap, chunk):  # noqa: D102
+    def forward(ctx, hidden, weight, bias, targets, softcap, chunk):
         w = weight.to(hidden.dtype)
         b = bias.to(hidden.dtype) if bias is not None else None
         n = hidden.shape[0]
@@ -48,7 +48,7 @@ class _TokenLogps(torch.autograd.Function):
         return logps, zsum
 
     @staticmethod
-    def backward(ctx, grad_logps, _grad_zsum):  # noqa: D102
+    def backward(ctx, grad_logps, _grad_zsum):
         hidden, weight, bias, targets, lse = ctx.saved_tensors
         softcap, chunk = ctx.softcap, ctx.chunk
         w = weight.to(hidden.dtype)

@@ -13,13 +13,25 @@ import click
 
 def _print_preflight(pre) -> None:
     click.echo(click.style("pre-flight", bold=True) + f": {pre.pairs} training pairs, max_length {pre.max_length}")
-    click.echo("one training example, chat template applied (prompt + chosen reply):")
-    click.echo("─" * 60)
-    click.echo(pre.example.rstrip("\n"))
-    click.echo("─" * 60)
-    click.echo(f"tokens per pair (prompt + longer reply): min {pre.length_min}, median {pre.length_median:g}, "
+    if pre.example:
+        click.echo("one training example, chat template applied (prompt + chosen reply):")
+        click.echo("─" * 60)
+        click.echo(pre.example.rstrip("\n"))
+        click.echo("─" * 60)
+    click.echo(f"prompt tokens: p95 {pre.prompt_p95}, max {pre.prompt_max}")
+    click.echo(f"pairs whose prompt alone fills max_length (no reply token left): {pre.prompt_overflow} "
+               f"→ {pre.dropped} dropped" + (f", {pre.shortened} prompts shortened from the left"
+                                             if pre.prompt_overflow_policy == "truncate_left" else "")
+               + f" (curate.prompt_overflow={pre.prompt_overflow_policy})")
+    click.echo(f"tokens per pair trained (prompt + longer reply): min {pre.length_min}, median {pre.length_median:g}, "
                f"p95 {pre.length_p95}, max {pre.length_max}")
-    click.echo(f"pairs over max_length (would be truncated): {pre.truncated}")
+    click.echo(f"pairs whose replies will be cut to fit max_length: {pre.truncated}")
+    click.echo(f"training on {pre.pairs_kept} of {pre.pairs} pairs" if not pre.refusal
+               else f"pairs left for training: {pre.pairs_kept} of {pre.pairs} (too few: see the error below)")
+    if pre.eval is not None:
+        e = pre.eval
+        click.echo(f"test split: {e['pairs_kept']} of {e['pairs']} pairs evaluated ({e['dropped']} dropped: prompt "
+                   "fills max_length)")
     for warning in pre.warnings:
         click.echo(click.style(f"warning: {warning}", fg="yellow"), err=True)
 
@@ -73,6 +85,10 @@ def train(export_dir: Path, model: str | None, preset: str, out_dir: Path, overr
     if pre is not None:
         _print_preflight(pre)
     click.echo(("launch: " if multi else "equivalent command: ") + launch.render(argv))
+    if pre is not None and pre.refusal:
+        if not dry_run:
+            raise TrainError(pre.refusal)
+        click.echo(click.style(f"warning: training would be refused: {pre.refusal}", fg="yellow"), err=True)
     if dry_run:
         return
 
@@ -91,13 +107,32 @@ def train(export_dir: Path, model: str | None, preset: str, out_dir: Path, overr
         click.echo(f"done: {out_dir}")
         return
 
+    from curate.train.guard import NonFiniteError, fmt
     from curate.train.trainer import train as run_training
 
-    result = run_training(export_dir, out_dir, spec, resume=resume)
+    try:
+        result = run_training(export_dir, out_dir, spec, resume=resume, pre=pre)
+    except NonFiniteError as exc:
+        raise TrainError(f"{exc} (per-step metrics up to it: {out_dir / 'metrics.json'})") from None
     final = result.metrics.get("summary", {}).get("final", {})
-    shown = ", ".join(f"{k} {final[k]:.4g}" for k in ("loss", "nll_loss", "reward_accuracy") if k in final)
+    shown = ", ".join(f"{k} {fmt(final[k])}" for k in ("loss", "nll_loss", "reward_accuracy") if k in final)
     click.echo(f"trained {result.global_step} steps ({shown}); {result.model_dir.name} in {result.model_dir}")
+    evaluation = result.metrics.get("evaluation")
+    if evaluation:
+        for when, error in (evaluation.get("errors") or {}).items():
+            click.echo(click.style(f"warning: evaluation {when} training failed: {error}", fg="yellow"), err=True)
+        if evaluation.get("before") or evaluation.get("after"):
+            _print_evaluation(evaluation)
     click.echo(f"metrics: {out_dir / 'metrics.json'}, plot: {out_dir / 'metrics.png'}, card: {out_dir / 'README.md'}")
+
+
+def _print_evaluation(evaluation: dict) -> None:
+    from curate.train.evaluate import table
+
+    click.echo(click.style(f"evaluation on the {evaluation['split']} split", bold=True)
+               + f" ({evaluation['pairs_kept']} pairs):")
+    for line in table(evaluation):
+        click.echo(line)
 
 
 @click.command("tiny-model")
@@ -111,3 +146,35 @@ def tiny_model(export_dir: Path, out_dir: Path, vocab_size: int, seed: int) -> N
 
     path = build_tiny(export_dir, out_dir, vocab_size=vocab_size, seed=seed)
     click.echo(f"tiny model in {path}: curate train {export_dir} --model {path} --preset tiny-cpu --out RUN")
+
+
+@click.command("eval")
+@click.argument("export_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--model", "model", required=True, metavar="PATH_OR_NAME",
+              help="Model to evaluate: a curate run's model/ or adapter/ (its train_config.json is used), or any "
+                   "model with --preset.")
+@click.option("--preset", default=None, metavar="PRESET",
+              help="max_length, beta, dtype … for a model outside a curate run (e.g. tiny-cpu, gemma2-9b-lora).")
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="Write eval.json and generations.jsonl here (default: print only).")
+@click.option("--set", "overrides", multiple=True, metavar="TABLE.KEY=VALUE",
+              help="Override a configuration value, e.g. --set curate.eval_generations=5 (repeatable).")
+def eval_command(export_dir: Path, model: str, preset: str | None, out_dir: Path | None,
+                 overrides: tuple[str, ...]) -> None:
+    """ORPO loss, reward accuracy and margin per language on EXPORT_DIR's test split, and a few answers."""
+    from curate.train.evaluate import evaluate_model, resolve_eval_spec, table
+    from curate.train.preflight import manifest_sha256
+
+    spec = resolve_eval_spec(model, preset, overrides)
+    manifest_sha256(export_dir)
+    result = evaluate_model(export_dir, spec, out_dir)
+    click.echo(click.style(f"{result['model']} on {result['split']}", bold=True)
+               + f": {result['pairs_kept']} of {result['pairs']} pairs evaluated"
+               + (f" ({result['dropped']} dropped: prompt fills max_length={result['max_length']})"
+                  if result["dropped"] else ""))
+    for line in table({"after": result["metrics"]}):
+        click.echo(line)
+    for g in result["generations"][:2]:
+        click.echo(f"[{g['lang']}] {g['answer'][:200]!r}")
+    if out_dir is not None:
+        click.echo(f"wrote {out_dir / 'eval.json'}, {out_dir / 'generations.jsonl'}")

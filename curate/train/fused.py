@@ -43,7 +43,7 @@ import torch
 from curate.train import TrainError
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-from trl.experimental.orpo import ORPOTrainer  # noqa: E402  (this module is imported only for fused runs)
+from trl.experimental.orpo import ORPOTrainer
 
 
 def _base_model(model: torch.nn.Module) -> torch.nn.Module:

@@ -5,7 +5,8 @@ A preset is a TOML file with these tables (see presets/*.toml, which document ev
     [preset]  description, model (default for --model), num_processes, accelerate_config
     [curate]  what curate adds around TRL: method (full | lora | qlora), loss (trl | chunked | liger),
               loss_chunk_tokens, dtype, attn_implementation, system (keep | merge | drop), train_split, eval_split,
-              cpu_threads
+              cpu_threads, prompt_overflow (drop | truncate_left), min_train_pairs, max_dropped_share, evaluate,
+              eval_max_pairs, eval_generations, eval_max_new_tokens (each documented in CURATE_DEFAULTS)
     [orpo]    keyword arguments of TRL's ORPOConfig (beta, learning_rate, max_length, optim, bf16 …), passed verbatim
     [lora]    keyword arguments of peft's LoraConfig (r, lora_alpha, target_modules …), for method lora/qlora
 
@@ -50,11 +51,23 @@ CURATE_DEFAULTS: dict[str, Any] = {
     "train_split": "train",
     "eval_split": "test",  # evaluated when present in the export and orpo.eval_strategy is not "no"
     "cpu_threads": 0,  # torch CPU threads (0 = torch's default); 1 is far faster for tiny models on busy CPUs
+    # Pairs whose prompt alone reaches orpo.max_length tokens: TRL would cut their replies to nothing, which turns
+    # the loss NaN and the weights with it. drop: leave them out of training and evaluation (counted in the
+    # pre-flight); truncate_left: remove the earliest turns (the system message stays) until prompt + reply fit,
+    # and drop only the pairs whose last user turn alone is still too long.
+    "prompt_overflow": "drop",
+    "min_train_pairs": 0,  # refuse to train when fewer pairs are left (0 = one global batch)
+    "max_dropped_share": 0.25,  # refuse to train when the overflow policy would drop more than this share
+    "evaluate": True,  # ORPO loss, reward accuracy and margin per language on eval_split, before and after training
+    "eval_max_pairs": 0,  # evaluate the first N pairs of eval_split (0 = all of them)
+    "eval_generations": 3,  # test prompts per language (zh, en) answered before and after training (0 = none)
+    "eval_max_new_tokens": 128,  # length limit of those answers (greedy decoding)
 }
 METHODS = ("full", "lora", "qlora")
 LOSSES = ("trl", "chunked", "liger")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 SYSTEM_MODES = ("keep", "merge", "drop")
+OVERFLOW_MODES = ("drop", "truncate_left")
 # ORPOConfig fields curate sets itself from the command line, so a preset can't contradict them.
 RESERVED_ORPO = {"output_dir": "--out", "resume_from_checkpoint": "--resume"}
 
@@ -125,6 +138,8 @@ def _check_type(where: str, value: Any, default: Any) -> None:
         ok = isinstance(value, bool)
     elif isinstance(default, int):
         ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     elif isinstance(default, str):
         ok = isinstance(value, str)
     else:
@@ -157,7 +172,8 @@ def validate(spec: dict[str, dict[str, Any]]) -> None:
                 raise TrainError(f"{table}.{key}: unknown key (known keys: {', '.join(sorted(defaults))})")
             _check_type(f"{table}.{key}", value, defaults[key])
     cur = spec["curate"]
-    for key, allowed in (("method", METHODS), ("dtype", DTYPES), ("system", SYSTEM_MODES), ("loss", LOSSES)):
+    for key, allowed in (("method", METHODS), ("dtype", DTYPES), ("system", SYSTEM_MODES), ("loss", LOSSES),
+                         ("prompt_overflow", OVERFLOW_MODES)):
         if cur[key] not in allowed:
             raise TrainError(f"curate.{key}: {cur[key]!r} is not one of {', '.join(allowed)}")
     if spec["preset"]["num_processes"] < 1:
@@ -175,12 +191,44 @@ def validate(spec: dict[str, dict[str, Any]]) -> None:
                 raise TrainError(f"lora.{key}: unknown key (not a field of peft's LoraConfig)")
     if cur["loss_chunk_tokens"] < 1:
         raise TrainError("curate.loss_chunk_tokens: must be at least 1")
+    for key in ("min_train_pairs", "eval_max_pairs", "eval_generations", "eval_max_new_tokens"):
+        if cur[key] < 0:
+            raise TrainError(f"curate.{key}: must be 0 or more")
+    if not 0 <= cur["max_dropped_share"] <= 1:
+        raise TrainError("curate.max_dropped_share: must be between 0 and 1")
+    if (max_len := spec["orpo"].get("max_length", 1024)) is not None and \
+            (not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < 2):
+        raise TrainError(f"orpo.max_length: expected a whole number of tokens (at least 2), got {max_len!r}")
     if spec["preset"]["num_processes"] > 1:
         text = accelerate_config_path(spec).read_text(encoding="utf-8")  # must exist
         if cur["loss"] != "trl" and ("FSDP" in text or re.search(r"zero_stage:\s*3", text)):
             raise TrainError(f"curate.loss={cur['loss']} needs the whole LM head in each process, and "
                              f"{spec['preset']['accelerate_config']} shards it (ZeRO-3/FSDP); use curate.loss=trl "
                              "or a one-GPU/DDP setup")
+
+
+def max_length(spec: dict[str, Any]) -> int:
+    """The token budget of one sequence (prompt + reply) as TRL's ORPOTrainer applies it."""
+    value = spec["orpo"].get("max_length", 1024)  # ORPOConfig's default
+    return 512 if value is None else int(value)  # ORPOTrainer falls back to 512 when it is None
+
+
+def length_limits(preset: str, overrides: list[str] | tuple[str, ...] = (), model: str | None = None) -> dict[str, Any]:
+    """What a preset allows per pair, for code outside training (e.g. dropping over-long pairs while curating).
+
+    {"model": tokenizer to count with, "max_length": tokens of prompt + reply, "prompt_overflow": policy,
+     "system": system-message policy}. Same resolution and errors as `curate train --preset … --set …`.
+    """
+    spec = resolve(preset, overrides, model)
+    return {"model": spec["preset"]["model"], "max_length": max_length(spec),
+            "prompt_overflow": spec["curate"]["prompt_overflow"], "system": spec["curate"]["system"]}
+
+
+def global_batch(spec: dict[str, Any]) -> int:
+    """Pairs per optimizer step across all processes."""
+    orpo = spec["orpo"]
+    return int(orpo.get("per_device_train_batch_size", 8)) * int(orpo.get("gradient_accumulation_steps", 1)) \
+        * int(spec["preset"].get("num_processes", 1))
 
 
 def accelerate_config_path(spec: dict[str, dict[str, Any]]) -> Path:

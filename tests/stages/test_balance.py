@@ -131,16 +131,134 @@ def test_seeded_and_deterministic():
     assert a.kept["pair_id"].to_list() == sorted(a.kept["pair_id"].to_list())  # input order is kept
 
 
-def test_max_drop_fraction_error_says_what_is_reachable():
+def test_strict_max_drop_fraction_error_says_what_is_reachable():
     df = frame({("zh-Hans", "a"): 100, ("en", "b"): 900})
     with pytest.raises(ConfigError) as err:
-        balance.run(df, balance.Config(target={"zh": 0.7, "en": 0.3}, max_drop_fraction=0.5))
+        balance.run(df, balance.Config(target={"zh": 0.7, "en": 0.3}, max_drop_fraction=0.5, strict=True))
     msg = str(err.value)
     assert "would drop 857 of 1000 pairs" in msg and "the data is en 0.90 / zh 0.10" in msg
-    assert "reachable within that budget: en 0.80 / zh 0.20" in msg and "\n" not in msg
+    assert "reachable within that budget: en 0.8 / zh 0.2 " in msg and "\n" not in msg
     # the reachable mix really is reachable within the budget
-    ok = balance.run(df, balance.Config(target={"zh": 0.2, "en": 0.8}, max_drop_fraction=0.5)).collect()
+    ok = balance.run(df, balance.Config(target={"zh": 0.2, "en": 0.8}, max_drop_fraction=0.5, strict=True)).collect()
     assert ok.rejects.height <= 500
+
+
+def _suggested(msg: str) -> dict[str, float]:
+    mix = msg.split("reachable within that budget: ")[1].split(" (")[0]
+    return {k: float(v) for k, v in (part.split() for part in mix.split(" / "))}
+
+
+def test_strict_suggestion_pasted_back_is_reachable():
+    # the reachable zh share is 0.2468: printed as 0.25 (or 0.247) it would need more drops than the budget has
+    df = frame({("zh-Hans", "a"): 1234, ("en", "b"): 8766})
+    with pytest.raises(ConfigError) as err:
+        balance.run(df, balance.Config(target={"zh": 0.7, "en": 0.3}, strict=True))
+    suggested = _suggested(str(err.value))
+    assert suggested == {"en": 0.7532, "zh": 0.2468}
+    res = balance.run(df, balance.Config(target=suggested, strict=True)).collect()
+    assert res.rejects.height <= 5000 and res.stats["target_met"]
+
+
+def test_unreachable_target_keeps_the_closest_mix_within_the_budget():
+    df = frame({("zh-Hans", "a"): 200, ("en", "b"): 800})
+    res = balance.run(df, balance.Config(target={"zh": 0.7, "en": 0.3}, max_drop_fraction=0.5)).collect()
+    assert groups(res.kept) == {"zh": 200, "en": 300}  # only English loses rows, exactly the budget
+    assert res.reasons() == {balance.BALANCE_DOWNSAMPLED: 500}
+    st = res.stats
+    assert not st["target_met"] and st["needed_drops"] == 714 and st["max_drops"] == 500
+    assert st["reached"] == {"en": 0.6, "zh": 0.4}
+    [line] = st["warnings"]
+    assert "\n" not in line and "would drop 714 of 1,000 pairs (71%, over max_drop_fraction 0.5)" in line
+    assert "kept the closest mix within that: en 0.60 / zh 0.40 (500 dropped)" in line
+    assert set(res.rejects["detail"]) == {
+        "quota en: kept 300 of 800 (target 0.30, closest mix within max_drop_fraction 0.5); source b: kept 300 of "
+        "800 en"
+    }
+    # a reachable target is met exactly and says nothing
+    res = balance.run(df, balance.Config(target={"zh": 0.3, "en": 0.7})).collect()
+    assert res.stats["target_met"] and res.stats["warnings"] == []
+
+
+@pytest.mark.parametrize("lang, n", [("zh-Hans", 289), ("zh-Hant", 40), ("en", 299)])
+def test_one_language_input_keeps_every_row(lang, n):
+    df = frame({(lang, "only.jsonl"): n})
+    res = balance.run(df, balance.Config(target={"zh": 0.7, "en": 0.3})).collect()
+    assert res.kept.height == n and res.rejects.height == 0
+    missing = "en" if lang != "en" else "zh"
+    assert res.stats["missing"] == [missing] and not res.stats["target_met"]
+    assert f"the input has no {missing} pairs" in res.stats["warnings"][0]
+    with pytest.raises(ConfigError, match=f"names {missing} but the input has no such pairs"):
+        balance.run(df, balance.Config(target={"zh": 0.7, "en": 0.3}, strict=True))
+
+
+def test_a_scarce_language_is_not_balanced_around():
+    # 3 English pairs in a Chinese folder (1% against a 30% target): cutting 289 Chinese pairs to 7 for them,
+    # or to half of them within the budget, would buy nothing
+    df = frame({("zh-Hans", "a"): 289, ("en", "a"): 3, ("mixed", "a"): 8})
+    res = balance.run(df, balance.Config(target={"zh": 0.7, "en": 0.3})).collect()
+    assert res.kept.height == 300 and res.rejects.height == 0
+    assert res.stats["scarce"] == {"en": 0.0103}  # 3 of the 292 quota rows (mixed is kept outside the quota)
+    assert "en is only 1% of the pairs (target 30%): too few to balance around, its 3 pairs are kept" in (
+        res.stats["warnings"][0])
+    # above scarce_below x target it is balanced around (here within the budget, so the target is met)
+    df = frame({("zh-Hans", "a"): 200, ("en", "a"): 60})
+    res = balance.run(df, balance.Config(target={"zh": 0.7, "en": 0.3})).collect()
+    assert groups(res.kept) == {"zh": 140, "en": 60} and res.stats["target_met"]
+    with pytest.raises(ConfigError, match="would drop"):
+        balance.run(frame({("zh-Hans", "a"): 289, ("en", "a"): 3}), balance.Config(strict=True,
+                    target={"zh": 0.7, "en": 0.3}))
+
+
+def test_missing_group_renormalises_the_rest():
+    df = frame({("zh-Hans", "a"): 300, ("en", "a"): 300})
+    cfg = balance.Config(target={"zh": 0.5, "en": 0.25, "mixed": 0.25}, mixed="count")
+    res = balance.run(df, cfg).collect()
+    assert groups(res.kept) == {"zh": 300, "en": 150}  # zh 2/3, en 1/3 among the groups present
+    assert res.stats["goal"] == {"en": pytest.approx(1 / 3), "zh": pytest.approx(2 / 3)}
+    assert "the input has no mixed pairs; balanced en 0.33 / zh 0.67 among the rest (150 dropped)" in (
+        res.stats["warnings"][0])
+    assert "0.67 among the groups present" not in res.rejects["detail"][0]
+    assert "(target 0.25, 0.33 among the groups present)" in res.rejects["detail"][0]
+
+
+def test_closest_mix_never_takes_rows_from_a_group_under_its_share():
+    df = frame({("zh-Hans", "a"): 1000, ("en", "a"): 100, ("mixed", "a"): 100})
+    cfg = balance.Config(target={"zh": 0.5, "en": 0.3, "mixed": 0.2}, mixed="count")
+    res = balance.run(df, cfg).collect()
+    assert groups(res.kept) == {"zh": 400, "en": 100, "mixed": 100}  # 600 = the budget, all from zh
+    assert res.rejects.height == 600 and set(res.rejects["lang"]) == {"zh-Hans"}
+
+
+def test_unwanted_group_goes_first_and_nothing_is_dropped_for_nothing():
+    # target zh only: English is dropped, but within the budget
+    res = balance.run(frame({("zh-Hans", "a"): 300, ("en", "b"): 900}), balance.Config(target={"zh": 1.0})).collect()
+    assert groups(res.kept) == {"zh": 300, "en": 300} and set(res.rejects["lang"]) == {"en"}
+    # no Chinese at all: dropping English would not move the mix, so nothing goes
+    res = balance.run(frame({("en", "b"): 900}), balance.Config(target={"zh": 1.0})).collect()
+    assert res.kept.height == 900 and "nothing to balance around" in res.stats["warnings"][0]
+
+
+def test_max_rows_with_an_unreachable_target():
+    df = frame({("zh-Hans", "a"): 200, ("en", "b"): 800})
+    res = balance.run(df, balance.Config(target={"zh": 0.7, "en": 0.3}, max_rows=400)).collect()
+    # max_rows asks for 600 drops; within those the closest mix is zh 200 / en 200
+    assert groups(res.kept) == {"zh": 200, "en": 200}
+    res = balance.run(df, balance.Config(target={"zh": 0.7, "en": 0.3}, max_rows=200)).collect()
+    assert groups(res.kept) == {"zh": 140, "en": 60} and res.stats["target_met"]
+
+
+def test_upsampling_copies_only_groups_present():
+    df = frame({("zh-Hans", "a"): 30, ("en", "b"): 10})
+    cfg = balance.Config(target={"zh": 0.4, "en": 0.4, "mixed": 0.2}, mixed="count", upsample=True)
+    res = balance.run(df, cfg).collect()
+    assert groups(res.kept) == {"zh": 30, "en": 30} and res.stats["missing"] == ["mixed"]
+
+
+def test_policy_rows_are_counted():
+    df = frame({("zh-Hans", "a"): 50, ("en", "a"): 50, ("mixed", "a"): 10, ("other", "a"): 5, ("mismatch", "a"): 3})
+    st = balance.run(df, balance.Config(target={"zh": 0.5, "en": 0.5}, other="drop")).stats
+    assert st["policy_rows"] == {"mixed": {"policy": "keep", "rows": 10}, "other": {"policy": "drop", "rows": 5},
+                                 "mismatch": {"policy": "drop", "rows": 3}}
 
 
 def test_max_rows_and_source_caps():
@@ -189,6 +307,9 @@ def test_config_validation():
         build(balance.Config, {"mixed": "count"}, "[balance]")
     with pytest.raises(ConfigError, match="set mixed = 'count'"):
         build(balance.Config, {"target": {"zh": 0.5, "en": 0.3, "mixed": 0.2}}, "[balance]")
+    with pytest.raises(ConfigError, match="scarce_below must be within"):
+        build(balance.Config, {"scarce_below": 1.5}, "[balance]")
+    assert build(balance.Config, {"strict": True}, "[balance]").strict
     with pytest.raises(ConfigError, match="unknown group 'fr'"):
         build(balance.Config, {"target": {"fr": 1.0}}, "[balance]")
     cfg = build(balance.Config, {"target": {"zh": 0.7, "en": 0.3}, "source_caps": {"x.jsonl": 10}}, "[balance]", 42)

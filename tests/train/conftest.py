@@ -14,13 +14,14 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRL_EXPERIMENTAL_SILENCE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
-from train_helpers import pair_rows, write_export  # noqa: E402
+from train_helpers import pair_rows, write_export
 
 
 @pytest.fixture(scope="session")
 def fixture_export(tmp_path_factory) -> Path:
-    rows = pair_rows(20)
-    return write_export(tmp_path_factory.mktemp("export"), rows[:16], rows[16:])
+    rows = pair_rows(24)
+    # test split: two English and two Chinese pairs (rows 16, 18: en; 20, 22: zh), for per-language evaluation
+    return write_export(tmp_path_factory.mktemp("export"), rows[:16], rows[16::2])
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from train_helpers import pair_rows, write_export
 
 from curate.train import TrainError
 from curate.train import spec as S
-from curate.train.preflight import check, load_export, manifest_sha256
+from curate.train.preflight import check, fit, load_export, manifest_sha256
 
 
 def _spec(model, *sets):
@@ -44,8 +44,10 @@ def test_load_export_keeps_only_trl_columns(fixture_export, tiny_model):
 
 
 def test_system_merge_and_drop(fixture_export, tiny_model):
-    merged, _ = load_export(fixture_export, _spec(tiny_model, "curate.system=merge"))
-    dropped, _ = load_export(fixture_export, _spec(tiny_model, "curate.system=drop"))
+    train, _ = load_export(fixture_export, _spec(tiny_model))
+    merged = fit(train, _tok(tiny_model), 1024, system="merge").dataset
+    dropped = fit(train, _tok(tiny_model), 1024, system="drop").dataset
+    assert len(merged) == len(dropped) == len(train)
     assert merged[0]["prompt"] == [{"role": "user", "content": "You are a helpful assistant.\n\n"
                                     "What is the capital of France?"}]
     assert dropped[0]["prompt"] == [{"role": "user", "content": "What is the capital of France?"}]
@@ -72,7 +74,8 @@ def test_lengths_match_what_trl_tokenizes(fixture_export, tiny_model, tmp_path, 
     built = sorted(max(len(r["chosen_input_ids"]), len(r["rejected_input_ids"])) for r in trainer.train_dataset)
     assert (pre.length_min, pre.length_max, pre.length_median) == (built[0], built[-1], float(
         (built[7] + built[8]) / 2))
-    assert pre.truncated == 0 and pre.warnings == []
+    assert pre.truncated == 0 and pre.warnings == [] and pre.prompt_overflow == pre.dropped == 0
+    assert pre.pairs_kept == pre.pairs == len(trainer.train_dataset) == 16
 
 
 def test_truncation_count_and_warning(tmp_path, tiny_model):
@@ -85,9 +88,9 @@ def test_truncation_count_and_warning(tmp_path, tiny_model):
     train, _ = load_export(export, spec)
     pre = check(train, _tok(tiny_model), 64, spec)
     assert pre.truncated == 3 and pre.truncated_ids == long_ids
-    assert pre.length_max > 64 and pre.pairs == 8
-    assert pre.warnings == ["3 of 8 pairs exceed max_length=64 tokens and will be truncated (replies cut first); "
-                            "raise orpo.max_length or drop long pairs"]
+    assert pre.length_max > 64 and pre.pairs == pre.pairs_kept == 8 and pre.prompt_overflow == 0
+    assert pre.warnings == [("3 of 8 training pairs exceed max_length=64 tokens and their replies will be cut to "
+                             "fit; raise orpo.max_length to keep them whole")]
     assert pre.example.startswith("<bos><start_of_turn>user\nWhat is the capital of France?<end_of_turn>\n"
                                   "<start_of_turn>model\nThe capital of France is Paris.")
 

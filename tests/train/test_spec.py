@@ -54,6 +54,12 @@ def test_set_overrides_any_table():
     ("preset.num_processes=0", "must be at least 1"),
     ("orpo.output_dir=/tmp/x", "use --out instead"),
     ("preset.accelerate_config=nope.yaml", "'nope.yaml' not found"),
+    ("curate.prompt_overflow=truncate", "curate.prompt_overflow: 'truncate' is not one of drop, truncate_left"),
+    ("curate.max_dropped_share=1.5", "curate.max_dropped_share: must be between 0 and 1"),
+    ("curate.max_dropped_share=lots", "curate.max_dropped_share: expected float"),
+    ("curate.min_train_pairs=-1", "curate.min_train_pairs: must be 0 or more"),
+    ("curate.evaluate=1", "curate.evaluate: expected bool"),
+    ("orpo.max_length=1", "orpo.max_length: expected a whole number of tokens (at least 2), got 1"),
 ])
 def test_bad_override_is_one_line_error(override, needle):
     with pytest.raises(TrainError) as info:
@@ -110,3 +116,20 @@ def test_shipped_accelerate_configs_parse_with_accelerate():
                      "fsdp.yaml": DistributedType.FSDP}
     ds = load_config_from_file(str(S.ACCELERATE_DIR / "deepspeed-zero3.yaml"))
     assert ds.deepspeed_config["zero_stage"] == 3
+
+
+def test_overflow_and_eval_defaults_are_safe():
+    cur = S.resolve("gemma2-9b-chinese-chat")["curate"]
+    assert cur["prompt_overflow"] == "drop" and cur["max_dropped_share"] == 0.25 and cur["min_train_pairs"] == 0
+    assert cur["evaluate"] is True and cur["eval_max_pairs"] == 0  # the whole test split, before and after
+    assert S.resolve("tiny-cpu", ["curate.max_dropped_share=1"], "m")["curate"]["max_dropped_share"] == 1
+
+
+def test_length_limits_for_code_outside_training():
+    """The public way for curation-time code (e.g. a quality stage) to read a preset's token budget."""
+    assert S.length_limits("gemma2-9b-chinese-chat") == {
+        "model": "google/gemma-2-9b-it", "max_length": 8192, "prompt_overflow": "drop", "system": "merge"}
+    assert S.length_limits("tiny-cpu", ["orpo.max_length=300"], model="runs/tiny")["max_length"] == 300
+    assert S.max_length({"orpo": {}}) == 1024 and S.max_length({"orpo": {"max_length": None}}) == 512  # TRL's
+    spec = S.resolve("gemma2-9b-chinese-chat")
+    assert S.global_batch(spec) == 128

@@ -31,9 +31,12 @@ def test_curate_train_on_a_pipeline_export(pipeline_export, pipeline_tiny_model,
     result = CliRunner().invoke(main, ["train", *args, "--set", "orpo.max_steps=3"])
     assert result.exit_code == 0, result.output + repr(result.exception)
     pairs = len(__import__("datasets").load_from_disk(str(pipeline_export / "hf"))["train"])
-    assert f"pre-flight: {pairs} training pairs, max_length 256" in result.output
-    assert "pairs over max_length (would be truncated): 0" in result.output
+    assert f"pre-flight: {pairs} training pairs, max_length 1024" in result.output
+    assert "pairs whose prompt alone fills max_length (no reply token left): 0 → 0 dropped" in result.output
+    assert "pairs whose replies will be cut to fit max_length: 0" in result.output
+    assert f"training on {pairs} of {pairs} pairs" in result.output
     assert "<start_of_turn>model\n" in result.output and "trained 3 steps" in result.output
+    assert "evaluation on the test split" in result.output and "| zh |" in result.output
 
     config = json.loads((out / "train_config.json").read_text())
     assert config["orpo"]["max_steps"] == 3 and config["preset"]["model"] == str(pipeline_tiny_model)
@@ -44,10 +47,19 @@ def test_curate_train_on_a_pipeline_export(pipeline_export, pipeline_tiny_model,
     for key in ("loss", "nll_loss", "log_odds_ratio", "rewards_chosen", "rewards_rejected", "reward_accuracy"):
         assert all(math.isfinite(r[key]) for r in metrics["train"]), key
     assert (out / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert metrics["data"]["train"] == {"pairs": pairs, "prompt_overflow": 0, "shortened": 0, "dropped": 0,
+                                        "pairs_kept": pairs}
+    assert set(metrics["evaluation"]) >= {"before", "after", "split", "pairs_kept"}
+    assert {"all", "zh", "en"} <= set(metrics["evaluation"]["after"])
+    generations = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()]
+    assert {g["lang"] for g in generations} == {"zh", "en"}
+    assert all(g["row_id"] and g["pair_id"] and "before" in g and "after" in g for g in generations)
 
     sha = hashlib.sha256((pipeline_export / "manifest.json").read_bytes()).hexdigest()
     card = (out / "README.md").read_text()
     assert f"manifest sha256: `{sha}`" in card and "base_model:" in card
+    assert f"training pairs: {pairs} of {pairs}" in card and "(before → after training)" in card
+    assert "| zh |" in card and "| en |" in card
     assert (out / "model" / "README.md").read_text() == card
 
     from transformers import AutoModelForCausalLM, AutoTokenizer

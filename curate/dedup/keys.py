@@ -1,0 +1,63 @@
+"""Dedup keys: what each method compares, conversation-aware.
+
+The rule (documented in the stage docstring and the README):
+- exact: the whole conversation (every prompt turn, in order; plus the replies for key = prompt+chosen / pair).
+- near and semantic: centred on the last user turn, the message the replies answer. Two rows are near or
+  semantic duplicates only when their last user turns are (with the replies, for key = prompt+chosen / pair), AND
+  their earlier turns — the context — are near-duplicates too (n-gram Jaccard at the near threshold), or both
+  have none. So two branches of one conversation that end on different user turns are never duplicates, however
+  long the opening they share, and the same short follow-up ("Is that good?") after two different conversations
+  is not a duplicate either.
+
+`focus` is the text that is hashed / embedded; `context` is the earlier turns joined by newlines ("" for a
+single-turn prompt).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+
+@dataclass(frozen=True)
+class Keys:
+    whole: list[str]  # exact key text: all prompt turns (+ replies)
+    focus: list[str]  # near/semantic key text: the last user turn (+ replies)
+    context: list[str]  # the turns before the last user turn ("" when none)
+
+
+def _content() -> pl.Expr:
+    return pl.element().struct.field("content").fill_null("")
+
+
+def build(df: pl.DataFrame, key: str) -> Keys:
+    """Key texts of every row of `df` (columns prompt, chosen, rejected) for `key` = prompt | prompt+chosen | pair."""
+    prompt = pl.col("prompt")
+    roles = prompt.list.eval(pl.element().struct.field("role"))
+    # Index of the last user turn (the canonical prompt ends with it; fall back to the last turn).
+    last_user = roles.list.eval(pl.arg_where(pl.element() == "user").last()).list.first()
+    n = prompt.list.len()
+    idx = pl.coalesce(last_user, (n - 1).cast(pl.Int64)).cast(pl.Int64)
+    frame = df.select(
+        prompt.list.eval(_content()).list.join("\n").fill_null("").alias("whole"),
+        prompt.list.eval(_content()).alias("__c"),
+        idx.alias("__i"),
+        pl.col("chosen").fill_null("").alias("__ch"),
+        pl.col("rejected").fill_null("").alias("__rj"),
+    )
+    frame = frame.with_columns(
+        pl.col("__c").list.get(pl.col("__i").clip(0), null_on_oob=True).fill_null("").alias("focus"),
+        pl.col("__c").list.head(pl.col("__i").clip(0)).list.join("\n").fill_null("").alias("context"),
+    )
+    extra: list[pl.Expr] = []
+    if key in ("prompt+chosen", "pair"):
+        extra.append(pl.col("__ch"))
+    if key == "pair":
+        extra.append(pl.col("__rj"))
+    if extra:
+        frame = frame.with_columns(
+            pl.concat_str([pl.col("whole"), *extra], separator="\n").alias("whole"),
+            pl.concat_str([pl.col("focus"), *extra], separator="\n").alias("focus"),
+        )
+    return Keys(frame["whole"].to_list(), frame["focus"].to_list(), frame["context"].to_list())
