@@ -23,8 +23,10 @@ Resolution (per pair, over its *submitted* responses; drafts and discarded answe
 The guidelines annotators see are generated from the same policy (curate/review/guidelines.py).
 
 Every dropped pair lands in the rejects table with stage "review", reason `review_rejected` (or
-`review_pending`) and a detail a person can read. `pair_id` is kept unchanged after a swap or correction: it
-is the pair's provenance link back to its Argilla record and the earlier stages.
+`review_pending`) and a detail a person can read. Ids (DESIGN.md, curate/schema.py): `row_id` names the row and
+is its Argilla record id, so it stays as it is; `pair_id` is the content hash of system + prompt + chosen +
+rejected, so a swapped or corrected pair gets it recomputed (as the quality stage's swap does); `prompt_id`
+hashes the prompt only and stays.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from curate.review.settings import (
     VOTE_TIE,
     VOTES,
 )
+from curate.schema import id_exprs
 from curate.stage import reject
 
 STAGE = "review"
@@ -261,6 +264,15 @@ def _check_corrections(joined: pl.DataFrame, language: Any) -> tuple[pl.DataFram
     return joined, accepted
 
 
+def _rehash(kept: pl.DataFrame) -> pl.DataFrame:
+    """pair_id recomputed where the texts changed (swapped or corrected); row_id and prompt_id untouched."""
+    changed = pl.col("review_swapped") | pl.col("review_corrected")
+    if kept.height == 0 or not kept.select(changed.any()).item():
+        return kept
+    pair_id = next(e for e in id_exprs() if e.meta.output_name() == "pair_id")
+    return kept.with_columns(pl.when(changed).then(pair_id).otherwise(pl.col("pair_id")).alias("pair_id"))
+
+
 def apply_decisions(
     pairs: pl.DataFrame, decisions: pl.DataFrame, policy: ResolvePolicy, language: Any = None
 ) -> Applied:
@@ -311,6 +323,8 @@ def apply_decisions(
     if relabel is not None and relabel.height:
         cols = [c for c in LANG_COLUMNS if c in kept.columns]
         kept = kept.update(relabel.select(KEY, *cols), on=KEY)
+    if "pair_id" in kept.columns:
+        kept = _rehash(kept)
     dropped_rows = reject(
         joined.filter(dropped).lazy().with_columns(pl.lit(None, dtype=pl.String).alias("review_replaced")),
         STAGE,

@@ -130,9 +130,20 @@ def test_apply_swaps_drops_corrects_and_conserves(pairs_factory):
     assert set(out.rejects["stage"]) == {"review"}
     assert out.stats["pairs_in"] == 6 == out.stats["kept"] + out.stats["rejected"]
     assert out.stats["swapped"] == 2 and out.stats["corrected"] == 1 and out.stats["unreviewed"] == 1
-    # row and pair ids are provenance: unchanged by swaps and corrections
-    assert set(out.kept["row_id"]) | set(out.rejects["row_id"]) == set(pairs["row_id"])
-    assert set(out.kept["pair_id"]) | set(out.rejects["pair_id"]) == set(pairs["pair_id"])
+    # row_id names the row (and its Argilla record): unchanged. pair_id is the content hash: recomputed where the
+    # texts changed, exactly as ingest computes it; prompt_id (the prompt's hash) unchanged
+    from curate.schema import with_ids
+
+    assert out.kept["row_id"].to_list() + out.rejects["row_id"].to_list() == [
+        pairs["row_id"][i] for i in (0, 1, 3, 4, 2, 5)
+    ]
+    before = dict(zip(pairs["row_id"], pairs["pair_id"]))
+    for r in out.kept.to_dicts():
+        changed = r["review_swapped"] or r["review_corrected"]
+        assert (r["pair_id"] != before[r["row_id"]]) == changed, r["prompt"]
+    assert out.kept["pair_id"].to_list() == with_ids(out.kept).collect()["pair_id"].to_list()
+    assert out.kept["prompt_id"].to_list() == with_ids(out.kept).collect()["prompt_id"].to_list()
+    assert set(out.rejects["pair_id"]) <= set(pairs["pair_id"])  # a dropped pair is reported as it came in
     assert out.kept.columns[: len(pairs.columns)] == pairs.columns
 
 
