@@ -312,7 +312,7 @@ def evaluate(kind: str | None, cfg, seed: int = 0) -> dict:
             if kind_of[i] == "orig":
                 continue
             def into_group(m: int) -> bool:
-                return m in removed and gid.get(row_of_pid.get(removed[m][1], -1)) == key
+                return m in removed and gid.get(row_of_pid.get(removed[m][1], -1)) == key  # noqa: B023 - called right here, inside the loop
 
             # The variant was removed into its own group, or it survived and the original was removed into it.
             pair_ok = into_group(i) or (i in kept and into_group(ms[0]))

@@ -44,7 +44,7 @@ class Main(click.Group):
             sys.exit(2)
         except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt, SystemExit):
             raise
-        except Exception as exc:  # noqa: BLE001 - no traceback reaches a user
+        except Exception as exc:  # no traceback reaches a user
             if os.environ.get("CURATE_DEBUG"):
                 raise
             fixable = user_os_error(exc)  # a path, a permission, a full or read-only disk: the user's to fix
@@ -89,7 +89,8 @@ def parse_map(values: tuple[str, ...]) -> dict[str, str] | None:
 
 STRICT_HELP = "Fail (exit 2) when an input folder holds entries that are not read, instead of listing them."
 MAP_HELP = "Column names for the canonical fields, e.g. prompt=query,chosen=good,rejected=bad (repeatable)."
-INPUT_HELP = "Input file, folder or glob; one --input may name several (--input a.jsonl b/ 'c/*.parquet'), or repeat it."
+INPUT_HELP = ("Input file, folder or glob; one --input may name several (--input a.jsonl b/ 'c/*.parquet'), "
+              "or repeat it.")
 BINARIZE_HELP = ("How rows of rated responses become pairs: best-worst (default), best-random (seeded) or all-margin:M "
                  "(every pair whose scores differ by at least M).")
 
@@ -222,7 +223,8 @@ def run(pipeline_file: str, input_args: tuple[str, ...], input_opts: tuple[str, 
             click.secho(f"report (failed run): {out_dir}/report.html", fg="yellow", err=True)
         raise
     for step in rep["funnel"]:
-        click.echo(f"{step['stage']:>10}: {step['rows_in']:>9,} in  {step['kept']:>9,} kept  {step['rejected']:>9,} rejected")
+        click.echo(f"{step['stage']:>10}: {step['rows_in']:>9,} in  {step['kept']:>9,} kept  "
+                   f"{step['rejected']:>9,} rejected")
     click.echo(f"{rep['input_rows']:,} rows in → {rep['kept_rows']:,} pairs kept, {rep['rejected_rows']:,} rejected")
     # A stage that adapted what was asked says so in one line each (balance: a mix not reachable; dedup: semantic
     # dedup off for a language).
@@ -230,7 +232,8 @@ def run(pipeline_file: str, input_args: tuple[str, ...], input_opts: tuple[str, 
         for warning in (step.get("stats") or {}).get("warnings", []) or []:
             warn(f"{step['stage']}: {warning}")
     if "export" in rep:
-        click.echo(f"export: {rep['export']['path']} ({', '.join(f'{k} {v:,}' for k, v in rep['export']['splits'].items())})")
+        splits = ", ".join(f"{k} {v:,}" for k, v in rep["export"]["splits"].items())
+        click.echo(f"export: {rep['export']['path']} ({splits})")
     click.echo(f"report: {out_dir}/report.html")
 
 
@@ -238,7 +241,8 @@ def run(pipeline_file: str, input_args: tuple[str, ...], input_opts: tuple[str, 
 @click.argument("source", type=click.Path(exists=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Export folder.")
 @click.option("--pipeline", "pipeline_file", type=click.Path(dir_okay=False), default=None,
-              help="Take [export] settings from this pipeline file (default: the run's own, else pipelines/default.toml).")
+              help="Take [export] settings from this pipeline file (default: the run's own, else "
+                   "pipelines/default.toml).")
 @click.option("--set", "overrides", multiple=True, help="Override an export setting: export.KEY=VALUE.")
 @click.option("--license", "license_", default=None, help=LICENSE_HELP)
 def export(source: str, out_dir: str, pipeline_file: str | None, overrides: tuple[str, ...],

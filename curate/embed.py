@@ -553,7 +553,7 @@ class Embedder:
             have = cache.lookup(list(uniq))
             keys = list(uniq)
             vecs = cache.read([have[h] for h in keys])
-        table = dict(zip(keys, range(len(keys))))
+        table = dict(zip(keys, range(len(keys)), strict=True))
         result = vecs[[table[h] for h in hashes]]
         stats.seconds = time.perf_counter() - t0
         self.last = stats

@@ -48,9 +48,12 @@ def carried(names: list[str]) -> list[str]:
 class Config:
     test_size: float = field(
         default=0.05,
-        metadata={"min": 0, "help": "Test split: a fraction of pairs (< 1) or a number of pairs (>= 1), rounded to whole prompts."},
+        metadata={"min": 0, "help": "Test split: a fraction of pairs (< 1) or a number of pairs (>= 1), rounded to "
+                  "whole prompts."},
     )
-    seed: int = field(default=0, metadata={"min": 0, "help": "Seed of the train/test split (defaults to the pipeline seed)."})
+    seed: int = field(
+        default=0, metadata={"min": 0, "help": "Seed of the train/test split (defaults to the pipeline seed)."}
+    )
     formats: tuple[str, ...] = field(
         default=("hf", "trl", "llamafactory"),
         metadata={"help": "Which outputs to write: hf, trl, llamafactory, kto (unpaired prompt/completion/label)."},
@@ -103,7 +106,10 @@ def to_trl(pairs: pl.LazyFrame) -> pl.LazyFrame:
     has_system = pl.col("system").is_not_null() & (pl.col("system") != "")
     system = pl.struct(pl.lit("system").alias("role"), pl.col("system").alias("content"))
     prompt = pl.col("prompt").cast(pl.List(msg))
-    reply = lambda c: pl.concat_list(pl.struct(pl.lit("assistant").alias("role"), pl.col(c).alias("content")))  # noqa: E731
+
+    def reply(c: str) -> pl.Expr:
+        return pl.concat_list(pl.struct(pl.lit("assistant").alias("role"), pl.col(c).alias("content")))
+
     return pairs.select(
         # Both branches are columns: an empty-list literal in otherwise() made this sink hold ~1 GB at 1M pairs.
         pl.when(has_system).then(pl.concat_list(system, prompt)).otherwise(prompt).alias("prompt"),
@@ -122,7 +128,10 @@ def to_kto(trl: pl.LazyFrame) -> pl.LazyFrame:
         pl.struct(pl.col("chosen").alias("completion"), pl.lit(True).alias("label")),
         pl.struct(pl.col("rejected").alias("completion"), pl.lit(False).alias("label")),
     ).alias("__kto")
-    return trl.select("prompt", both, *extra).explode("__kto").unnest("__kto").select("prompt", "completion", "label", *extra)
+    return (
+        trl.select("prompt", both, *extra).explode("__kto").unnest("__kto")
+        .select("prompt", "completion", "label", *extra)
+    )
 
 
 def to_llamafactory(trl: pl.LazyFrame) -> pl.LazyFrame:
@@ -136,7 +145,10 @@ def to_llamafactory(trl: pl.LazyFrame) -> pl.LazyFrame:
         )
     )
     sys_turn = pl.col("prompt").list.filter(role == "system").list.first().struct.field("content")
-    gpt = lambda c: pl.struct(pl.lit("gpt").alias("from"), pl.col(c).list.first().struct.field("content").alias("value"))  # noqa: E731
+
+    def gpt(c: str) -> pl.Expr:
+        return pl.struct(pl.lit("gpt").alias("from"), pl.col(c).list.first().struct.field("content").alias("value"))
+
     return trl.select(conv.alias("conversations"), gpt("chosen").alias("chosen"), gpt("rejected").alias("rejected"),
                       sys_turn.fill_null("").alias("system"))
 
@@ -265,13 +277,15 @@ def _dump(obj: Any) -> str:
 
 
 def llamafactory_info(name: str) -> dict[str, Any]:
-    entry = lambda split: {  # noqa: E731
-        "file_name": f"{split}.jsonl",
-        "formatting": "sharegpt",
-        "ranking": True,
-        "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected", "system": "system"},
-        "tags": {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt"},
-    }
+    def entry(split: str) -> dict[str, Any]:
+        return {
+            "file_name": f"{split}.jsonl",
+            "formatting": "sharegpt",
+            "ranking": True,
+            "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected", "system": "system"},
+            "tags": {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt"},
+        }
+
     return {f"{name}_train": entry("train"), f"{name}_test": entry("test")}
 
 
@@ -369,7 +383,7 @@ def dataset_card(cfg: Config, pairs: pl.LazyFrame, counts: dict[str, int], run_d
     if "lang" in names:
         langs = pairs.group_by("lang").len().sort("lang").collect()
         lines += ["## Languages", "", "| language | pairs |", "| --- | ---: |"]
-        lines += [f"| {l} | {n:,} |" for l, n in langs.iter_rows()] + [""]
+        lines += [f"| {lang} | {n:,} |" for lang, n in langs.iter_rows()] + [""]
     lines += _sources_and_licence(cfg, by_source, run_dir)
     if review:
         lines += ["## Human review", "", "```json", json.dumps(review, indent=2, ensure_ascii=False), "```", ""]

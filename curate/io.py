@@ -6,9 +6,9 @@ import functools
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 # Rows per Parquet row group for every sink. Polars' default morsels (~123k rows, several in flight) hold ~800 MB
 # of ~1 KB pairs whatever the input size; 20k-row groups keep a stage's memory flat (bench/bench_pipeline.py).

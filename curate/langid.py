@@ -9,9 +9,9 @@ that a cheap English heuristic can't settle.
 How a text is labelled (`zh-Hans`, `zh-Hant`, `en`, `mixed`, `other`):
 
 1. Only the first `max_chars` characters are read (the whole text when nothing is left of that prefix after
-   step 1's removals, e.g. a reply that opens with a long code block). Fenced and inline code, URLs, e-mail addresses, LaTeX math,
-   HTML tags, code-looking lines (`import x`, `def f(`, ...) and identifiers (`pd.read_csv`, `snake_case`) are
-   removed, so code inside a Chinese answer doesn't make it English.
+   step 1's removals, e.g. a reply that opens with a long code block). Fenced and inline code, URLs, e-mail
+   addresses, LaTeX math, HTML tags, code-looking lines (`import x`, `def f(`, ...) and identifiers
+   (`pd.read_csv`, `snake_case`) are removed, so code inside a Chinese answer doesn't make it English.
 2. Units are counted: each Han character (weighted `han_weight` ≈ 1/1.5, as a Chinese word is ~1.5
    characters, so the share is roughly a share of words), each kana / Hangul character, each run of Latin
    letters (a word) and each run of other letters (Cyrillic, Arabic, ...). A few Chinese names in English
@@ -59,9 +59,12 @@ _NOISE = [
     r"<[^<>\n]{1,200}>",  # HTML/XML tags
     # Lines that look like code even without fences (common in scraped data): a keyword *with* code syntax, so
     # English lines starting with "from", "let" or "import" stay ("let's start", "from time to time").
-    r"(?m)^[ \t]*(?:from [\w.]+ import |import [\w.]+(?: as \w+)?[ \t]*$|(?:def|class|function|fn|func) \w+ *[(:{<]|"
-    r"(?:let|const|var|val) \w+ *[:=]|print *\(|#include|#!|(?:public|private|protected|static) [^\n]*[({;]|"
-    r">>> |\$ |SELECT |INSERT INTO |UPDATE \w+ SET )[^\n]*$",
+    (
+        r"(?m)^[ \t]*(?:from [\w.]+ import |import [\w.]+(?: as \w+)?[ \t]*$|"
+        r"(?:def|class|function|fn|func) \w+ *[(:{<]|"
+        r"(?:let|const|var|val) \w+ *[:=]|print *\(|#include|#!|(?:public|private|protected|static) [^\n]*[({;]|"
+        r">>> |\$ |SELECT |INSERT INTO |UPDATE \w+ SET )[^\n]*$"
+    ),
     r"(?m)^[^\n\p{Han}]*[;{}]\s*$",
     # identifiers: ASCII words joined by . _ ( [ = : / \ (pd.read_csv(x), snake_case, a=b, 43.2, e.g)
     r"[A-Za-z0-9_]*(?:[A-Za-z0-9][._(\[=:/\\]+[A-Za-z0-9_]+)+[)\]]*",
@@ -119,9 +122,10 @@ def script_tables() -> tuple[str, str]:
         raise RuntimeError("OpenCC changed line structure while converting single characters")
     to_simp, to_trad, to_tw, to_hk = conv["t2s"], conv["s2t"], conv["s2tw"], conv["s2hk"]
     simp = "".join(
-        c for c, s, t, w, h in zip(chars, to_simp, to_trad, to_tw, to_hk) if s == c and t != c and w != c and h != c
+        c for c, s, t, w, h in zip(chars, to_simp, to_trad, to_tw, to_hk, strict=True)
+        if s == c and t != c and w != c and h != c
     )
-    trad = "".join(c for c, s, t in zip(chars, to_simp, to_trad) if s != c and t == c)
+    trad = "".join(c for c, s, t in zip(chars, to_simp, to_trad, strict=True) if s != c and t == c)
     return simp, trad
 
 
@@ -288,8 +292,8 @@ def opencc_script(text: str, neutral: str = "zh-Hans") -> str:
     """Simplified or Traditional by OpenCC round trip: the conversion that changes fewer characters wins."""
     to_simp = _converter("t2s").convert(text)
     to_trad = _converter("s2t").convert(text)
-    trad_evidence = sum(a != b for a, b in zip(text, to_simp)) + abs(len(text) - len(to_simp))
-    simp_evidence = sum(a != b for a, b in zip(text, to_trad)) + abs(len(text) - len(to_trad))
+    trad_evidence = sum(a != b for a, b in zip(text, to_simp, strict=False)) + abs(len(text) - len(to_simp))
+    simp_evidence = sum(a != b for a, b in zip(text, to_trad, strict=False)) + abs(len(text) - len(to_trad))
     if trad_evidence == simp_evidence:
         return neutral
     return "zh-Hant" if trad_evidence > simp_evidence else "zh-Hans"
@@ -303,7 +307,7 @@ def resolve(pre: pl.Series, clean: pl.Series, raw: pl.Series, p: Params) -> pl.S
         return pre
     texts = clean.to_list()
     found = _lingua_labels([texts[i] for i in need[NEEDS_LINGUA]], p.lingua_languages, p.lingua_high_accuracy)
-    for i, label in zip(need[NEEDS_LINGUA], found):
+    for i, label in zip(need[NEEDS_LINGUA], found, strict=True):
         pre_list[i] = label
     for i in need[NEEDS_OPENCC]:
         pre_list[i] = opencc_script(texts[i], p.neutral_script)
@@ -311,7 +315,7 @@ def resolve(pre: pl.Series, clean: pl.Series, raw: pl.Series, p: Params) -> pl.S
         raws = raw.to_list()
         full = [raws[i] for i in need[NEEDS_FULL]]
         longest = max(len(t) for t in full)
-        for i, label in zip(need[NEEDS_FULL], detect(full, dataclasses.replace(p, max_chars=longest + 1))):
+        for i, label in zip(need[NEEDS_FULL], detect(full, dataclasses.replace(p, max_chars=longest + 1)), strict=True):
             pre_list[i] = label
     return pl.Series(pre.name, pre_list, dtype=pl.String)
 

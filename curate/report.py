@@ -10,8 +10,9 @@ from __future__ import annotations
 import html
 import json
 import math
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#EECA3B", "#B279A2", "#FF9DA6", "#9D755D"]
 
@@ -171,9 +172,12 @@ def _cell(v: Any) -> str:
 # face (or boxes where no CJK font is named); the stack names the common Simplified, then Traditional, faces of
 # macOS, Windows and Linux after the Latin ones.
 CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Noto Sans","PingFang SC","Hiragino Sans GB","Microsoft YaHei","Noto Sans CJK SC","Source Han Sans SC","WenQuanYi Micro Hei","Noto Sans CJK TC","PingFang TC","Microsoft JhengHei",sans-serif;margin:2rem auto;max-width:980px;color:#222}
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Noto Sans",
+"PingFang SC","Hiragino Sans GB","Microsoft YaHei","Noto Sans CJK SC","Source Han Sans SC","WenQuanYi Micro Hei",
+"Noto Sans CJK TC","PingFang TC","Microsoft JhengHei",sans-serif;margin:2rem auto;max-width:980px;color:#222}
 h1{font-size:1.6rem}h2{font-size:1.2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
-table{border-collapse:collapse;margin:.6rem 0;display:block;overflow-x:auto;max-width:100%}td,th{border:1px solid #ddd;padding:.25rem .5rem;text-align:left}
+table{border-collapse:collapse;margin:.6rem 0;display:block;overflow-x:auto;max-width:100%}
+td,th{border:1px solid #ddd;padding:.25rem .5rem;text-align:left}
 th{background:#f5f5f5}caption{text-align:left;font-weight:600;padding:.2rem 0}figure{margin:.8rem 0}
 figcaption{font-weight:600;margin-bottom:.3rem}.chart text{font-size:11px;fill:#333}.muted{color:#888}
 .legend{font-size:12px}.key{display:inline-block;width:10px;height:10px;margin:0 4px 0 10px}
@@ -256,7 +260,8 @@ def examples_html(examples: dict[str, list[dict[str, Any]]]) -> str:
                      f"{esc(r.get('source_row', ''))}")
             lang = f"<br><span class=muted>lang {esc(r['lang'])}</span>" if r.get("lang") else ""
             cells = "".join(f"<td class=text>{esc(r.get(k) or '')}</td>" for k in ("prompt", "chosen", "rejected"))
-            body.append(f"<tr><td class=text>{where}{lang}</td>{cells}<td class=text>{esc(r.get('detail') or '')}</td></tr>")
+            body.append(f"<tr><td class=text>{where}{lang}</td>{cells}"
+                        f"<td class=text>{esc(r.get('detail') or '')}</td></tr>")
         parts.append(
             f"<table class=examples><caption>{esc(reason)}: first {len(rows)} row{'s' if len(rows) != 1 else ''}"
             f"</caption><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
@@ -327,7 +332,8 @@ def render(run: dict[str, Any]) -> str:
     sections.append("<h2>Sources</h2>" + table(run["sources"]))
     if run.get("not_read"):  # folder entries that were not read: listed, never silent
         sections.append(f"<h2>Not read</h2><p class=warn>⚠ {len(run['not_read']):,} entries in the input folders "
-                        f"were not read (<code>--strict-inputs</code> makes this an error):</p>" + table(run["not_read"]))
+                        f"were not read (<code>--strict-inputs</code> makes this an error):</p>"
+                        + table(run["not_read"]))
     sections.append("<h2>Lengths (characters, kept pairs)</h2>")
     for col, st in run.get("lengths", {}).items():
         if st:

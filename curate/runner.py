@@ -17,10 +17,11 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import polars as pl
 
@@ -38,7 +39,7 @@ def reasons_of(path: Path) -> dict[str, int]:
     if count_rows(path) == 0:
         return {}
     counts = pl.scan_parquet(path).group_by("reason").len().sort("reason").collect()
-    return dict(zip(counts["reason"].to_list(), counts["len"].to_list()))
+    return dict(zip(counts["reason"].to_list(), counts["len"].to_list(), strict=True))
 
 
 def check_columns(pipeline: Pipeline) -> None:
@@ -114,7 +115,9 @@ def run_lock(out: Path) -> Iterator[dict[str, Any] | None]:
                                  f"finish or choose another --out") from None
         except OSError as e:  # a file system without locks (some network mounts)
             os.close(fd)
-            raise OutputError(f"{out}: can't lock the run folder ({e.strerror}); use a local folder for --out") from None
+            raise OutputError(
+                f"{out}: can't lock the run folder ({e.strerror}); use a local folder for --out"
+            ) from None
         try:  # the previous holder may have removed the file between our open and our flock: lock the new one
             same = os.fstat(fd).st_ino == os.stat(path).st_ino
         except FileNotFoundError:
@@ -207,7 +210,7 @@ def input_files(inputs: Sequence[str | Path]) -> tuple[list[dict[str, str]], lis
 
     sources, not_read = readers.expand(list(inputs))
     keys = source_keys(sources)
-    return [{"path": s.name, "sha256": k.split("#")[0]} for s, k in zip(sources, keys)], not_read
+    return [{"path": s.name, "sha256": k.split("#")[0]} for s, k in zip(sources, keys, strict=True)], not_read
 
 
 def run_pipeline(

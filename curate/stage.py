@@ -33,7 +33,7 @@ class StageResult:
     rejects: pl.LazyFrame
     stats: dict[str, Any] = field(default_factory=dict)
 
-    def collect(self) -> "CollectedResult":
+    def collect(self) -> CollectedResult:
         kept, rejects = pl.collect_all([self.kept, self.rejects])
         return CollectedResult(kept=kept, rejects=rejects, stats=self.stats)
 
@@ -62,16 +62,15 @@ class CollectedResult:
         if self.rejects.height == 0:
             return {}
         counts = self.rejects.group_by("reason").len().sort("reason")
-        return dict(zip(counts["reason"].to_list(), counts["len"].to_list()))
+        return dict(zip(counts["reason"].to_list(), counts["len"].to_list(), strict=True))
 
 
 def reject(frame: pl.LazyFrame, stage: str, reason: str | pl.Expr, detail: str | pl.Expr) -> pl.LazyFrame:
     """Tag rows of `frame` as rejected: adds `stage`, `reason`, `detail` (a literal or an expression)."""
-    as_expr = lambda v: v if isinstance(v, pl.Expr) else pl.lit(v, dtype=pl.String)  # noqa: E731
     return frame.with_columns(
         pl.lit(stage, dtype=pl.String).alias("stage"),
-        as_expr(reason).cast(pl.String).alias("reason"),
-        as_expr(detail).cast(pl.String).alias("detail"),
+        _expr(reason).cast(pl.String).alias("reason"),
+        _expr(detail).cast(pl.String).alias("detail"),
     )
 
 

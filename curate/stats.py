@@ -116,9 +116,13 @@ def canonical_view(lf: pl.LazyFrame, where: Path) -> tuple[str, pl.LazyFrame]:
             shape = "rejects" if "reason" in names else "pairs"
             system = pl.col("system") if "system" in names else pl.lit(None, dtype=pl.String).alias("system")
             return shape, lf.select(system, pl.col("prompt").cast(pl.List(_MSG)), "chosen", "rejected", *rest)
-        if _is_messages(schema["chosen"], ("role", "content")) and _is_messages(schema.get("rejected"), ("role", "content")):
+        if (_is_messages(schema["chosen"], ("role", "content"))
+                and _is_messages(schema.get("rejected"), ("role", "content"))):
             role = pl.element().struct.field("role")
-            content = lambda c: pl.col(c).list.eval(pl.element().struct.field("content")).list.join("")
+
+            def content(c: str) -> pl.Expr:
+                return pl.col(c).list.eval(pl.element().struct.field("content")).list.join("")
+
             system = pl.col("prompt").list.filter(role == "system").list.eval(
                 pl.element().struct.field("content")).list.join("\n\n")
             return "trl", lf.select(
@@ -132,7 +136,10 @@ def canonical_view(lf: pl.LazyFrame, where: Path) -> tuple[str, pl.LazyFrame]:
             pl.when(frm == "human").then(pl.lit("user")).otherwise(pl.lit("assistant")).alias("role"),
             pl.element().struct.field("value").alias("content"),
         ))
-        value = lambda c: pl.col(c).struct.field("value") if isinstance(schema[c], pl.Struct) else pl.col(c)
+
+        def value(c: str) -> pl.Expr:
+            return pl.col(c).struct.field("value") if isinstance(schema[c], pl.Struct) else pl.col(c)
+
         system = pl.col("system") if "system" in names else pl.lit(None, dtype=pl.String)
         return "llamafactory", lf.select(
             pl.when(system != "").then(system).otherwise(None).alias("system"), turns.alias("prompt"),

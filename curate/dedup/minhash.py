@@ -38,12 +38,13 @@ def signatures(texts: Sequence[str], ngram: int | Sequence[int], num_perm: int, 
 
     template = MinHash(num_perm=num_perm, seed=seed, hashfunc=_crc32)
     out = []
-    for text, n in zip(texts, _sizes(texts, ngram)):
+    for text, n in zip(texts, _sizes(texts, ngram), strict=True):
         grams = shingles(text, n)
         if not grams:
             out.append(None)
             continue
-        m = MinHash(num_perm=num_perm, seed=seed, hashfunc=_crc32, permutations=template.permutations, scheme=template.scheme)
+        m = MinHash(num_perm=num_perm, seed=seed, hashfunc=_crc32, permutations=template.permutations,
+                    scheme=template.scheme)
         m.update_batch([g.encode("utf-8") for g in sorted(grams)])
         out.append(LeanMinHash(m))
     return out
@@ -71,8 +72,9 @@ def candidate_pairs(
 
     Without `queries`: pairs (i, j), i < j, within `texts`. With `queries`: pairs (q, t) of a query index and a
     `texts` index (decontamination against a reference set). `ngram` may differ per text (the stage uses
-    shorter n-grams for Chinese, where one character carries about as much as a short English word). `lsh_threshold` (default: threshold − 0.1) sets the
-    LSH band layout; lower finds more candidates at more verification cost.
+    shorter n-grams for Chinese, where one character carries about as much as a short English word).
+    `lsh_threshold` (default: threshold − 0.1) sets the LSH band layout; lower finds more candidates at more
+    verification cost.
     """
     from datasketch import MinHashLSH
 

@@ -7,8 +7,8 @@ data does (「X的临床表现有些什么？」 for different X, "What are some
 templates and topics. If any pair reaches the language's threshold, the model cannot separate distinct questions
 in that language at that threshold, and semantic dedup is switched off for it (one warning; the lexical methods
 still run). It is also off when the model's tokenizer can't read more than a fifth of the probes' characters
-(all-MiniLM-L6-v2 on Chinese). The probes are not part of the calibration set in bench/ (different fillers and templates),
-so the check is not tuned on itself.
+(all-MiniLM-L6-v2 on Chinese). The probes are not part of the calibration set in bench/ (different fillers and
+templates), so the check is not tuned on itself.
 """
 
 from __future__ import annotations

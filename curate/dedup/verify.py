@@ -36,7 +36,12 @@ NEGATIONS_EN = frozenset({"not", "no", "never", "nor", "none", "nothing", "witho
                           "couldnt", "hasnt", "havent", "n't"})
 # Function words whose swap or removal does not change the question (negations are deliberately absent).
 STOPWORDS_EN = frozenset(
-    ["a", "an", "the", "this", "that", "these", "those", "is", "are", "was", "were", "be", "been", "being", "am", "do", "does", "did", "can", "could", "would", "should", "will", "shall", "may", "might", "must", "i", "me", "my", "you", "your", "we", "our", "it", "its", "he", "she", "they", "them", "his", "her", "their", "of", "to", "in", "on", "at", "for", "by", "with", "from", "as", "and", "or", "so", "if", "then", "than", "please", "kindly", "just", "also", "some", "any", "how", "what", "which", "who", "whom", "whose", "why", "there", "here", "about", "into", "onto", "upon", "up", "out", "over", "very", "really", "me"]
+    ["a", "an", "the", "this", "that", "these", "those", "is", "are", "was", "were", "be", "been", "being", "am", "do",
+     "does", "did", "can", "could", "would", "should", "will", "shall", "may", "might", "must", "i", "me", "my", "you",
+     "your", "we", "our", "it", "its", "he", "she", "they", "them", "his", "her", "their", "of", "to", "in", "on", "at",
+     "for", "by", "with", "from", "as", "and", "or", "so", "if", "then", "than", "please", "kindly", "just", "also",
+     "some", "any", "how", "what", "which", "who", "whom", "whose", "why", "there", "here", "about", "into", "onto",
+     "upon", "up", "out", "over", "very", "really", "me"]
 )
 STOPCHARS_ZH = frozenset("的了吗呢啊吧呀嘛么也都很就还在和与及请问是个着过地得这那")
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
@@ -74,7 +79,7 @@ def _pinyin(ch: str) -> str:
 
 def _homophones(a: str, b: str) -> bool:
     return len(a) == len(b) and all(x == y or (_pinyin(x) == _pinyin(y) and _is_han(x) and _is_han(y))
-                                    for x, y in zip(a, b))
+                                    for x, y in zip(a, b, strict=True))
 
 
 def _is_han(ch: str) -> bool:

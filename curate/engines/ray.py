@@ -53,7 +53,8 @@ def _record(**cols: Any) -> pa.Table:
 
     Ray Data blocks must share a schema; the kept and rejected tables of a step don't (rejects add stage, reason,
     detail), so each call's result travels as one record that carries both."""
-    return pa.table({k: pa.array([v], type=pa.large_binary() if isinstance(v, bytes) else None) for k, v in cols.items()})
+    return pa.table({k: pa.array([v], type=pa.large_binary() if isinstance(v, bytes) else None)
+                     for k, v in cols.items()})
 
 
 def _maybe_fail() -> None:
@@ -182,7 +183,7 @@ class Engine:
         ours = code_digest()
         try:
             theirs = ray.get(ray.remote(num_cpus=0)(_worker_code).remote())
-        except Exception as exc:  # a worker that can't import this engine runs other code (or none)
+        except Exception as exc:  # noqa: BLE001 - a worker that can't import this engine: any error, one message
             raise ConfigError(f"the Ray workers can't run this curate ({type(exc).__name__}): install the same "
                               f"curate[ray] on every node, and start the driver outside other curate checkouts "
                               f"(workers import from the driver's working directory first)") from None
@@ -204,7 +205,8 @@ class Engine:
         from curate import ingest as ing
 
         ray = self._ray()
-        prep = ing.prepare(inputs, mapping, binarize, seed)  # detection reads a sample of each file here: a bad file fails fast
+        # Detection reads a sample of each file here: a bad file fails fast, before any task is sent.
+        prep = ing.prepare(inputs, mapping, binarize, seed)
         n = len(prep.sources)
         ds = ray.data.from_items([{"k": k} for k in range(n)], override_num_blocks=max(n, 1)).map_batches(
             _ingest_source, fn_kwargs={"prep": prep}, batch_size=1, batch_format="pyarrow",
@@ -236,7 +238,8 @@ class Engine:
         step_dir.parent.mkdir(parents=True, exist_ok=True)
         # The batches are gathered beside the run folder's steps, in a hidden temp folder removed at the end; the
         # step's files are then written by the runner's own writer, so they are byte for byte the local ones.
-        work = Path(tempfile.mkdtemp(prefix=f".ray-{name}-", suffix=".tmp", dir=step_dir.parent))  # a leftover the runner removes
+        # A leftover (after a crash) is removed by the runner.
+        work = Path(tempfile.mkdtemp(prefix=f".ray-{name}-", suffix=".tmp", dir=step_dir.parent))
         try:
             kept_tmp, rejects_tmp = work / "kept.arrow", work / "rejects.arrow"
             writers: dict[str, tuple[Any, pa.Schema]] = {}

@@ -2,12 +2,12 @@
 
 `ingest(inputs, out_dir)` expands the inputs (files, folders, globs, `datasets.save_to_disk` folders), detects
 each source's format family (`detect.py`), converts its rows with that family's module (flat, conversational,
-hh, sharegpt, openai, chat, rated) and streams the results, batch by batch, to `out_dir/pairs.parquet` (canonical schema,
-`curate.schema.PAIR_SCHEMA`) and `out_dir/rejects.parquet` (the same columns plus stage/reason/detail), then
-writes `out_dir/report.json`. Per-row problems become rejects with a reason code (`reasons.py`); whole-file
-problems raise `InputError`. Every input row ends up in exactly one of the two files — or, for rated
-completions (`rated.py`), a row that yields k pairs ends up as k rows of pairs.parquet: the report counts the
-k − 1 extra as `extra_pairs`, so input_rows + extra_pairs = kept_rows + rejected_rows, and
+hh, sharegpt, openai, chat, rated) and streams the results, batch by batch, to `out_dir/pairs.parquet`
+(canonical schema, `curate.schema.PAIR_SCHEMA`) and `out_dir/rejects.parquet` (the same columns plus
+stage/reason/detail), then writes `out_dir/report.json`. Per-row problems become rejects with a reason code
+(`reasons.py`); whole-file problems raise `InputError`. Every input row ends up in exactly one of the two files —
+or, for rated completions (`rated.py`), a row that yields k pairs ends up as k rows of pairs.parquet: the report
+counts the k − 1 extra as `extra_pairs`, so input_rows + extra_pairs = kept_rows + rejected_rows, and
 input_rows = paired_rows + rejected_rows (paired_rows: input rows that made at least one pair).
 
 Deterministic: sources sorted by canonical name whatever order they are given in (`readers.canonical_name`),
@@ -265,7 +265,7 @@ def _convert_rated(idx: int, row: dict[str, Any], plan: Plan, sink: _Sink, how: 
         reason, detail = _row_failure(e)
         sink.reject(idx, reason, f"row {idx}: {detail}", _raw(row))
         return
-    for j, ((system, turns, chosen, rejected, cs, rs, _), meta_json) in enumerate(zip(made, metas)):
+    for j, ((system, turns, chosen, rejected, cs, rs, _), meta_json) in enumerate(zip(made, metas, strict=True)):
         sink.keep(idx, system, turns, chosen, rejected, cs, rs, meta_json, sub=j)
 
 
@@ -377,7 +377,7 @@ def prepare(inputs: Sequence[str | Path], mapping: dict[str, str] | None = None,
         raise InputError(f"--strict-inputs: {readers.describe_not_read(not_read)}")
     surveys = [_survey(src) for src in sources]
     _check_mapped_columns(mapping, [st for _, st in surveys])
-    plans = [detect(sample, mapping, src.name, columns=st) for src, (sample, st) in zip(sources, surveys)]
+    plans = [detect(sample, mapping, src.name, columns=st) for src, (sample, st) in zip(sources, surveys, strict=True)]
     return Prepared(sources, plans, source_keys(sources), not_read, mapping, how)
 
 
@@ -443,7 +443,7 @@ def write(prep: Prepared, out_dir: str | Path, batches: Iterable[tuple[int, _Sin
     per_source: dict[str, dict[str, Any]] = {
         src.name: {"format": plan.family, "reader": src.kind, "rows_in": 0, "rows_kept": 0, "rows_rejected": 0,
                    "paired_rows": 0, "extra_pairs": 0, "rejects_by_reason": {}, "fields": dict(plan.fields)}
-        for src, plan in zip(prep.sources, prep.plans)
+        for src, plan in zip(prep.sources, prep.plans, strict=True)
     }
     with atomic_path(out / "pairs.parquet") as tp, atomic_path(out / "rejects.parquet") as tr:
         with pq.ParquetWriter(tp, pairs_schema, compression="zstd") as pw, \

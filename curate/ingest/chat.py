@@ -61,7 +61,8 @@ def replies_are_conversations(sample: list[dict[str, Any]], col: str) -> bool:
     return seen > 0 and whole * 2 >= seen
 
 
-def prompt_in_messages(sample: list[dict[str, Any]], view: dict[str, str], has: Has, prompt_names: tuple[str, ...]) -> bool:
+def prompt_in_messages(sample: list[dict[str, Any]], view: dict[str, str], has: Has,
+                       prompt_names: tuple[str, ...]) -> bool:
     """`messages` is the prompt and `chosen`/`rejected` are single replies (not whole conversations)."""
     return (
         has("messages", "list") and has("chosen") and has("rejected")

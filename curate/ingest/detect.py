@@ -10,8 +10,9 @@ fit two, is a whole-file `InputError` that names the columns seen and a `--map` 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from curate.errors import InputError
 from curate.ingest import chat, conversational, flat, hh, openai, rated, sharegpt
@@ -297,7 +298,8 @@ def _trials(sample: list[dict[str, Any]]) -> list[dict[str, str]]:
         for p in prompts:
             if p == x:
                 continue
-            out.extend({"prompt": p, "responses": x, "scores": s} for s in guess("scores", ("list",)) if s not in (p, x))
+            out.extend({"prompt": p, "responses": x, "scores": s}
+                       for s in guess("scores", ("list",)) if s not in (p, x))
             out.append({"prompt": p, "responses": x})
     return out
 

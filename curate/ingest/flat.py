@@ -28,7 +28,8 @@ def history_turns(value: Any, field: str) -> list[Turn]:
 
 
 def convert(row: dict[str, Any], f: dict[str, str], system: str | None) -> tuple:
-    if "instruction" in f:  # Alpaca: the prompt is instruction, then input when there is one (LLaMA-Factory joins with \n)
+    # Alpaca: the prompt is instruction, then input when there is one (LLaMA-Factory joins with \n)
+    if "instruction" in f:
         text = string(row.get(f["instruction"]), f["instruction"])
         extra = string(row.get(f["input"]), f["input"], required=False) if "input" in f else None
         prompt = f"{text}\n{extra}" if extra else text

@@ -34,13 +34,14 @@ def convert(row: dict[str, Any], f: dict[str, str], system: str | None) -> tuple
     prefix, chosen = _split(chosen_t, f["chosen"])
     prefix_r, rejected = _split(rejected_t, f["rejected"])
     if prefix != prefix_r:
-        raise RowError(CONVERSATIONS_DIVERGE, f"{f['chosen']} and {f['rejected']} differ before the last Assistant turn")
+        raise RowError(CONVERSATIONS_DIVERGE,
+                       f"{f['chosen']} and {f['rejected']} differ before the last Assistant turn")
     parts = _TURN.split(prefix)
     if parts[0].strip() or len(parts) < 3:
         raise RowError(MALFORMED_TRANSCRIPT, f"{f['chosen']} does not start with a Human turn")
     turns = [
         {"role": "user" if who == "Human" else "assistant", "content": text.strip()}
-        for who, text in zip(parts[1::2], parts[2::2])
+        for who, text in zip(parts[1::2], parts[2::2], strict=True)
     ]
     system, turns = canonical_prompt(turns, system, where=f"{f['chosen']} (before the reply)")
     finish(chosen, rejected)

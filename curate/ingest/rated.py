@@ -147,7 +147,9 @@ def score_key_of(elements: list[Any]) -> str | None:
 def candidates(sample: list[dict[str, Any]], view: dict[str, str], has: Has,
                mapping: dict[str, str]) -> list[tuple[str, dict[str, str]]]:
     """The rated family these columns fit, if any: a prompt, a list of responses and their scores."""
-    prompt = next((n for n in PROMPT_COLUMNS if has(n, "str") or (n in ("prompt", "messages") and has(n, "list"))), None)
+    prompt = next(
+        (n for n in PROMPT_COLUMNS if has(n, "str") or (n in ("prompt", "messages") and has(n, "list"))), None
+    )
     responses = next((n for n in RESPONSE_COLUMNS if has(n, "list")), None)
     if prompt is None or responses is None:
         return []

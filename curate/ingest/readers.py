@@ -26,13 +26,13 @@ import os
 import re
 import sys
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Iterator, cast
+from typing import IO, Any, cast
 
 from curate.errors import InputError
-from curate.io import canonical_name
 from curate.ingest.reasons import (
     INVALID_UNICODE,
     INVALID_UTF8,
@@ -42,6 +42,7 @@ from curate.ingest.reasons import (
     NUL_BYTE,
     NUMBER_OUT_OF_RANGE,
 )
+from curate.io import canonical_name
 
 try:  # orjson parses ~3x faster than json and validates UTF-8 itself; json is the fallback.
     import orjson
@@ -490,7 +491,8 @@ def _json(src: Source, batch_rows: int = BATCH_ROWS) -> Iterator[list[Record]]:
                 dumped = _dump_lenient(row)  # escapes stay escapes; bytes that were not UTF-8 come back as bytes
                 raw = raw_text(dumped.encode("utf-8", "backslashreplace") if strict_utf8 else safe_bytes(dumped))
                 if strict_utf8 or not _only_escaped_bytes(row):
-                    batch.append((j, None, (INVALID_UNICODE, f"row {j}: a lone surrogate escape (\\ud800-\\udfff)", raw)))
+                    why = f"row {j}: a lone surrogate escape (\\ud800-\\udfff)"
+                    batch.append((j, None, (INVALID_UNICODE, why, raw)))
                 else:
                     batch.append((j, None, (INVALID_UTF8, f"row {j}: holds bytes that are not valid UTF-8", raw)))
             else:
@@ -527,7 +529,7 @@ def open_parquet(src: Source) -> Any:
         raise InputError(f"{src.name}: not a Parquet file (no PAR1 header)")
     try:
         pf = pq.ParquetFile(src.path)
-    except Exception as e:  # pyarrow raises ArrowInvalid/OSError for non-Parquet bytes
+    except Exception as e:  # noqa: BLE001 - pyarrow raises ArrowInvalid/OSError for non-Parquet bytes
         raise InputError(f"{src.name}: not a readable Parquet file ({_first_line(e)})") from None
     if pf.metadata.num_rows == 0:
         raise InputError(f"{src.name}: empty Parquet file (no rows)")
@@ -624,7 +626,7 @@ def _csv(src: Source, batch_rows: int = BATCH_ROWS) -> Iterator[list[Record]]:
                     lineno, text = lines.taken[0]
                 batch.append((idx, None, (MALFORMED_CSV, f"line {lineno}: {err}", raw_text(text))))
             elif rec:
-                row = dict(zip(header, rec + [None] * (len(header) - len(rec))))  # type: ignore[list-item]
+                row = dict(zip(header, rec + [None] * (len(header) - len(rec)), strict=True))  # type: ignore[list-item]
                 lineno = lines.taken[0][0]
                 if has_surrogate(row):
                     raw = raw_text(delimiter.join(rec))
@@ -660,7 +662,7 @@ def dataset_tables(src: Source, batch_rows: int) -> Iterator[Any]:
 
     try:
         ds = datasets.load_from_disk(str(src.path))
-    except Exception as e:  # datasets raises FileNotFoundError/ValueError variants for broken folders
+    except Exception as e:  # noqa: BLE001 - datasets raises FileNotFoundError/ValueError variants for broken folders
         raise InputError(f"{src.name}: can't load this datasets folder ({_first_line(e)})") from None
     if isinstance(ds, datasets.DatasetDict):  # a split folder named directly holds a DatasetDict: not expected
         raise InputError(f"{src.name}: holds several splits; name the folder above it")
@@ -706,7 +708,9 @@ def _count_batch(tbl: Any, stats: Any) -> None:
                                     for i, f in enumerate(tbl.schema)})
 
 
-READERS: dict[str, Callable[..., Iterator[list[Record]]]] = {"jsonl": _jsonl, "json": _json, "parquet": _parquet, "csv": _csv, "tsv": _csv, "dataset": _dataset}
+READERS: dict[str, Callable[..., Iterator[list[Record]]]] = {
+    "jsonl": _jsonl, "json": _json, "parquet": _parquet, "csv": _csv, "tsv": _csv, "dataset": _dataset,
+}
 
 
 def read(src: Source, batch_rows: int = BATCH_ROWS) -> Iterator[list[Record]]:

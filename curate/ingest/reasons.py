@@ -24,7 +24,8 @@ BAD_SCORE = "bad_score"  # a score is present but not a number
 UNKNOWN_ROLE = "unknown_role"  # a message role we can't map to system/user/assistant (tool, observation, ...)
 ROLES_OUT_OF_ORDER = "roles_out_of_order"  # turns don't alternate user/assistant from a user turn
 PROMPT_NOT_ENDING_ON_USER = "prompt_not_ending_on_user"  # the conversation before the replies ends on an assistant turn
-CONVERSATIONS_DIVERGE = "conversations_diverge"  # chosen/rejected carry whole conversations that differ before the reply
+# chosen/rejected carry whole conversations that differ before the reply
+CONVERSATIONS_DIVERGE = "conversations_diverge"
 MALFORMED_TRANSCRIPT = "malformed_transcript"  # an HH-RLHF transcript without "Human:"/"Assistant:" turns
 IDENTICAL_RESPONSES = "identical_responses"  # chosen == rejected (after trimming): nothing to learn
 # Rated completions (rated.py): a row of N scored responses that yields no pair.

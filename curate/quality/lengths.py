@@ -33,7 +33,9 @@ def lang_expr(names: list[str]) -> pl.Expr:
         .list.last()
         .fill_null("")
     )
-    head = pl.concat_str([last_user.str.slice(0, _HEAD), pl.col("chosen").fill_null("").str.slice(0, _HEAD)], separator="\n")
+    head = pl.concat_str(
+        [last_user.str.slice(0, _HEAD), pl.col("chosen").fill_null("").str.slice(0, _HEAD)], separator="\n"
+    )
     # CJK characters are 3 bytes in UTF-8 and ASCII 1, so (bytes - chars) / 2 counts them without a regex pass per
     # character (a Unicode-class count_matches cost 35 µs per pair); a few accented letters or emoji barely move it.
     chars = head.str.len_chars()
@@ -41,7 +43,9 @@ def lang_expr(names: list[str]) -> pl.Expr:
     return pl.when((chars > 0) & (wide >= CJK_SHARE * chars)).then(pl.lit("zh")).otherwise(pl.lit("en"))
 
 
-def bias(df: pl.DataFrame, chosen_len: str = "__clen", rejected_len: str = "__rlen", lang: str = "__lang") -> dict[str, Any]:
+def bias(
+    df: pl.DataFrame, chosen_len: str = "__clen", rejected_len: str = "__rlen", lang: str = "__lang"
+) -> dict[str, Any]:
     """Counts of chosen-longer / rejected-longer / equal pairs, overall, per language and per (source, language)."""
 
     def summary(frame: pl.DataFrame) -> dict[str, Any]:

@@ -61,7 +61,9 @@ _ROLE_RE = re.compile(
     r"^[ \t]*(?:\*\*|__)?(?P<role>" + _ROLES + r")(?:\*\*|__)?[ \t]*[:：](?:[ \t]*(?:\*\*|__))?(?P<value>[^\n]*)$",
     re.MULTILINE,
 )
-_KEY_LINE_RE = re.compile(r"^[ \t]*(?:[-*•][ \t]+)?(?P<key>[A-Za-z\u4e00-\u9fff][\w \-\u4e00-\u9fff]{0,24}?)[ \t]*[:：][ \t]*\S")
+_KEY_LINE_RE = re.compile(
+    r"^[ \t]*(?:[-*•][ \t]+)?(?P<key>[A-Za-z\u4e00-\u9fff][\w \-\u4e00-\u9fff]{0,24}?)[ \t]*[:：][ \t]*\S"
+)
 _PLACEHOLDER_RE = re.compile(r"^[ \t]*[\[<{（(【][^\n]*[\]>})）】][ \t]*$")  # "User: [your message]"
 _FENCE_RE = re.compile(r"^[ \t]*(```|~~~)")
 _INLINE_CODE_RE = re.compile(r"`[^`\n]+`")

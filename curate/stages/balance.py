@@ -125,9 +125,10 @@ class Config:
     seed: int = field(default=0, metadata={"help": "Seed of the random order among otherwise equal rows."})
     length_balance: float | None = field(
         default=None,
-        metadata={"min": 0.5, "help": "Even out length bias before the quotas: per language, at most this share of pairs (e.g. "
-                  "0.6) may have the longer reply as chosen, and at most this share the shorter one; pairs on the "
-                  "over-represented side go first by length ratio (reason balance_length_bias). Unset: off."},
+        metadata={"min": 0.5, "help": "Even out length bias before the quotas: per language, at most this share of "
+                  "pairs (e.g. 0.6) may have the longer reply as chosen, and at most this share the shorter one; "
+                  "pairs on the over-represented side go first by length ratio (reason balance_length_bias). "
+                  "Unset: off."},
     )
 
     def validate(self) -> None:
@@ -184,9 +185,9 @@ def _largest_remainder(total: int, weights: dict[str, float], caps: dict[str, in
     keys = sorted(weights)
     wsum = sum(weights[k] for k in keys)
     if total <= 0 or wsum <= 0:
-        return {k: 0 for k in keys}
+        return dict.fromkeys(keys, 0)
     exact = {k: total * weights[k] / wsum for k in keys}
-    out = {k: int(math.floor(exact[k] + _EPS)) for k in keys}
+    out = {k: math.floor(exact[k] + _EPS) for k in keys}
     if caps:
         out = {k: min(out[k], caps[k]) for k in keys}
     left = total - sum(out.values())
@@ -207,7 +208,7 @@ def _largest_remainder(total: int, weights: dict[str, float], caps: dict[str, in
 
 def _round(x: float) -> int:
     """Round half up: a total of 142.86 rows gives the binding group all its rows (100 of 100 at 0.7)."""
-    return int(math.floor(x + 0.5 + _EPS))
+    return math.floor(x + 0.5 + _EPS)
 
 
 def _fmt_mix(mix: dict[str, float]) -> str:
@@ -262,7 +263,8 @@ def water_level(counts: dict[str, int], goal: dict[str, float], allowed: int) ->
             hi = mid
         else:
             lo = mid
-    return {**keep(hi), **{g: 0 for g in zero}, **{g: counts.get(g, 0) for g in goal if g not in pos and g not in zero}}
+    rest = {g: counts.get(g, 0) for g in goal if g not in pos and g not in zero}
+    return {**keep(hi), **dict.fromkeys(zero, 0), **rest}
 
 
 def _shares(quota: dict[str, int]) -> dict[str, float]:
@@ -397,7 +399,8 @@ def plan(df: pl.DataFrame, cfg: Config) -> tuple[pl.DataFrame, list[tuple[int, i
             continue
         caps[str(src)] = cap
         sizes = dict(part.group_by("lang").len().iter_rows())
-        keep = _largest_remainder(cap, {str(k): float(v) for k, v in sizes.items()}, caps={str(k): v for k, v in sizes.items()})
+        keep = _largest_remainder(cap, {str(k): float(v) for k, v in sizes.items()},
+                                  caps={str(k): v for k, v in sizes.items()})
         for (lang,), sub in part.group_by(["lang"]):
             _, dropped = _select(sub, keep[str(lang)])
             for r in dropped:
@@ -435,7 +438,8 @@ def plan(df: pl.DataFrame, cfg: Config) -> tuple[pl.DataFrame, list[tuple[int, i
     elif goal:
         exact = _exact_quotas(in_goal, goal, keep_cap)
         needed = sum(in_goal.values()) - sum(exact.values())
-        allowed = max(budget, 0 if keep_cap is None else sum(in_goal.values()) - keep_cap)  # max_rows drops are asked for
+        # max_rows drops are asked for
+        allowed = max(budget, 0 if keep_cap is None else sum(in_goal.values()) - keep_cap)
         if needed <= allowed:
             quota.update(exact)
         else:
@@ -445,7 +449,8 @@ def plan(df: pl.DataFrame, cfg: Config) -> tuple[pl.DataFrame, list[tuple[int, i
                 raise ConfigError(
                     f"balance: reaching target {_fmt_mix(target)} would drop {needed} of {rows_in} pairs "
                     f"({needed / max(rows_in, 1):.0%}, max_drop_fraction {cfg.max_drop_fraction:g}); the data is "
-                    f"{_fmt_mix(have)}; reachable within that budget: {_fmt_target(suggest_target(in_goal, reached, allowed))} "
+                    f"{_fmt_mix(have)}; reachable within that budget: "
+                    f"{_fmt_target(suggest_target(in_goal, reached, allowed))} "
                     f"(or raise max_drop_fraction, set upsample = true, or balance.strict = false to keep the "
                     f"closest mix)"
                 )
@@ -573,7 +578,9 @@ def length_balance(df: pl.DataFrame, max_share: float, seed: int) -> tuple[pl.Da
         n = part.height
         longer = part.filter(pl.col("__clen") > pl.col("__rlen"))
         shorter = part.filter(pl.col("__clen") < pl.col("__rlen"))
-        side, name, lopsided_first = (longer, "longer", True) if longer.height >= shorter.height else (shorter, "shorter", False)
+        side, name, lopsided_first = (
+            (longer, "longer", True) if longer.height >= shorter.height else (shorter, "shorter", False)
+        )
         # dropping d rows of that side: (k - d) / (n - d) <= max_share  <=>  d >= (k - max_share * n) / (1 - max_share)
         need = max(0, math.ceil((side.height - max_share * n) / (1 - max_share) - _EPS))
         order = side.sort(["__ratio", "__rand", "__row"], descending=[lopsided_first, False, False])
@@ -584,7 +591,8 @@ def length_balance(df: pl.DataFrame, max_share: float, seed: int) -> tuple[pl.Da
         after = n - need
         stats["by_lang"][str(lang)] = {"pairs": n, f"chosen_{name}": side.height, "dropped": need,
                                        f"share_chosen_{name}_before": round(side.height / n, 4) if n else None,
-                                       f"share_chosen_{name}_after": round((side.height - need) / after, 4) if after else None}
+                                       f"share_chosen_{name}_after":
+                                           round((side.height - need) / after, 4) if after else None}
     stats["dropped"] = len(drops)
     rejected = pl.DataFrame(
         {"__row": [r for r, _ in drops], "reason": [BALANCE_LENGTH_BIAS] * len(drops), "detail": [d for _, d in drops]},
@@ -633,7 +641,8 @@ def run(frame: pl.LazyFrame | pl.DataFrame, cfg: Config) -> StageResult:
                 pl.struct("row_id", "__copy")
                 .map_batches(
                     lambda s: pl.Series(
-                        [_copy_id(p, k) for p, k in zip(s.struct.field("row_id"), s.struct.field("__copy"))],
+                        [_copy_id(p, k)
+                         for p, k in zip(s.struct.field("row_id"), s.struct.field("__copy"), strict=True)],
                         dtype=pl.String,
                     ),
                     return_dtype=pl.String,

@@ -4,8 +4,9 @@ What and why: every text (system, prompt turns, replies) is NFC-normalised, its 
 leading/trailing whitespace trimmed (inner whitespace is kept: it matters in code). Pairs with an empty prompt or
 reply, identical replies (after id normalisation), or lengths outside the configured limits are rejected. Text
 made only of invisible characters (zero-width spaces and joiners, control and format characters, fillers) counts
-as empty: such a reply is `empty_response`, such a system prompt absent. Lengths are in characters; in tokens too when `tokenizer` names a local tokenizer (a `tokenizer.json` file or a folder
-`transformers` can load offline).
+as empty: such a reply is `empty_response`, such a system prompt absent. Lengths are in characters; in tokens
+too when `tokenizer` names a local tokenizer (a `tokenizer.json` file or a folder `transformers` can load
+offline).
 
 Config: see `Config` below.
 Input columns: system, prompt, chosen, rejected.
@@ -44,7 +45,8 @@ REASONS = (
 @dataclass(frozen=True)
 class Config:
     max_prompt_chars: int = field(
-        default=32_000, metadata={"min": 1, "help": "Reject pairs whose system + prompt turns exceed this many characters."}
+        default=32_000,
+        metadata={"min": 1, "help": "Reject pairs whose system + prompt turns exceed this many characters."},
     )
     max_response_chars: int = field(
         default=32_000, metadata={"min": 1, "help": "Reject pairs where either reply exceeds this many characters."}
@@ -54,11 +56,13 @@ class Config:
     )
     tokenizer: str | None = field(
         default=None,
-        metadata={"help": "Local tokenizer (tokenizer.json or a transformers folder) for token limits; none: chars only."},
+        metadata={"help": "Local tokenizer (tokenizer.json or a transformers folder) for token limits; none: "
+                  "chars only."},
     )
     max_tokens: int | None = field(
         default=None,
-        metadata={"min": 1, "help": "With `tokenizer`: reject pairs whose prompt + longer reply exceed this many tokens."},
+        metadata={"min": 1, "help": "With `tokenizer`: reject pairs whose prompt + longer reply exceed this many "
+                  "tokens."},
     )
 
     def validate(self) -> None:

@@ -78,7 +78,8 @@ class NormaliseConfig:
         default="NFKC", metadata={"help": "Unicode form; NFKC folds full-width letters, digits and punctuation."}
     )
     t2s: bool = field(
-        default=True, metadata={"help": "Convert Traditional to Simplified Chinese (OpenCC t2s) so both scripts collide."}
+        default=True,
+        metadata={"help": "Convert Traditional to Simplified Chinese (OpenCC t2s) so both scripts collide."},
     )
     casefold: bool = field(default=True, metadata={"help": "Ignore letter case."})
     punctuation: Literal["strip", "fold"] = field(
@@ -117,7 +118,8 @@ class NearConfig:
         default=3, metadata={"help": "Short keys: at most this many character edits (Levenshtein) apart."}
     )
     edit_similarity: float = field(
-        default=0.85, metadata={"help": "Short keys: and at least this normalised edit similarity (1 - edits / length)."}
+        default=0.85,
+        metadata={"help": "Short keys: and at least this normalised edit similarity (1 - edits / length)."},
     )
     ngram_short: int = field(
         default=3, metadata={"help": "n-gram size of the MinHash pass that proposes short-key candidates (non-CJK)."}
@@ -291,7 +293,7 @@ def lang_key(label: str | None, text: str) -> str:
 
 def _lang_keys(df: pl.DataFrame, texts: list[str]) -> list[str]:
     labels = df["lang"].to_list() if "lang" in df.columns else [None] * df.height
-    return [lang_key(lab, t) for lab, t in zip(labels, texts)]
+    return [lang_key(lab, t) for lab, t in zip(labels, texts, strict=True)]
 
 
 def _threshold_for(lang: str, table: dict[str, float]) -> float:
@@ -378,10 +380,10 @@ class _Vectors:
         if todo:
             self.rows_embedded += len(todo)
             v = self.embed_texts([self.tx.focus[r] for r in todo])
-            self.vecs.update(zip(todo, v))
+            self.vecs.update(zip(todo, v, strict=True))
             if self.cfg.semantic.embed_replies:
                 rv = self.embed_texts([self.replies[r] for r in todo])
-                self.reply_vecs.update(zip(todo, rv))
+                self.reply_vecs.update(zip(todo, rv, strict=True))
         if not len(rows):
             return np.zeros((0, 1), dtype=np.float32)
         return np.stack([self.vecs[r] for r in rows.tolist()])
@@ -456,7 +458,7 @@ def run(frame: pl.LazyFrame | pl.DataFrame, cfg: Config) -> StageResult:
 
 
 def _mark(st: _State, rows, reason: str, leader, sims, detail: list[str], measure: list[str]) -> None:
-    for r, ld, s, d, m in zip(rows.tolist(), leader.tolist(), sims.tolist(), detail, measure):
+    for r, ld, s, d, m in zip(rows.tolist(), leader.tolist(), sims.tolist(), detail, measure, strict=True):
         st.alive[r] = False
         st.reason[r] = reason
         st.detail[r] = d
@@ -471,8 +473,9 @@ def _apply(st: _State, alive_rows: np.ndarray, a: clu.Assignment, reason: str, r
     rows = alive_rows[removed]
     leaders = alive_rows[a.leader[removed]]
     sims = _clamp(a.sim[removed])
-    details = [describe(_short(row_ids[ld]), s, int(r), int(ld)) for ld, s, r in zip(leaders.tolist(), sims.tolist(), rows.tolist())]
-    measures = [measure_of(int(r), int(ld)) for r, ld in zip(rows.tolist(), leaders.tolist())]
+    details = [describe(_short(row_ids[ld]), s, int(r), int(ld))
+               for ld, s, r in zip(leaders.tolist(), sims.tolist(), rows.tolist(), strict=True)]
+    measures = [measure_of(int(r), int(ld)) for r, ld in zip(rows.tolist(), leaders.tolist(), strict=True)]
     _mark(st, rows, reason, leaders, sims, details, measures)
 
 
@@ -520,7 +523,7 @@ def _near(cfg: Config, st: _State, tx: _Texts, rank: np.ndarray, row_ids: list, 
         keys, ngram=_ngrams(keys, nc), num_perm=nc.num_perm, threshold=nc.threshold, lsh_threshold=nc.lsh_threshold,
     )
     found: dict[tuple[int, int], tuple[float, str]] = {
-        (a, b): (x, "n-gram jaccard") for a, b, x in zip(i.tolist(), j.tolist(), s.tolist())
+        (a, b): (x, "n-gram jaccard") for a, b, x in zip(i.tolist(), j.tolist(), s.tolist(), strict=True)
     }
     # Pass 2: short keys — smaller n-grams and a low LSH threshold propose pairs; edit distance confirms them.
     limit = nc.short_chars + nc.max_edits
@@ -530,7 +533,7 @@ def _near(cfg: Config, st: _State, tx: _Texts, rank: np.ndarray, row_ids: list, 
         skeys = [keys[q] for q in short]
         si, sj, _ = candidate_pairs(skeys, ngram=_ngrams(skeys, nc, short=True), num_perm=nc.num_perm,
                                     threshold=0.0, lsh_threshold=0.25)
-        for a, b in zip(si.tolist(), sj.tolist()):
+        for a, b in zip(si.tolist(), sj.tolist(), strict=True):
             qa, qb = short[a], short[b]
             ka, kb = keys[qa], keys[qb]
             if min(len(ka), len(kb)) > nc.short_chars:
@@ -600,7 +603,8 @@ def _coverage(cfg: Config, tx: _Texts, vectors: _Vectors, stats: dict) -> dict[s
         missing = [x for x in needs if x not in declared]
         if missing and not all(len(x) == 2 for x in needs):
             info["on"] = False
-            info["why"] = f"their language is '{lang}' (not one the language stage could name), so no model is known to read it"
+            info["why"] = (f"their language is '{lang}' (not one the language stage could name), so no model is "
+                           "known to read it")
         elif missing:
             info["on"] = False
             why = ("it declares no languages (set semantic.languages)" if not declared
@@ -637,7 +641,7 @@ def _probe_max(vectors: _Vectors, probes: tuple[str, ...]) -> tuple[float, tuple
     prepared = [embedding_input(p, t2s=cfg.semantic.t2s) for p in probes]
     unknown = vectors.get().unknown_chars(prepared)
     letters = sum(1 for t in prepared for c in t if c.isalpha())
-    blind = sum(1 for t, u in zip(prepared, unknown) for c in t if c in u) / max(letters, 1)
+    blind = sum(1 for t, u in zip(prepared, unknown, strict=True) for c in t if c in u) / max(letters, 1)
     words = [words_key(p) for p in probes]
     sims = _clamp(v @ v.T)
     best, pair = -1.0, ("", "")
@@ -706,9 +710,9 @@ def _semantic_vetoes(cfg: Config, tx: _Texts, vectors: _Vectors, rows: np.ndarra
         return keep, vetoed
     involved = sorted(set(i.tolist()) | set(j.tolist()))
     texts = [embedding_input(tx.focus[int(rows[q])], t2s=cfg.semantic.t2s) for q in involved]
-    unknown = dict(zip(involved, vectors.get().unknown_chars(texts)))
+    unknown = dict(zip(involved, vectors.get().unknown_chars(texts), strict=True))
     ctx_cache: dict = {}
-    for k, (a, b) in enumerate(zip(i.tolist(), j.tolist())):
+    for k, (a, b) in enumerate(zip(i.tolist(), j.tolist(), strict=True)):
         ra, rb = int(rows[a]), int(rows[b])
         if not _context_ok(tx, ra, rb, cfg.near, ctx_cache):
             why: str | None = "context"
@@ -772,7 +776,7 @@ def _decontaminate(cfg: Config, st: _State, whole: list[str], tx: _Texts, norm_o
         )
         if cfg.content_veto and len(q):
             ok = np.asarray([content_change(words_key(whole[int(rows[a])]), words_key(ref.texts[b])) is None
-                             for a, b in zip(q.tolist(), t.tolist())], dtype=bool)
+                             for a, b in zip(q.tolist(), t.tolist(), strict=True)], dtype=bool)
             q, t, s = q[ok], t[ok], s[ok]
         for qq, tt, ss in _best_per_query(q, t, s):
             _mark_ref(st, int(rows[qq]), f"overlaps reference {ref.labels[tt]} (n-gram Jaccard {ss:.2f})", ss,
@@ -805,7 +809,7 @@ def _best_per_query(q: np.ndarray, t: np.ndarray, s: np.ndarray):
     order = np.lexsort((t, -s, q))
     q, t, s = q[order], t[order], s[order]
     first = np.concatenate([[True], q[1:] != q[:-1]])
-    return list(zip(q[first].tolist(), t[first].tolist(), s[first].tolist()))
+    return list(zip(q[first].tolist(), t[first].tolist(), s[first].tolist(), strict=True))
 
 
 def _mark_ref(st: _State, r: int, detail: str, sim: float, measure: str) -> None:

@@ -34,9 +34,10 @@ The pair's `lang` (the rule; `pair_rule = "prompt"` keeps only step 1):
        changed, and lang_detail names the rule.
     2. `mismatch` when the prompt is Chinese (zh-Hans/zh-Hant) and the chosen reply is English, or the reverse,
        unless the prompt matches `mismatch_exempt` (translation requests are answered in the other language on
-       purpose) or the chosen reply is shorter than `mismatch_min_units`. `mixed` and `other` never mismatch; the rejected reply is not compared (a wrong-language
-       rejected reply is a useful preference signal). With `mismatch = "reject"` these pairs are rejected
-       (reason `language_mismatch`) instead of being kept with lang = "mismatch".
+       purpose) or the chosen reply is shorter than `mismatch_min_units`. `mixed` and `other` never mismatch; the
+       rejected reply is not compared (a wrong-language rejected reply is a useful preference signal). With
+       `mismatch = "reject"` these pairs are rejected (reason `language_mismatch`) instead of being kept with
+       lang = "mismatch".
 
 Config: see `Config` (each field's help). Input columns: source, prompt, chosen, rejected (system and text columns are
 rewritten only when `convert` is set). Output columns: lang_prompt, lang_chosen, lang_rejected, lang,
@@ -295,10 +296,14 @@ def instruction_labels(lf: pl.LazyFrame, labels: pl.DataFrame, cfg: Config) -> p
         (pl.col("__seg").str.contains(cfg.mismatch_exempt) if cfg.mismatch_exempt else pl.lit(False)).alias("__kw"),
     ).collect()
     zh_en = list(langid.ZH_LABELS) + ["en"]
-    first = lambda cond, name: (  # noqa: E731 - the label of the first segment (by position) meeting cond
-        segs.filter(cond).sort("__row", "__pos").group_by("__row", maintain_order=True)
-        .agg(pl.col("lang_s").first().alias(name))
-    )
+
+    def first(cond: pl.Expr, name: str) -> pl.DataFrame:
+        """The label of the first segment (by position) meeting cond."""
+        return (
+            segs.filter(cond).sort("__row", "__pos").group_by("__row", maintain_order=True)
+            .agg(pl.col("lang_s").first().alias(name))
+        )
+
     # a translation request is asked at the start: the matching segment must come no later than the first
     # substantial one (a later match is an example or the quoted text talking about translation); segments after
     # it were not kept above

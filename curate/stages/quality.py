@@ -97,14 +97,16 @@ class Config:
         default="flag", metadata={"help": "0 < chosen_score - rejected_score < min_score_margin (needs the margin)."}
     )
     min_score_margin: float | None = field(
-        default=None, metadata={"above": 0, "help": "Smallest score margin that counts as a preference; unset: no margin check."}
+        default=None,
+        metadata={"above": 0, "help": "Smallest score margin that counts as a preference; unset: no margin check."},
     )
     near_identical_responses: Action = field(
         default="flag", metadata={"help": "chosen and rejected at least near_identical_threshold similar."}
     )
     near_identical_threshold: float = field(
         default=0.95,
-        metadata={"above": 0, "max": 1, "help": "Normalised Levenshtein similarity (NFC, whitespace and case folded) that counts as near-identical."},
+        metadata={"above": 0, "max": 1, "help": "Normalised Levenshtein similarity (NFC, whitespace and case "
+                  "folded) that counts as near-identical."},
     )
     over_max_tokens: Action = field(
         default="reject",
@@ -122,7 +124,8 @@ class Config:
                   "tokenizer, max_tokens and system where those are unset."},
     )
     max_tokens: int | None = field(
-        default=None, metadata={"min": 1, "help": "Token limit of prompt + longer reply (default: the preset's orpo.max_length)."}
+        default=None,
+        metadata={"min": 1, "help": "Token limit of prompt + longer reply (default: the preset's orpo.max_length)."},
     )
     system: Literal["keep", "merge", "drop"] | None = field(
         default=None,
@@ -139,15 +142,16 @@ class Config:
     truncated_reply: Action = field(default="flag", metadata={"help": "Replies the source cut mid-sentence."})
     truncated_round_to: tuple[int, ...] = field(
         default=(100, 128),
-        metadata={"min": 1, "help": "A reply without terminal punctuation whose length is a multiple of one of these counts as cut."},
+        metadata={"min": 1, "help": "A reply without terminal punctuation whose length is a multiple of one of "
+                  "these counts as cut."},
     )
     truncated_min_chars: int = field(
         default=200, metadata={"min": 0, "help": "Round lengths count from this many characters."}
     )
     truncated_cap_repeats: int = field(
         default=3,
-        metadata={"min": 1, "help": "Unpunctuated replies ending at their source's longest reply length, at least this many, "
-                  "mark that length as the source's cut."},
+        metadata={"min": 1, "help": "Unpunctuated replies ending at their source's longest reply length, at least "
+                  "this many, mark that length as the source's cut."},
     )
     examples: int = field(default=3, metadata={"min": 0, "help": "Example rows per check in report.html."})
 
@@ -217,7 +221,10 @@ def _marker_expr(place: str) -> pl.Expr:
     if place == "prompt":
         cand = pl.col("__ptext").str.contains(markers.PREFILTER) | pl.col("system").fill_null("").str.contains(
             markers.PREFILTER)
-        fn = lambda r: markers.find_in_prompt(r["prompt"], r["system"])
+
+        def fn(r: dict[str, Any]) -> str | None:
+            return markers.find_in_prompt(r["prompt"], r["system"])
+
         s = pl.struct(cand.alias("c"), pl.col("prompt"), pl.col("system"))
     else:
         cand = pl.col(place).fill_null("").str.contains(markers.PREFILTER)
@@ -343,7 +350,9 @@ def _swap(lf: pl.LazyFrame) -> pl.LazyFrame:
         inv.alias("__swapped"),
     )
     pair_id = next(e for e in id_exprs() if e.meta.output_name() == "pair_id")
-    return swapped.with_columns(pl.when(pl.col("__swapped")).then(pair_id).otherwise(pl.col("pair_id")).alias("pair_id"))
+    return swapped.with_columns(
+        pl.when(pl.col("__swapped")).then(pair_id).otherwise(pl.col("pair_id")).alias("pair_id")
+    )
 
 
 # ------------------------------------------------------------------------------------------------------- decisions
@@ -397,7 +406,8 @@ def decide(lf: pl.LazyFrame, cfg: Config, names: list[str]) -> tuple[pl.DataFram
         detail[TIED_SCORES] = pl.format("chosen_score = rejected_score = {}", cs)
     if cfg.action(SCORE_MARGIN_BELOW) != "off":
         fired[SCORE_MARGIN_BELOW] = ((m > 1e-9) & (m < cfg.min_score_margin)).fill_null(False)
-        detail[SCORE_MARGIN_BELOW] = pl.format("score margin {} < min_score_margin {}", _num(m), pl.lit(str(cfg.min_score_margin)))
+        detail[SCORE_MARGIN_BELOW] = pl.format("score margin {} < min_score_margin {}", _num(m),
+                                               pl.lit(str(cfg.min_score_margin)))
     if cfg.near_identical_responses != "off":
         sim = pl.col("__similarity")
         fired[NEAR_IDENTICAL_RESPONSES] = (sim >= cfg.near_identical_threshold).fill_null(False)
@@ -457,14 +467,16 @@ def _truncation_outcome() -> tuple[pl.Expr, pl.Expr]:
             pl.when(fence).then(pl.lit(f"{place} ends inside an open code fence"))
             .when(dangling).then(pl.format(f"{place} ends on a dangling word or mark at {{}} characters: …{{}}", n,
                                            pl.col(f"__{place}_tail")))
-            .when(at_cap).then(pl.format(f"{place} ends mid-sentence at {{}} characters, its source's longest reply", n))
+            .when(at_cap)
+            .then(pl.format(f"{place} ends mid-sentence at {{}} characters, its source's longest reply", n))
             .otherwise(pl.format(f"{place} ends mid-sentence at a round {{}} characters", n))
         )
         why = pl.when(hit).then(text).otherwise(why)
     return pl.any_horizontal(hits), why
 
 
-def _reason_exprs(cfg: Config, fired: dict[str, pl.Expr], detail: dict[str, pl.Expr], places: list[str]) -> list[pl.Expr]:
+def _reason_exprs(cfg: Config, fired: dict[str, pl.Expr], detail: dict[str, pl.Expr],
+                  places: list[str]) -> list[pl.Expr]:
     """`__reason` / `__detail`: the first check, in REASONS order, that fired and rejects (null: kept)."""
     reason, why = pl.lit(None, dtype=pl.String), pl.lit(None, dtype=pl.String)
     for code in reversed(REASONS):
@@ -500,20 +512,23 @@ def _cap_lengths(df: pl.DataFrame, cfg: Config) -> list[pl.Expr]:
     """`__<place>_at_cap`: the reply is unpunctuated and as long as its source's longest reply, a length that at
     least `truncated_cap_repeats` unpunctuated replies of that source share (the source cut at a length)."""
     parts = [
-        df.select("source", pl.col(f"__{p}_len").alias("n"), pl.col(f"__{p}_unfinished").alias("u")) for p in ("chosen", "rejected")
+        df.select("source", pl.col(f"__{p}_len").alias("n"), pl.col(f"__{p}_unfinished").alias("u"))
+        for p in ("chosen", "rejected")
     ]
     both = pl.concat(parts)
     longest = both.group_by("source").agg(pl.col("n").max().alias("top"))
     caps = (
         both.filter(pl.col("u")).group_by("source", "n").len()
-        .join(longest, on="source").filter((pl.col("n") == pl.col("top")) & (pl.col("len") >= cfg.truncated_cap_repeats))
+        .join(longest, on="source")
+        .filter((pl.col("n") == pl.col("top")) & (pl.col("len") >= cfg.truncated_cap_repeats))
     )
     cap_of = dict(zip(caps["source"].to_list(), caps["n"].to_list(), strict=True))
     out = []
     for p in ("chosen", "rejected"):
         if cap_of:
             cap = pl.col("source").replace_strict(cap_of, default=None, return_dtype=pl.Int64)
-            out.append((pl.col(f"__{p}_unfinished") & (pl.col(f"__{p}_len") == cap)).fill_null(False).alias(f"__{p}_at_cap"))
+            at_cap = (pl.col(f"__{p}_unfinished") & (pl.col(f"__{p}_len") == cap)).fill_null(False)
+            out.append(at_cap.alias(f"__{p}_at_cap"))
         else:
             out.append(pl.lit(False).alias(f"__{p}_at_cap"))
     return out
@@ -538,7 +553,8 @@ def _stats(df: pl.DataFrame, cfg: Config, fired: dict[str, pl.Expr], detail: dic
         }
         if code == ROLE_MARKER_IN_TEXT:
             entry["action"] = dict(cfg.role_marker_in_text)
-            entry["by_place"] = {p: int(df[f"__marker_{p}"].is_not_null().sum()) for p in PLACES if f"__marker_{p}" in df.columns}
+            entry["by_place"] = {p: int(df[f"__marker_{p}"].is_not_null().sum())
+                                 for p in PLACES if f"__marker_{p}" in df.columns}
         if code == INVERTED_SCORES and cfg.inverted_scores == "swap":
             entry["swapped"] = int(kept[col].sum())
         if code == PII:
@@ -550,7 +566,8 @@ def _stats(df: pl.DataFrame, cfg: Config, fired: dict[str, pl.Expr], detail: dic
         if hit.height:
             shown = hit.head(cfg.examples).with_columns(_detail_for(code, df, detail).alias("__why"))
             examples[code] = [
-                {"__row": r["__row"], "row_id": r["row_id"], "source": r["source"], "prompt": None, "detail": r["__why"]}
+                {"__row": r["__row"], "row_id": r["row_id"], "source": r["source"], "prompt": None,
+                 "detail": r["__why"]}
                 for r in shown.iter_rows(named=True)
             ]
     stats: dict[str, Any] = {
@@ -570,7 +587,9 @@ def _stats(df: pl.DataFrame, cfg: Config, fired: dict[str, pl.Expr], detail: dic
         }
     if cfg.inverted_scores != "off":
         scored = df.filter(pl.col("__margin").is_not_null())
-        by_src = scored.group_by("source").agg(pl.len().alias("n"), (pl.col(FLAG_PREFIX + INVERTED_SCORES)).sum().alias("inv"))
+        by_src = scored.group_by("source").agg(
+            pl.len().alias("n"), (pl.col(FLAG_PREFIX + INVERTED_SCORES)).sum().alias("inv")
+        )
         for src, n, inv in sorted(by_src.iter_rows()):
             if n >= 10 and inv > n / 2:
                 stats["warnings"].append(
@@ -604,7 +623,9 @@ def run(frame: pl.LazyFrame | pl.DataFrame, cfg: Config) -> StageResult:
         tagged = _redact(tagged, tuple(cfg.pii_kinds))
     kept = tagged.filter(pl.col("__reason").is_null()).select(out_cols)
     rejected = tagged.filter(pl.col("__reason").is_not_null())
-    rejects = reject(rejected, NAME, pl.col("__reason"), pl.col("__detail")).select(*out_cols, "stage", "reason", "detail")
+    rejects = reject(rejected, NAME, pl.col("__reason"), pl.col("__detail")).select(
+        *out_cols, "stage", "reason", "detail"
+    )
     return StageResult(kept, rejects, stats)
 
 
@@ -616,7 +637,8 @@ def _redact(lf: pl.LazyFrame, kinds: tuple[str, ...]) -> pl.LazyFrame:
         idx = s.struct.field("c").fill_null(False).arg_true()
         out = s.struct.field("t")
         if len(idx):
-            out = out.scatter(idx, pl.Series([piilib.redact(t, kinds) for t in out.gather(idx).to_list()], dtype=pl.String))
+            redacted = [piilib.redact(t, kinds) for t in out.gather(idx).to_list()]
+            out = out.scatter(idx, pl.Series(redacted, dtype=pl.String))
         return out
 
     def prompt_fn(s: pl.Series) -> pl.Series:
@@ -631,9 +653,13 @@ def _redact(lf: pl.LazyFrame, kinds: tuple[str, ...]) -> pl.LazyFrame:
 
     def red(col: str, fn) -> pl.Expr:
         dtype = lf.collect_schema()[col]
-        return pl.struct(flag.alias("c"), pl.col(col).alias("t")).map_batches(fn, return_dtype=dtype, is_elementwise=True).alias(col)
+        return (
+            pl.struct(flag.alias("c"), pl.col(col).alias("t"))
+            .map_batches(fn, return_dtype=dtype, is_elementwise=True).alias(col)
+        )
 
-    lf = lf.with_columns(red("system", text_fn), red("prompt", prompt_fn), red("chosen", text_fn), red("rejected", text_fn))
+    lf = lf.with_columns(red("system", text_fn), red("prompt", prompt_fn), red("chosen", text_fn),
+                         red("rejected", text_fn))
     return lf.with_columns([pl.when(flag).then(e).otherwise(pl.col(e.meta.output_name())) for e in id_exprs()])
 
 
@@ -652,7 +678,8 @@ def html_section(stats: dict[str, Any]) -> str:
         extra = {k: v for k, v in c.items() if k in ("swapped", "redacted")}
         rows.append({"check": code, "action": action, "pairs hit": c.get("fired", 0), "rejected": c.get("rejected", 0),
                      "kept, flagged": c.get("kept_flagged", 0), **extra,
-                     "details": "; ".join(f"{k} {v}" for k, v in {**c.get("by_place", {}), **c.get("kinds", {})}.items())})
+                     "details": "; ".join(f"{k} {v}"
+                                          for k, v in {**c.get("by_place", {}), **c.get("kinds", {})}.items())})
     parts = [report.table(rows, "Checks (a flagged pair is kept with quality_<check> = true in the export)")]
     hits = {r["check"]: float(r["pairs hit"]) for r in rows if r["pairs hit"]}
     parts.append(report.bar_chart(hits, "Pairs hit per check"))
@@ -675,7 +702,8 @@ def html_section(stats: dict[str, Any]) -> str:
     if overall.get("pairs"):
         head = (f"<p>Chosen is the longer reply in <b>{100 * overall['share_chosen_longer']:.1f}%</b> of "
                 f"{overall['pairs']:,} kept pairs (50% = no length bias; language by {report.esc(by)}). "
-                + ", ".join(f"{report.esc(k)} {100 * v['share_chosen_longer']:.1f}%" for k, v in lb.get("by_lang", {}).items()
+                + ", ".join(f"{report.esc(k)} {100 * v['share_chosen_longer']:.1f}%"
+                            for k, v in lb.get("by_lang", {}).items()
                             if v.get("share_chosen_longer") is not None) + ".</p>")
     parts.append("<h3>Length bias</h3>" + head + report.bar_chart(bars, "Share of pairs whose chosen reply is longer, "
                                                                   "per source · language (pairs)", unit="%"))
