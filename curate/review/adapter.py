@@ -45,7 +45,9 @@ class Limits:
         metadata={"help": "largest body of a record upload (bulk upsert/create/update), accepted only from a "
                           "caller whose API key or token is checked before the body is read"},
     )
-    max_query_chars: int = field(default=1000, metadata={"help": "longest search-box query, in characters; longer: 422"})
+    max_query_chars: int = field(
+        default=1000, metadata={"help": "longest search-box query, in characters; longer: 422"}
+    )
     max_query_terms: int = field(default=32, metadata={"help": "most terms in one search-box query; more: 422"})
     query_timeout_s: float = field(
         default=5.0, metadata={"help": "time limit of one SELECT statement; a search over it answers 422, others 503"}
@@ -95,7 +97,9 @@ class BodyLimit:
     unknown length (chunked) is read at most up to the limit. Large record uploads need a valid credential
     first, so an anonymous caller can't make the server hold 64 MB."""
 
-    def __init__(self, app: Any, limits: Limits = LIMITS, authenticate: Callable[[dict], Awaitable[bool]] | None = None):
+    def __init__(
+        self, app: Any, limits: Limits = LIMITS, authenticate: Callable[[dict], Awaitable[bool]] | None = None
+    ):
         self.app = app
         self.limits = limits
         self.authenticate = authenticate or _authenticated
@@ -106,7 +110,8 @@ class BodyLimit:
         if (scope.get("client") or ("",))[0] in _LOOPBACK:
             # argilla compresses every response (brotli, gzip at level 9): pure CPU cost on the same machine
             # (6% of the server's time per pushed record); a reverse proxy in front can compress for the network.
-            scope = {**scope, "headers": [(k, v) for k, v in scope.get("headers") or [] if k.lower() != b"accept-encoding"]}
+            headers = [(k, v) for k, v in scope.get("headers") or [] if k.lower() != b"accept-encoding"]
+            scope = {**scope, "headers": headers}
         headers = {k.lower(): v for k, v in scope.get("headers") or []}
         length_raw = headers.get(b"content-length")
         chunked = b"chunked" in headers.get(b"transfer-encoding", b"").lower()
@@ -228,7 +233,8 @@ def install_query_timeout(engine: Any, timeout_s: float, is_postgresql: bool) ->
         @event.listens_for(sync_engine, "before_cursor_execute")
         def _start(conn, cursor, statement, parameters, context, executemany):
             state = conn.info.get("curate_timeout")
-            if state is not None and _is_select(statement) and not conn.get_execution_options().get("curate_no_timeout"):
+            exempt = conn.get_execution_options().get("curate_no_timeout")
+            if state is not None and _is_select(statement) and not exempt:
                 state["deadline"] = time.monotonic() + timeout_s
 
         @event.listens_for(sync_engine, "after_cursor_execute")

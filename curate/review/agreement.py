@@ -107,7 +107,7 @@ def annotator_stats(responses: pl.DataFrame, decisions: pl.DataFrame | None = No
     the resolved decision on records that had at least one other annotator, mean rating, corrections written."""
     resolved: dict[str, str | None] = {}
     if decisions is not None and decisions.height:
-        resolved = dict(zip(decisions[KEY].to_list(), decisions["review_decision"].to_list()))
+        resolved = dict(zip(decisions[KEY].to_list(), decisions["review_decision"].to_list(), strict=True))
     submitters = Counter(
         responses.filter(pl.col("status") == "submitted")[KEY].to_list() if responses.height else []
     )

@@ -223,7 +223,7 @@ def _check_corrections(joined: pl.DataFrame, language: Any) -> tuple[pl.DataFram
     from curate.stages import language as lang_stage
 
     todo = joined.filter(pl.col("__correction").is_not_null() & pl.col("__drop").is_null())
-    empty = pl.DataFrame(schema={KEY: pl.String, **{c: pl.String for c in LANG_COLUMNS}, "__correction": pl.String})
+    empty = pl.DataFrame(schema={KEY: pl.String, **dict.fromkeys(LANG_COLUMNS, pl.String), "__correction": pl.String})
     if todo.height == 0:
         return joined, empty
     rejected = pl.when(pl.col("review_swapped")).then(pl.col("chosen")).otherwise(pl.col("rejected"))
@@ -352,7 +352,9 @@ def apply_decisions(
         "swapped": int(kept["review_swapped"].sum()),
         "corrected": int(kept["review_corrected"].sum()),
         "corrections_refused": int(joined["review_correction_refused"].is_not_null().sum()),
-        "decisions": {str(k): v for k, v in sorted(decisions_count.items(), key=lambda kv: str(kv[0])) if k is not None},
+        "decisions": {
+            str(k): v for k, v in sorted(decisions_count.items(), key=lambda kv: str(kv[0])) if k is not None
+        },
         "reasons": dict(sorted(Counter(rejects["reason"].to_list()).items())),
     }
     return Applied(kept=kept, rejects=rejects, stats=stats)

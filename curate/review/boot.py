@@ -13,9 +13,10 @@ Usage:
 two); SPEC holds passwords, so it is deleted as soon as it is read. A failed setup prints one line starting with
 SETUP_FAILED and exits with code 3, which the launcher turns into a ServiceError.
 
-Secrets (the token-signing key, the Redis password, the database URL) come from the 0600 file named by $CURATE_REVIEW_SECRETS and
-are put into this process's environment here, before argilla_server reads its settings: they never appear on a
-command line or in the environment the launcher passes (both readable by other local users via /proc or ps).
+Secrets (the token-signing key, the Redis password, the database URL) come from the 0600 file named by
+$CURATE_REVIEW_SECRETS and are put into this process's environment here, before argilla_server reads its settings:
+they never appear on a command line or in the environment the launcher passes (both readable by other local users
+via /proc or ps).
 Every file this process creates is private (umask 077): the SQLite database and its journal, logs, the UI copy.
 """
 
@@ -137,7 +138,7 @@ def setup(spec: dict) -> None:
 def _setup_or_exit(spec: dict) -> None:
     try:
         setup(spec)
-    except Exception as exc:  # one line for the launcher to show
+    except Exception as exc:  # noqa: BLE001 - any failure is one line for the launcher to show
         print(f"{SETUP_FAILED} {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr, flush=True)
         sys.exit(3)
 

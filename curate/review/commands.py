@@ -56,7 +56,8 @@ def _policy_options(f):
     f = click.option("--problem-votes", "problem_votes", type=click.Choice(["any", "majority"]), default=None,
                      help=f"{helps['problem_votes'].capitalize()} [default: {d.problem_votes}].")(f)
     f = click.option("--drop-problem", "drop_problems", multiple=True, default=None,
-                     help=f"{helps['drop_problems'].capitalize()} (repeatable) [default: {', '.join(d.drop_problems)}].")(f)
+                     help=f"{helps['drop_problems'].capitalize()} (repeatable) "
+                          f"[default: {', '.join(d.drop_problems)}].")(f)
     f = click.option("--disagreement", type=click.Choice(["keep", "drop"]), default=None,
                      help=f"{helps['disagreement'].capitalize()} [default: {d.disagreement}].")(f)
     f = click.option("--tie", type=click.Choice(["keep", "drop"]), default=None,

@@ -154,7 +154,7 @@ def load_mapping(run_dir: Path, pairs: pl.DataFrame, dataset: str, seed: int | N
         if key in m.columns:
             m = m.filter(pl.col("dataset") == dataset)
             if m.height:
-                return dict(zip(m[key].to_list(), m["a_is_chosen"].to_list()))
+                return dict(zip(m[key].to_list(), m["a_is_chosen"].to_list(), strict=True))
     if seed is None:
         pushed = read_push_meta(run_dir)["datasets"].get(dataset)
         if pushed is None:
@@ -164,7 +164,7 @@ def load_mapping(run_dir: Path, pairs: pl.DataFrame, dataset: str, seed: int | N
             )
         seed = int(pushed["seed"])
     m = S.mapping_frame(pairs[key], seed)
-    return dict(zip(m[KEY].to_list(), m["a_is_chosen"].to_list()))
+    return dict(zip(m[KEY].to_list(), m["a_is_chosen"].to_list(), strict=True))
 
 
 def recorded_policy(run_dir: Path, dataset: str) -> ResolvePolicy | None:
@@ -225,7 +225,7 @@ def pull(
     responses = responses_frame(raw, usernames(conn), mapping)
     key = pushed_key(run_dir, dataset_name)
     if key != KEY:  # pushed by an older curate: record ids are pair_ids, unique in the runs it accepted
-        to_row = dict(zip(pairs[key].to_list(), pairs[KEY].to_list()))
+        to_row = dict(zip(pairs[key].to_list(), pairs[KEY].to_list(), strict=True))
         responses = responses.with_columns(pl.col(KEY).replace(to_row)).sort(KEY, "user")
         raw = [{**r, "external_id": to_row.get(str(r.get("external_id")), r.get("external_id"))} for r in raw]
     on_server = {str(r["external_id"]) for r in raw if r.get("external_id") is not None}
@@ -237,14 +237,18 @@ def pull(
     applied = apply_decisions(pairs, decisions, applied_policy, language=run_language_config(run_dir))
 
     status_counts = ours.group_by("status").len().sort("status") if ours.height else None
+    pushed_seed = read_push_meta(run_dir)["datasets"].get(dataset_name, {}).get("seed")
+    resolved_guidelines = None if guideline_policy is None else _policy_dict(guideline_policy.resolved(min_submitted))
     stats: dict[str, Any] = {
         "dataset": dataset_name,
         "workspace": conn.workspace,
         "api_url": conn.api_url,
-        "blind_seed": seed if seed is not None else read_push_meta(run_dir)["datasets"].get(dataset_name, {}).get("seed"),
+        "blind_seed": seed if seed is not None else pushed_seed,
         "records_on_server": len(on_server),
         "pairs_on_server": int(pairs[KEY].is_in(list(on_server)).sum()),
-        "responses": dict(zip(status_counts["status"], status_counts["len"])) if status_counts is not None else {},
+        "responses": (
+            dict(zip(status_counts["status"], status_counts["len"], strict=True)) if status_counts is not None else {}
+        ),
         "responses_for_other_records": foreign.height,
         "responses_until": ours["updated_at"].drop_nulls().max() if ours.height else None,
         **applied.stats,
@@ -252,7 +256,7 @@ def pull(
         "annotators": annotator_stats(ours, decisions),
         "policy": _policy_dict(applied_policy),
         "min_submitted": min_submitted,
-        "guidelines_policy": None if guideline_policy is None else _policy_dict(guideline_policy.resolved(min_submitted)),
+        "guidelines_policy": resolved_guidelines,
         "policy_differs_from_guidelines": sorted(
             k for k, v in _policy_dict(applied_policy).items()
             if guideline_policy is not None and _policy_dict(guideline_policy.resolved(min_submitted))[k] != v

@@ -1,8 +1,8 @@
 """Push a run's pairs to Argilla for blind pairwise review: idempotent, resumable, batched.
 
 Why this shape:
-- Record ids are the pairs' key (`settings.RECORD_KEY`; Argilla's external id), and before sending anything we list the ids the
-  dataset already holds and send only the others. Pushing again adds only new pairs; an interrupted push
+- Record ids are the pairs' key (`settings.RECORD_KEY`; Argilla's external id), and before sending anything we list
+  the ids the dataset already holds and send only the others. Pushing again adds only new pairs; an interrupted push
   continues where it stopped (every finished batch is already on the server); nothing is ever duplicated
   (argilla-server also enforces unique (external_id, dataset) and we upsert, so even two pushes racing can't).
 - We call the SDK's bulk upsert per batch instead of `dataset.records.log()`: `log()` always draws its own tqdm
@@ -10,8 +10,9 @@ Why this shape:
 - The blind A/B mapping is written to RUN_DIR/review/mapping.parquet, one row per (dataset, pair), and never to
   the server. Argilla's `visible_for_annotators=False` hides a metadata property, and the record search
   endpoint filters such values per user, but blinding shouldn't rest on every endpoint doing that; the mapping
-  is rebuilt from the seed anyway, so it simply never leaves the curating machine. The seed per dataset is kept in RUN_DIR/review/push.json; pushing the
-  same dataset with another seed is refused because its records were already shown in the old order.
+  is rebuilt from the seed anyway, so it simply never leaves the curating machine. The seed per dataset is kept in
+  RUN_DIR/review/push.json; pushing the same dataset with another seed is refused because its records were already
+  shown in the old order.
 - Blind by default: no suggestion is sent unless `suggest` is set. Argilla pre-selects a suggested answer (and
   enables Submit), so a source-score suggestion anchors annotators on the source's label — what blind review
   exists to prevent. `--suggest` trades that for speed on sources whose scores are trusted.
@@ -250,7 +251,7 @@ class PromptEmbedder:
         texts = [normalise_text(S.embed_text(r.get("prompt"))) for r in rows]
         vecs = self.embedder.embed(texts)
         self.seconds += time.perf_counter() - t
-        return {r[S.RECORD_KEY]: [round(float(x), 6) for x in v] for r, v in zip(rows, vecs)}
+        return {r[S.RECORD_KEY]: [round(float(x), 6) for x in v] for r, v in zip(rows, vecs, strict=True)}
 
 
 def read_push_meta(run_dir: Path) -> dict[str, Any]:
@@ -354,14 +355,18 @@ def push(
         try:
             dataset = rg.Dataset(name=opts.dataset, workspace=ws, settings=settings, client=conn.client).create()
         except Exception as exc:  # noqa: BLE001
-            raise ServiceError(f"Argilla at {conn.api_url}: can't create dataset {opts.dataset!r}: {_first_line(exc)}") from None
+            raise ServiceError(
+                f"Argilla at {conn.api_url}: can't create dataset {opts.dataset!r}: {_first_line(exc)}"
+            ) from None
     elif dataset.settings.distribution.min_submitted != opts.min_submitted or dataset.settings.guidelines != text:
         dataset.settings.distribution = rg.TaskDistribution(min_submitted=opts.min_submitted)
         dataset.settings.guidelines = text
         try:
             dataset.update()
         except Exception as exc:  # noqa: BLE001
-            raise ServiceError(f"Argilla at {conn.api_url}: can't update dataset {opts.dataset!r}: {_first_line(exc)}") from None
+            raise ServiceError(
+                f"Argilla at {conn.api_url}: can't update dataset {opts.dataset!r}: {_first_line(exc)}"
+            ) from None
     timings["dataset"] = time.perf_counter() - t
     layout = S.layout_of(dataset)
     known_metadata = {m.name for m in dataset.settings.metadata}
@@ -369,7 +374,7 @@ def push(
     _write_push_meta(run_dir, conn, opts, mapping, pairs.height, embedder.model if embedder else None)
 
     t = time.perf_counter()
-    a_chosen = dict(zip(mapping[S.RECORD_KEY].to_list(), mapping["a_is_chosen"].to_list()))
+    a_chosen = dict(zip(mapping[S.RECORD_KEY].to_list(), mapping["a_is_chosen"].to_list(), strict=True))
     sent = 0
     wait = 0.0
     if progress:

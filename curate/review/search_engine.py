@@ -133,7 +133,8 @@ def _meta_index_ddl(name: str) -> str | None:
         return None
     # The expression leads: an index led by dataset_id would compete with (dataset_id, inserted_at) for plain
     # listings and make SQLite sort instead of reading in order.
-    return f"CREATE INDEX IF NOT EXISTS {_meta_index_name(name)} ON records (json_extract(metadata, {path}), dataset_id, id)"
+    return (f"CREATE INDEX IF NOT EXISTS {_meta_index_name(name)} "
+            f"ON records (json_extract(metadata, {path}), dataset_id, id)")
 
 
 _RECORD_COLUMNS = {
@@ -516,7 +517,8 @@ class SQLSearchEngine(SearchEngine):
                 and_(e >= "[", e < "\\", _json_any_in(Record.metadata_, keys, values)),
             )
         e = (expr + 0) if dense else expr
-        return and_(_range(e, flt.ge, flt.le), func.json_type(Record.metadata_, literal_column(path)).in_(("integer", "real")))
+        numeric = func.json_type(Record.metadata_, literal_column(path)).in_(("integer", "real"))
+        return and_(_range(e, flt.ge, flt.le), numeric)
 
     @staticmethod
     def _record_filter(flt: Filter) -> ColumnElement:
@@ -716,7 +718,8 @@ class SQLSearchEngine(SearchEngine):
         params = plan.params
         for ex in plan.exclude_sql:
             names = re.findall(r":(curate_t\d+)", ex)
-            sub = text(ex).bindparams(**{n: params[n] for n in names}).columns(literal_column("record_id", Record.id.type))
+            sub = text(ex).bindparams(**{n: params[n] for n in names})
+            sub = sub.columns(literal_column("record_id", Record.id.type))
             conds.append(Record.id.not_in(sub))
         hits = None
         score = None
@@ -828,13 +831,15 @@ class SQLSearchEngine(SearchEngine):
             scalars, lists = self._suggestion_value_selects(
                 dataset_id, only[0].scope.question, [str(v) for v in only[0].values]
             )
-            return (await db.execute(select(func.count()).select_from(scalars.union_all(lists).subquery()))).scalar_one()
+            both = scalars.union_all(lists).subquery()
+            return (await db.execute(select(func.count()).select_from(both))).scalar_one()
         stmt = self._from_records(select(func.count()).select_from(Record), hits).where(where)
         terms = [f for f in only if isinstance(f, TermsFilter) and isinstance(f.scope, MetadataFilterScope)]
         if not _is_pg() and terms and _meta_path_sql(terms[0].scope.metadata_property):
             # A terms filter matches many records (few distinct values), so SQLite's planner prefers a table
             # scan, parsing every record's JSON; its covering expression index answers in a fraction of that.
-            hinted = stmt.with_hint(Record, f"INDEXED BY {_meta_index_name(terms[0].scope.metadata_property)}", "sqlite")
+            index = _meta_index_name(terms[0].scope.metadata_property)
+            hinted = stmt.with_hint(Record, f"INDEXED BY {index}", "sqlite")
             try:
                 async with db.begin_nested():
                     return (await db.execute(hinted)).scalar_one()

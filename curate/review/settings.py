@@ -325,7 +325,9 @@ def build_settings(
         rg.TermsMetadataProperty(name=META_DUP_CLUSTER, title="Duplicate cluster (kept pair)", client=client),
         rg.FloatMetadataProperty(name=META_MARGIN, title="Source score margin", client=client),
     ]
-    vectors = [rg.VectorField(name=VECTOR, dimensions=vector_dims, title="Prompt", _client=client)] if vector_dims else []
+    vectors = (
+        [rg.VectorField(name=VECTOR, dimensions=vector_dims, title="Prompt", _client=client)] if vector_dims else []
+    )
     return rg.Settings(
         fields=fields,
         questions=questions,

@@ -37,7 +37,9 @@ _LOGGER = logging.getLogger("curate.review")
 # (an OR of thousands of phrases costs more than reading the text).
 MAX_PREFIX_TRIGRAMS = 512
 
-_SQLITE_TEXT = "coalesce((SELECT group_concat(value, char(10)) FROM json_tree({row}.fields) WHERE type = 'text'), '') || char(10)"
+_SQLITE_TEXT = (
+    "coalesce((SELECT group_concat(value, char(10)) FROM json_tree({row}.fields) WHERE type = 'text'), '') || char(10)"
+)
 
 SQLITE_DDL = (
     ("CREATE TABLE IF NOT EXISTS curate_text_ids (n INTEGER PRIMARY KEY, record_id CHAR(32) NOT NULL UNIQUE, "
@@ -70,7 +72,8 @@ PG_DDL = (
     ("CREATE OR REPLACE FUNCTION curate_cjk_bigrams(t text) RETURNS text[] LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ "
      "SELECT coalesce(array_agg(DISTINCT c || n), '{}') FROM ("
      "SELECT c, lead(c) OVER (ORDER BY i) AS n FROM unnest(string_to_array(t, NULL)) WITH ORDINALITY AS u(c, i)) s "
-     f"WHERE c COLLATE \"C\" BETWEEN '{_CJK_LO}' AND '{_CJK_HI}' AND n COLLATE \"C\" BETWEEN '{_CJK_LO}' AND '{_CJK_HI}' $$"),
+     f"WHERE c COLLATE \"C\" BETWEEN '{_CJK_LO}' AND '{_CJK_HI}' "
+     f"AND n COLLATE \"C\" BETWEEN '{_CJK_LO}' AND '{_CJK_HI}' $$"),
     ("CREATE TABLE IF NOT EXISTS curate_record_text (record_id uuid PRIMARY KEY REFERENCES records(id) ON DELETE "
     "CASCADE, dataset_id uuid NOT NULL, body text NOT NULL, bigrams text[] NOT NULL)"),
     "CREATE INDEX IF NOT EXISTS ix_curate_record_text_bigrams ON curate_record_text USING gin (bigrams)",
@@ -210,7 +213,8 @@ async def plan(db: Any, dataset_id: Any, must: list[str], must_not: list[str], i
             )
         if must:
             score = f"CAST(({' + '.join(score_parts)}) AS FLOAT) / (1.0 + length(t.body) / 500.0)"
-            p.hits_sql = f"SELECT t.record_id AS rid, {score} AS score FROM curate_record_text t WHERE {' AND '.join(conds)}"
+            where = " AND ".join(conds)
+            p.hits_sql = f"SELECT t.record_id AS rid, {score} AS score FROM curate_record_text t WHERE {where}"
         return p
     ds = p._name(dataset_id.hex if hasattr(dataset_id, "hex") else str(dataset_id))
     parts = []

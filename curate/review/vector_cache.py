@@ -254,7 +254,8 @@ def _update(conn: Any, m: Matrix, sid: Any, dims: int, count: int, last: Any, is
     fresh = Matrix(settings_id=m.settings_id, dataset_id=m.dataset_id, ids=ids, matrix=matrix, count=count, last=last,
                    unsaved=m.unsaved + len(changed) + len(added), pos=pos)
     if len(ids) != count:  # some records (and their vectors) were deleted: keep the survivors
-        alive = {_as_uuid(r) for r in _sql(conn, "SELECT record_id FROM vectors WHERE vector_settings_id = :s", s=sid).scalars()}
+        rows = _sql(conn, "SELECT record_id FROM vectors WHERE vector_settings_id = :s", s=sid).scalars()
+        alive = {_as_uuid(r) for r in rows}
         keep = [i for i, rid in enumerate(ids) if rid in alive]
         fresh = Matrix(settings_id=m.settings_id, dataset_id=m.dataset_id, ids=[ids[i] for i in keep],
                        matrix=matrix[keep], count=count, last=last, unsaved=fresh.unsaved + len(ids) - len(keep))
