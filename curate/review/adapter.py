@@ -110,8 +110,8 @@ class BodyLimit:
         if (scope.get("client") or ("",))[0] in _LOOPBACK:
             # argilla compresses every response (brotli, gzip at level 9): pure CPU cost on the same machine
             # (6% of the server's time per pushed record); a reverse proxy in front can compress for the network.
-            headers = [(k, v) for k, v in scope.get("headers") or [] if k.lower() != b"accept-encoding"]
-            scope = {**scope, "headers": headers}
+            plain = [(k, v) for k, v in scope.get("headers") or [] if k.lower() != b"accept-encoding"]
+            scope = {**scope, "headers": plain}
         headers = {k.lower(): v for k, v in scope.get("headers") or []}
         length_raw = headers.get(b"content-length")
         chunked = b"chunked" in headers.get(b"transfer-encoding", b"").lower()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 
@@ -36,13 +36,16 @@ def percent_agreement(units: Iterable[list[Hashable]]) -> float | None:
     return sum(scores) / len(scores) if scores else None
 
 
-def krippendorff_alpha(triples: Iterable[tuple[Hashable, Hashable, Hashable]], level: str = "nominal") -> float | None:
+Level = Literal["nominal", "ordinal", "interval", "ratio"]  # krippendorff's levels of measurement
+
+
+def krippendorff_alpha(triples: Iterable[tuple[Hashable, Hashable, Any]], level: Level = "nominal") -> float | None:
     """Alpha from (item, annotator, value) triples; None when undefined (fewer than 2 values, no overlap)."""
     import krippendorff
     import numpy as np
 
     triples = list(triples)
-    by_item: dict[Hashable, dict[Hashable, Hashable]] = defaultdict(dict)
+    by_item: dict[Hashable, dict[Hashable, Any]] = defaultdict(dict)
     for item, annotator, value in triples:
         if value is not None:
             by_item[item][annotator] = value
@@ -75,7 +78,7 @@ def _sort_key(v: Any) -> tuple[int, Any]:
     return (0, v) if _is_number(v) else (1, str(v))
 
 
-def _question(triples: list[tuple[str, str, Any]], level: str) -> dict[str, Any]:
+def _question(triples: list[tuple[str, str, Any]], level: Level) -> dict[str, Any]:
     by_item: dict[str, list[Any]] = defaultdict(list)
     for item, _user, value in triples:
         if value is not None:

@@ -60,18 +60,18 @@ DECISION_DISPUTED = "disputed"
 
 DECISION_COLUMNS = pl.Schema(
     {
-        KEY: pl.String,
-        "review_decision": pl.String,
-        "review_votes": pl.Int64,
-        "review_vote_counts": pl.String,
-        "review_swapped": pl.Boolean,
-        "review_corrected": pl.Boolean,
+        KEY: pl.String(),
+        "review_decision": pl.String(),
+        "review_votes": pl.Int64(),
+        "review_vote_counts": pl.String(),
+        "review_swapped": pl.Boolean(),
+        "review_corrected": pl.Boolean(),
         "review_problems": pl.List(pl.String),
-        "review_rating": pl.Float64,
+        "review_rating": pl.Float64(),
         "review_annotators": pl.List(pl.String),
-        "review_correction_refused": pl.String,
-        "__drop": pl.String,
-        "__correction": pl.String,
+        "review_correction_refused": pl.String(),
+        "__drop": pl.String(),
+        "__correction": pl.String(),
     }
 )
 REVIEW_COLUMNS = [n for n in DECISION_COLUMNS.names() if not n.startswith("__") and n != KEY] + ["review_replaced"]

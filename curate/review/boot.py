@@ -236,6 +236,8 @@ def _light_argilla_package() -> None:
     if "argilla_server" in sys.modules:
         return
     spec = importlib.util.find_spec("argilla_server")
+    if spec is None:  # not installed: the import that follows fails with the usual one-line setup error
+        return
     module = importlib.util.module_from_spec(spec)  # sets __path__/__file__; __init__ is not executed
     sys.modules["argilla_server"] = module
 

@@ -44,18 +44,18 @@ KEY = S.RECORD_KEY
 
 RESPONSES_SCHEMA = pl.Schema(
     {
-        KEY: pl.String,
-        "record_id": pl.String,
-        "user": pl.String,
-        "status": pl.String,
-        "better": pl.String,
-        "vote": pl.String,
+        KEY: pl.String(),
+        "record_id": pl.String(),
+        "user": pl.String(),
+        "status": pl.String(),
+        "better": pl.String(),
+        "vote": pl.String(),
         "problems": pl.List(pl.String),
-        "rating": pl.Int64,
-        "corrected": pl.String,
-        "values": pl.String,
-        "inserted_at": pl.String,
-        "updated_at": pl.String,
+        "rating": pl.Int64(),
+        "corrected": pl.String(),
+        "values": pl.String(),
+        "inserted_at": pl.String(),
+        "updated_at": pl.String(),
     }
 )
 

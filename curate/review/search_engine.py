@@ -89,7 +89,7 @@ from curate.review.adapter import LIMITS, is_timeout
 
 # SQLAlchemy's SQLite compiler drops FROM hints (its hook returns None); render them, so a query can name the
 # index SQLite should use ("INDEXED BY ..."). argilla_server never uses hints, so nothing else changes.
-SQLiteCompiler.get_from_hint_text = lambda self, table, text: text  # type: ignore[method-assign]
+SQLiteCompiler.get_from_hint_text = lambda self, table, text: text  # type: ignore[method-assign, unused-ignore]
 
 ENGINE_NAME = "curate-sql"
 VERSION = "1"
@@ -686,9 +686,8 @@ class SQLSearchEngine(SearchEngine):
         queries with too many terms are refused (422) before any SQL runs."""
         if query is None:
             return _Text()
-        if isinstance(query, str):
-            query = TextQuery(q=query)
-        q = query.q or ""
+        tq = TextQuery(q=query) if isinstance(query, str) else query
+        q = tq.q or ""
         if len(q) > LIMITS.max_query_chars:
             raise UnprocessableEntityError(
                 f"search query is {len(q)} characters long; the limit is {LIMITS.max_query_chars}"
@@ -700,7 +699,7 @@ class SQLSearchEngine(SearchEngine):
             )
         if not must and not must_not:
             return _Text()
-        sql = _TextSQL(query.field)
+        sql = _TextSQL(tq.field)
 
         def frag(s: str):
             names = re.findall(r":(curate_q\d+)", s)
@@ -708,12 +707,12 @@ class SQLSearchEngine(SearchEngine):
 
         # A query in one field: the index finds the records holding the terms anywhere, the exact check keeps
         # those holding them in that field (and exclusions are checked in that field only).
-        index_not = [] if query.field is not None else must_not
+        index_not = [] if tq.field is not None else must_not
         plan = await text_index.plan(db, dataset_id, must, index_not, _is_pg())
         if plan.empty:
             return _Text(empty=True)
-        scan_must = plan.scan_must if query.field is None else must
-        scan_not = plan.scan_not if query.field is None else must_not
+        scan_must = plan.scan_must if tq.field is None else must
+        scan_not = plan.scan_not if tq.field is None else must_not
         conds = [frag(sql.contains(t)) for t in scan_must] + [frag("NOT " + sql.contains(t)) for t in scan_not]
         params = plan.params
         for ex in plan.exclude_sql:
@@ -867,6 +866,7 @@ class SQLSearchEngine(SearchEngine):
             raise ValueError("Must provide either vector value or record to compute the similarity search")
         excluded = None
         if not value:
+            assert record is not None  # one of the two was given (checked above)
             excluded = record.id
             value = record.vector_value_by_vector_settings(vector_settings)
         if not value:
