@@ -26,7 +26,9 @@ Every dropped pair lands in the rejects table with stage "review", reason `revie
 `review_pending`) and a detail a person can read. Ids (DESIGN.md, curate/schema.py): `row_id` names the row and
 is its Argilla record id, so it stays as it is; `pair_id` is the content hash of system + prompt + chosen +
 rejected, so a swapped or corrected pair gets it recomputed (as the quality stage's swap does); `prompt_id`
-hashes the prompt only and stays.
+hashes the prompt only and stays. After a swap the language stage's per-reply labels (lang_chosen, lang_rejected)
+are swapped with the replies; a corrected pair is labelled again (rule 5). The quality stage's quality_* columns
+describe the pair as that stage saw it, before review.
 """
 
 from __future__ import annotations
@@ -320,6 +322,11 @@ def apply_decisions(
         .with_columns(pl.when(corrected).then(None).otherwise(pl.col("chosen_score")).alias("chosen_score"))
         .drop("__drop", "__correction")
     )
+    if {"lang_chosen", "lang_rejected"} <= set(kept.columns):  # the language stage's per-reply labels follow them
+        kept = kept.with_columns(
+            pl.when(swap).then(pl.col("lang_rejected")).otherwise(pl.col("lang_chosen")).alias("lang_chosen"),
+            pl.when(swap).then(pl.col("lang_chosen")).otherwise(pl.col("lang_rejected")).alias("lang_rejected"),
+        )
     if relabel is not None and relabel.height:
         cols = [c for c in LANG_COLUMNS if c in kept.columns]
         kept = kept.update(relabel.select(KEY, *cols), on=KEY)

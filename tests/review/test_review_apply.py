@@ -257,6 +257,21 @@ def test_corrections_go_through_the_language_stage(pairs_factory):
     assert apply_decisions(pairs, dec, P).stats["corrected"] == 3
 
 
+def test_a_swap_carries_the_per_reply_language_labels(pairs_factory):
+    from curate.stages import language
+
+    rows = [{"prompt": "Explain photosynthesis in one sentence, please.",
+             "chosen": "光合作用是植物利用阳光把二氧化碳和水变成糖的过程。",
+             "rejected": "Plants turn sunlight, water and carbon dioxide into sugar and oxygen."}]
+    pairs = language.run(pairs_factory(rows), language.Config(mismatch="flag")).kept.collect()
+    assert (pairs["lang_chosen"][0], pairs["lang_rejected"][0]) == ("zh-Hans", "en")
+    out = apply_decisions(pairs, resolve(_responses_only(pairs, [(0, ("a", "rejected", [], None))]), P), P)
+    kept = out.kept.to_dicts()[0]
+    assert kept["review_swapped"] and kept["chosen"].startswith("Plants")
+    assert (kept["lang_chosen"], kept["lang_rejected"]) == ("en", "zh-Hans")  # the labels follow their replies
+    assert kept["lang_prompt"] == pairs["lang_prompt"][0] and kept["row_id"] == pairs["row_id"][0]
+
+
 def test_corrections_follow_the_stages_script_conversion(pairs_factory):
     from curate.stages import language
 
