@@ -55,6 +55,10 @@ def _pairs(pairs_factory) -> pl.DataFrame:
                 "rejected_score": 2.0 if i % 2 == 0 else None,
                 "lang": "zh" if zh else "en",
                 "dup_cluster_size": 1 + i % 3,
+                "dup_cluster": f"cluster-{i}" if i % 3 else None,
+                # what a duplicate row carries (dedup's rejects): the kept pair it points at and how similar
+                "dup_of": "kept-pair-0" if i == 3 else None,
+                "dup_similarity": 0.91234 if i == 3 else None,
             }
         )
     return pairs_factory(rows)
@@ -158,6 +162,10 @@ def _flow(info, tmp_path, pairs_factory, *, vectors: bool, suggest: bool) -> Non
         context = rec["fields"].get(S.FIELD_CONTEXT)
         assert (context == f"**System:** {row['system']}") if row["system"] is not None else context is None
         assert rec["metadata"][S.META_LANG] == row["lang"]
+        md = rec["metadata"]  # duplicate information, as annotators see it (point 8)
+        assert (md[S.META_DUP_SIZE], md.get(S.META_DUP_CLUSTER)) == (row["dup_cluster_size"], row["dup_cluster"])
+        assert (md.get(S.META_DUP_OF), md.get(S.META_DUP_SIM)) == (
+            (row["dup_of"], 0.9123) if row["dup_of"] else (None, None))
         if row["chosen_score"] is not None and suggest:
             sugg = rec["suggestions"][0]
             assert sugg["value"] == ("a" if a_chosen else "b") and sugg["agent"] == S.SUGGESTION_AGENT
@@ -200,6 +208,14 @@ def _flow(info, tmp_path, pairs_factory, *, vectors: bool, suggest: bool) -> Non
     assert (keep["chosen"], keep["review_decision"], keep["review_problems"]) == ("chosen reply 0", "chosen", ["truncated"])
     swap = find("swap")
     assert (swap["chosen"], swap["rejected"], swap["review_swapped"]) == ("rejected reply 1", "chosen reply 1", True)
+    # ids after the swap: row_id (the record's name) stays; pair_id, the content hash, is that of the new texts
+    from curate.schema import with_ids
+
+    before = {r["source_row"]: r for r in pairs.to_dicts()}[swap["source_row"]]
+    assert swap["row_id"] == before["row_id"] and swap["prompt_id"] == before["prompt_id"]
+    assert swap["pair_id"] != before["pair_id"]
+    assert kept["pair_id"].to_list() == with_ids(kept).collect()["pair_id"].to_list()
+    assert sorted(kept["row_id"].to_list() + rejects["row_id"].to_list()) == sorted(pairs["row_id"].to_list())
     fixed = find("correct")
     assert fixed["chosen"] == "polished better reply" and fixed["review_replaced"] == "rejected reply 4"
     assert fixed["rejected"] == "chosen reply 4" and fixed["review_corrected"]
@@ -484,6 +500,8 @@ def test_a_dataset_pushed_before_row_id_is_still_pulled(argilla_server, tmp_path
     assert r.status_code == 201, r.text
     pull(run, conn, name)
     kept = pl.read_parquet(run / "review" / "pairs.parquet")
-    assert kept.filter(pl.col("pair_id") == pid)["review_swapped"].item()
+    # the run's rows are named by their old pair_ids (read_pairs makes them the row_id); the swap recomputed pair_id
+    swapped = kept.filter(pl.col("row_id") == pid)
+    assert swapped["review_swapped"].item() and swapped["pair_id"].item() != pid
     with pytest.raises(ConfigError, match="pushed by an older curate"):
         push(run, conn, PushOptions(dataset=name, vectors=False))
