@@ -180,9 +180,14 @@ def test_foreground_stops_every_child_on_sigterm(tmp_path):
     assert not Path(pids["tmpdir"]).exists() and not (home / "pids.json").exists()
 
 
-def test_worker_runs_jobs_with_the_engine(argilla_server, client):
-    """Changing min_submitted enqueues an rq job that recomputes record status: only the worker can do it."""
+def test_worker_runs_jobs_with_the_engine(argilla_server_pg, client):
+    """Changing min_submitted enqueues an rq job that recomputes record status: only the worker can do it.
+
+    On the PostgreSQL server: the SDK suite leaves hundreds of jobs queued on the SQLite one, which its one worker
+    needed 153 s (load 20) to over 240 s (load 30) to work through before reaching this test's job."""
     import argilla as rg
+
+    argilla_server = argilla_server_pg
 
     owner = client(argilla_server)
     settings = rg.Settings(
@@ -207,7 +212,7 @@ def test_worker_runs_jobs_with_the_engine(argilla_server, client):
     assert completed() == 0
     ds.settings.distribution = rg.TaskDistribution(min_submitted=1)
     ds.update()
-    # the one worker may still be working through the jobs earlier tests queued (the SDK suite makes hundreds)
+    # the one worker may still be working through the jobs earlier tests queued
     deadline = time.monotonic() + 240
     while completed() != 1 and time.monotonic() < deadline:
         time.sleep(0.5)
