@@ -173,7 +173,7 @@ def _flow(info, tmp_path, pairs_factory, *, vectors: bool, suggest: bool) -> Non
         else:
             assert rec["suggestions"] == []
         if vectors:
-            assert len(rec["vectors"][S.VECTOR]) == 384
+            assert len(rec["vectors"][S.VECTOR]) == 512  # use-multilingual-v3, semantic dedup's default model
 
     # an annotator sees the records (and nothing that says which reply the source chose)
     ann1 = _client(info, info.annotators[0])
