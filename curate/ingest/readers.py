@@ -46,11 +46,9 @@ from curate.io import canonical_name
 
 try:  # orjson parses ~3x faster than json and validates UTF-8 itself; json is the fallback.
     import orjson
-
-    _loads = orjson.loads
 except ImportError:  # pragma: no cover - orjson comes with the pinned set
-    orjson = None
-    _loads = json.loads
+    orjson = None  # type: ignore[assignment]  # the module or None: callers test `orjson is not None`
+_loads: Callable[[bytes | str], Any] = orjson.loads if orjson is not None else json.loads
 
 BATCH_ROWS = 20_000
 BATCH_BYTES = 32 << 20
@@ -242,7 +240,7 @@ def open_binary(src: Source) -> IO[bytes]:
     # zstd: the standard library has no zstd before 3.14; pyarrow (already a dependency) ships the codec.
     import pyarrow as pa
 
-    return io.BufferedReader(pa.input_stream(str(src.path), compression="zstd"))  # type: ignore[arg-type]
+    return io.BufferedReader(pa.input_stream(str(src.path), compression="zstd"))
 
 
 def _head(src: Source) -> bytes:
@@ -626,7 +624,7 @@ def _csv(src: Source, batch_rows: int = BATCH_ROWS) -> Iterator[list[Record]]:
                     lineno, text = lines.taken[0]
                 batch.append((idx, None, (MALFORMED_CSV, f"line {lineno}: {err}", raw_text(text))))
             elif rec:
-                row = dict(zip(header, rec + [None] * (len(header) - len(rec)), strict=True))  # type: ignore[list-item]
+                row = dict(zip(header, rec + [None] * (len(header) - len(rec)), strict=True))
                 lineno = lines.taken[0][0]
                 if has_surrogate(row):
                     raw = raw_text(delimiter.join(rec))
