@@ -241,10 +241,10 @@ def run_pipeline(
     out = Path(out_dir)
     check_columns(pipeline)
     files, not_read = input_files(inputs)  # inputs checked and hashed before anything is written
-    if not_read:
+    if stray := readers.worth_warning(not_read):  # a README or a script beside the data is only listed
         if strict_inputs:
-            raise InputError(f"--strict-inputs: {readers.describe_not_read(not_read)}")
-        say(f"warning: {readers.describe_not_read(not_read)} (--strict-inputs makes this an error)")
+            raise InputError(f"--strict-inputs: {readers.describe_not_read(stray)}")
+        say(f"warning: {readers.describe_not_read(stray)} (--strict-inputs makes this an error)")
     make_out_dir(out)
     with run_lock(out) as stale:
         if stale:

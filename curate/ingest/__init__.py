@@ -374,8 +374,8 @@ def prepare(inputs: Sequence[str | Path], mapping: dict[str, str] | None = None,
     mapping = check_mapping(mapping)
     how = parse_binarize(binarize, seed)
     sources, not_read = readers.expand(list(inputs))
-    if strict_inputs and not_read:
-        raise InputError(f"--strict-inputs: {readers.describe_not_read(not_read)}")
+    if strict_inputs and readers.worth_warning(not_read):
+        raise InputError(f"--strict-inputs: {readers.describe_not_read(readers.worth_warning(not_read))}")
     surveys = [_survey(src) for src in sources]
     _check_mapped_columns(mapping, [st for _, st in surveys])
     plans = [detect(sample, mapping, src.name, columns=st) for src, (sample, st) in zip(sources, surveys, strict=True)]

@@ -143,7 +143,8 @@ def _folder(p: Path, name: str, not_read: list[dict[str, str]]) -> list[Source]:
             else:
                 kind, comp = classify(entry.name)
                 if kind is None:
-                    not_read.append({"path": child_name, "why": "not a data file"})
+                    why = DOC_OR_CODE if _doc_or_code(entry.name) else "not a data file"
+                    not_read.append({"path": child_name, "why": why})
                 else:
                     out.append(Source(child_name, child, kind, comp))
 
@@ -208,6 +209,23 @@ def expand(inputs: list[str | Path]) -> tuple[list[Source], list[dict[str, str]]
             unique.append(s)
     not_read.sort(key=lambda e: e["path"])
     return unique, not_read
+
+
+# A dataset's own README, licence or generating script beside its files: listed in the report, not warned about
+# (every dataset folder has one; a warning that always fires teaches users to ignore it) and no --strict-inputs error.
+DOC_OR_CODE = "documentation or code"
+_DOC_SUFFIXES = (".md", ".rst", ".py", ".sh", ".ipynb", ".yaml", ".yml", ".toml", ".cfg")
+_DOC_STEMS = ("readme", "license", "licence", "notice", "copying", "authors", "changelog", "citation")
+
+
+def _doc_or_code(file_name: str) -> bool:
+    lower = file_name.lower()
+    return lower.endswith(_DOC_SUFFIXES) or lower.split(".", 1)[0] in _DOC_STEMS
+
+
+def worth_warning(not_read: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The entries not read that may be data the user meant: all but documentation and code."""
+    return [e for e in not_read if e["why"] != DOC_OR_CODE]
 
 
 def describe_not_read(not_read: list[dict[str, str]], limit: int = 8) -> str:
