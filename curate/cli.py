@@ -162,12 +162,12 @@ def ingest(input_args: tuple[str, ...], input_opts: tuple[str, ...], out_dir: st
            binarize: str | None, seed: int, strict_inputs: bool) -> None:
     """Read raw preference files (any supported format) into canonical pairs."""
     from curate.ingest import ingest as do_ingest
-    from curate.ingest.readers import describe_not_read
+    from curate.ingest.readers import describe_not_read, worth_warning
 
     rep = do_ingest(gather_inputs(input_args, input_opts), out_dir, mapping=parse_map(maps),
                     binarize=binarize or "best-worst", seed=seed, strict_inputs=strict_inputs)
-    if rep.get("not_read"):
-        warn(describe_not_read(rep["not_read"]) + " (--strict-inputs makes this an error)")
+    if stray := worth_warning(rep.get("not_read", [])):
+        warn(describe_not_read(stray) + " (--strict-inputs makes this an error)")
     for src, info in rep["sources"].items():
         made = (f", {info['rows_kept']:,} pairs from {info['paired_rows']:,} rows ({rep['binarize']})"
                 if info["format"].startswith("rated_") else f", {info['rows_kept']:,} kept")
@@ -214,6 +214,11 @@ def run(pipeline_file: str, input_args: tuple[str, ...], input_opts: tuple[str, 
     if license_ is not None:
         sets.append(f"export.license={json.dumps(license_)}")
     pipeline = load(pipeline_file, sets, skip=skip)
+    if against and "dedup" not in [name for name, _ in pipeline.stages]:
+        from curate.errors import ConfigError
+
+        raise ConfigError("--against is decontamination, a dedup step: it needs the dedup stage (not skipped, "
+                          "listed in [pipeline] stages)")
     try:
         rep = run_pipeline(pipeline, inputs, out_dir, mapping=parse_map(maps), progress=_say,
                            export=not no_export, strict_inputs=strict_inputs, engine=engine,
@@ -249,11 +254,20 @@ def export(source: str, out_dir: str, pipeline_file: str | None, overrides: tupl
            license_: str | None) -> None:
     """Write an ORPO-ready dataset folder from a run folder or a pairs Parquet file."""
     import json
+    from pathlib import Path
 
     from curate.config import load
+    from curate.errors import ConfigError
     from curate.export import export as do_export
 
     sets = list(overrides) + ([f"export.license={json.dumps(license_)}"] if license_ is not None else [])
+    run_settings = Path(source) / "pipeline.json"
+    if pipeline_file is None and run_settings.is_file():  # the run's own [export] settings, then --set
+        try:
+            own = json.loads(run_settings.read_text(encoding="utf-8")).get("export", {})
+        except (OSError, ValueError):
+            raise ConfigError(f"{run_settings}: can't be read as the run's settings; pass --pipeline") from None
+        sets = [f"export.{k}={json.dumps(v, ensure_ascii=False)}" for k, v in own.items()] + sets
     pipeline = load(pipeline_file, sets)
     rep = do_export(source, out_dir, pipeline.export, pipeline=pipeline)
     click.echo(f"wrote {out_dir}: " + ", ".join(f"{k} {v:,} pairs" for k, v in rep["splits"].items()))

@@ -156,7 +156,7 @@ def _check(value: Any, hint: Any, where: str) -> Any:
         if not isinstance(value, hint):
             raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
         return value
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):  # a dataclass type (hints are never instances)
         return value if isinstance(value, hint) else build(hint, value, where)
     return value
 

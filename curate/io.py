@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Final
 
 # Rows per Parquet row group for every sink. Polars' default morsels (~123k rows, several in flight) hold ~800 MB
 # of ~1 KB pairs whatever the input size; 20k-row groups keep a stage's memory flat (bench/bench_pipeline.py).
@@ -20,7 +21,8 @@ STREAM_CHUNK = 2_000
 # 44% less CPU to write and read back than Polars' default level 3, for files 27% larger; lz4 saves 55% but its
 # files are 63% larger and LZ4_RAW, which older Parquet readers lack (bench/bench_pipeline.py --codecs). Ingest's
 # pyarrow writer already uses level 1 (pyarrow's default); the export keeps Polars' default, zstd level 3.
-STAGE_CODEC, STAGE_CODEC_LEVEL = "zstd", 1
+STAGE_CODEC: Final = "zstd"  # Final: its type is the literal, one of the codecs sink_parquet names
+STAGE_CODEC_LEVEL = 1
 
 
 @contextmanager

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 
@@ -241,10 +241,10 @@ def run_pipeline(
     out = Path(out_dir)
     check_columns(pipeline)
     files, not_read = input_files(inputs)  # inputs checked and hashed before anything is written
-    if not_read:
+    if stray := readers.worth_warning(not_read):  # a README or a script beside the data is only listed
         if strict_inputs:
-            raise InputError(f"--strict-inputs: {readers.describe_not_read(not_read)}")
-        say(f"warning: {readers.describe_not_read(not_read)} (--strict-inputs makes this an error)")
+            raise InputError(f"--strict-inputs: {readers.describe_not_read(stray)}")
+        say(f"warning: {readers.describe_not_read(stray)} (--strict-inputs makes this an error)")
     make_out_dir(out)
     with run_lock(out) as stale:
         if stale:
@@ -397,13 +397,15 @@ def length_stats(pairs: pl.LazyFrame) -> dict[str, Any]:
     ).collect()
     out: dict[str, Any] = {}
     for col in lengths.columns:
-        s = lengths[col]
+        s = lengths[col].drop_nulls()
         if s.len() == 0:
             out[col] = {}
             continue
-        pct = {f"p{q}": int(s.quantile(q / 100, "nearest")) for q in (5, 25, 50, 75, 95, 99)}
+        # Non-empty, null-free lengths: every aggregate below is a number (Polars types them as any scalar or None).
+        pct = {f"p{q}": int(cast(float, s.quantile(q / 100, "nearest"))) for q in (5, 25, 50, 75, 95, 99)}
         edges, counts = histogram_counts(s.to_list(), 30)
-        out[col] = {"min": int(s.min()), "max": int(s.max()), "mean": round(float(s.mean()), 1), **pct,
+        out[col] = {"min": int(cast(int, s.min())), "max": int(cast(int, s.max())),
+                    "mean": round(float(cast(float, s.mean())), 1), **pct,
                     "histogram": {"edges": [round(e, 1) for e in edges], "counts": counts}}
     return out
 

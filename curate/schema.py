@@ -26,20 +26,21 @@ SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
 MESSAGE = pl.Struct({"role": pl.String, "content": pl.String})
 
+# Instances, not classes (pl.String()): one dtype type for the dict, as pl.Schema's signature wants.
 PAIR_SCHEMA = pl.Schema(
     {
-        "pair_id": pl.String,
-        "prompt_id": pl.String,
-        "row_id": pl.String,
-        "source": pl.String,
-        "source_row": pl.Int64,
-        "system": pl.String,
+        "pair_id": pl.String(),
+        "prompt_id": pl.String(),
+        "row_id": pl.String(),
+        "source": pl.String(),
+        "source_row": pl.Int64(),
+        "system": pl.String(),
         "prompt": pl.List(MESSAGE),
-        "chosen": pl.String,
-        "rejected": pl.String,
-        "chosen_score": pl.Float64,
-        "rejected_score": pl.Float64,
-        "meta": pl.String,
+        "chosen": pl.String(),
+        "rejected": pl.String(),
+        "chosen_score": pl.Float64(),
+        "rejected_score": pl.Float64(),
+        "meta": pl.String(),
     }
 )
 CANONICAL_COLUMNS = tuple(PAIR_SCHEMA.names())

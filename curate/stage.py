@@ -18,11 +18,14 @@ Frames are Polars LazyFrames so the runner can stream them to Parquet; a stage t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from curate.schema import REJECT_COLUMNS
+
+if TYPE_CHECKING:
+    from polars.expr.whenthen import ChainedThen, Then
 
 
 @dataclass(frozen=True)
@@ -87,13 +90,13 @@ def split(frame: pl.LazyFrame, stage: str, checks: list[tuple[str, pl.Expr, pl.E
     """
     if not checks:
         return StageResult(frame, no_rejects(frame))
-    reason = pl.when(checks[0][1]).then(pl.lit(checks[0][0]))
-    detail = pl.when(checks[0][1]).then(_expr(checks[0][2]))
+    reasons: Then | ChainedThen = pl.when(checks[0][1]).then(pl.lit(checks[0][0]))
+    details: Then | ChainedThen = pl.when(checks[0][1]).then(_expr(checks[0][2]))
     for code, failed, text in checks[1:]:
-        reason = reason.when(failed).then(pl.lit(code))
-        detail = detail.when(failed).then(_expr(text))
-    reason = reason.otherwise(pl.lit(None, dtype=pl.String))
-    detail = detail.otherwise(pl.lit(None, dtype=pl.String))
+        reasons = reasons.when(failed).then(pl.lit(code))
+        details = details.when(failed).then(_expr(text))
+    reason = reasons.otherwise(pl.lit(None, dtype=pl.String))
+    detail = details.otherwise(pl.lit(None, dtype=pl.String))
     tagged = frame.with_columns(reason.alias("__reason"), detail.alias("__detail"))
     kept = tagged.filter(pl.col("__reason").is_null()).drop("__reason", "__detail")
     rejects = reject(

@@ -198,6 +198,8 @@ def _folder_with_strays(tmp_path: Path) -> Path:
     (d / "b.jsonl.gz").write_bytes(gzip.compress(jsonl([GOOD2])))
     (d / "c.tsv").write_text("prompt\tchosen\trejected\nq\ta\tb\n")
     (d / "notes.txt").write_text("not data")
+    (d / "README.md").write_text("# about this data")
+    (d / "make_data.py").write_text("print(1)")
     (d / ".hidden.jsonl").write_bytes(jsonl([GOOD]))
     (d / ".git").mkdir()
     (d / ".git" / "HEAD").write_text("ref")
@@ -209,7 +211,8 @@ def test_folder_reads_compressed_and_tsv_and_lists_the_rest(tmp_path: Path) -> N
     report = ingest([d], tmp_path / "out")
     assert report["input_rows"] == 3 == report["kept_rows"]
     assert [(e["path"][len(str(d)) + 1 :], e["why"]) for e in report["not_read"]] == [
-        (".git/", "hidden"), (".hidden.jsonl", "hidden"), ("notes.txt", "not a data file")]
+        (".git/", "hidden"), (".hidden.jsonl", "hidden"), ("README.md", "documentation or code"),
+        ("make_data.py", "documentation or code"), ("notes.txt", "not a data file")]
 
 
 def test_cli_warns_in_one_line_and_strict_inputs_refuses(tmp_path: Path) -> None:
@@ -217,7 +220,9 @@ def test_cli_warns_in_one_line_and_strict_inputs_refuses(tmp_path: Path) -> None
     res = CliRunner().invoke(main, ["ingest", str(d), "--out", str(tmp_path / "out")])
     assert res.exit_code == 0, res.output
     warnings = [line for line in res.stderr.splitlines() if line.startswith("warning:")]
+    # a README or a script beside the data is listed in the report but not warned about
     assert len(warnings) == 1 and "3 entries" in warnings[0] and "notes.txt" in warnings[0], res.stderr
+    assert "README.md" not in res.stderr and "make_data.py" not in res.stderr
     res = CliRunner().invoke(main, ["ingest", str(d), "--out", str(tmp_path / "out2"), "--strict-inputs"])
     assert res.exit_code == 2 and "--strict-inputs" in res.stderr and "notes.txt" in res.stderr, res.output
     assert not (tmp_path / "out2" / "pairs.parquet").exists()

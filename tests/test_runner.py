@@ -103,6 +103,20 @@ def test_cli_run_and_stats(inputs, pipeline_file, tmp_path):
     assert "train 25" in res.output
 
 
+
+def test_cli_export_of_a_run_uses_the_runs_own_export_settings(inputs, pipeline_file, tmp_path):
+    out = tmp_path / "run"
+    res = CliRunner().invoke(main, ["run", str(pipeline_file), "--input", str(inputs), "--out", str(out),
+                                    "--set", "export.name=my-set", "--license", "CC-BY-4.0"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(main, ["export", str(out), "--out", str(tmp_path / "again")])
+    assert res.exit_code == 0, res.output
+    card = (tmp_path / "again" / "README.md").read_text(encoding="utf-8")
+    assert "pretty_name: my-set" in card and "CC-BY-4.0" in card  # not pipelines/default.toml's
+    res = CliRunner().invoke(main, ["export", str(out), "--out", str(tmp_path / "third"), "--set", "export.name=b"])
+    assert res.exit_code == 0 and "pretty_name: b" in (tmp_path / "third" / "README.md").read_text(encoding="utf-8")
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -112,6 +126,7 @@ def test_cli_run_and_stats(inputs, pipeline_file, tmp_path):
         (["stats", "/no/such/run"], "no such file"),
         (["export", "/no/such/run", "--out", "OUT"], "not a run folder"),
         (["ingest", "IN", "--out", "OUT", "--map", "promptquery"], "expected FIELD=COLUMN"),
+        (["run", "PIPE", "--input", "IN", "--out", "OUT", "--against", "IN"], "needs the dedup stage"),
     ],
 )
 def test_cli_errors_are_one_line_exit_2(inputs, pipeline_file, tmp_path, args, message):

@@ -91,14 +91,29 @@ def _regions(a, b):
     from rapidfuzz.distance import Levenshtein
 
     out: list[list[int]] = []
-    for tag, i1, i2, j1, j2 in Levenshtein.opcodes(a, b):
-        if tag == "equal":
+    for op in Levenshtein.opcodes(a, b):
+        if op.tag == "equal":
             continue
+        i1, i2, j1, j2 = op.src_start, op.src_end, op.dest_start, op.dest_end
         if out and out[-1][1] == i1 and out[-1][3] == j1:
             out[-1][1], out[-1][3] = i2, j2
         else:
             out.append([i1, i2, j1, j2])
     return out
+
+
+def _noise_stripped(full: str, i1: int, i2: int, x: str) -> tuple[str]:
+    """A changed region without the noise the other rules allow one at a time: particles, a character doubled
+    (within the region or with its neighbour). Composed noise stays noise: 「的助」→「逐」 is a dropped 的 plus the
+    homophone 助→逐."""
+    out: list[str] = []
+    for k, c in enumerate(x):
+        if c in STOPCHARS_ZH or (out and out[-1] == c):
+            continue
+        if (k == 0 and full[i1 - 1 : i1] == c) or (k == len(x) - 1 and full[i2 : i2 + 1] == c):
+            continue
+        out.append(c)
+    return ("".join(out),)
 
 
 def _zh_content(a: str, b: str) -> str | None:
@@ -116,8 +131,8 @@ def _zh_content(a: str, b: str) -> str | None:
             if len(s) == 1 or is_word_zh(s) or _has_word_zh(s):
                 return f"word {x or '∅'}→{y or '∅'}"
             continue
-        if _homophones(x, y):
-            continue
+        if _homophones(x, y) or _homophones(*_noise_stripped(a, i1, i2, x), *_noise_stripped(b, j1, j2, y)):
+            continue  # an IME homophone, maybe beside a dropped particle or a doubled character (的助→逐, 你→尼尼)
         if len(x) != len(y) and min(len(x), len(y)) == 0:
             continue
         # A substitution: a different character is a different word unless it merely doubles a neighbour.
@@ -142,8 +157,8 @@ def _en_content(a: str, b: str) -> str | None:
             return f"number {sx or '∅'}→{sy or '∅'}"
         if any(w in NEGATIONS_EN for w in x + y):
             return f"negation {sx or '∅'}→{sy or '∅'}"
-        if len(x) == len(y) == 1 and _inflection(x[0], y[0]):
-            continue  # ocean / oceans, bake / baked
+        if len(x) == len(y) == 1 and (_inflection(x[0], y[0]) or _stopword_typo(x[0], y[0])):
+            continue  # ocean / oceans, bake / baked; "of" / "df", "the" / "te"
         diff = [w for w in x if w not in y] + [w for w in y if w not in x]
         content = [w for w in diff if w not in STOPWORDS_EN]
         if not content:
@@ -160,7 +175,28 @@ def _en_content(a: str, b: str) -> str | None:
 
 def _inflection(a: str, b: str) -> bool:
     short, long_ = sorted((a, b), key=len)
+    if len(short) >= 3 and short.endswith("e") and long_ == short + "n":
+        return True  # give / given, take / taken
     return len(short) >= 3 and long_.startswith(short) and long_[len(short):] in ("s", "es", "ed", "d", "ing")
+
+
+# Words a mistyped function word must not turn into to count as a typo: they carry content of their own.
+NUMBER_WORDS_EN = frozenset("zero one two three four five six seven eight nine ten eleven twelve hundred thousand "
+                            "million billion first second third half".split())
+
+
+def _stopword_typo(a: str, b: str) -> bool:
+    """A function word mistyped ("of" → "df", "the" → "te", "what" → "wat", "is" → "s"): one side is a stopword,
+    the other is one character edit away and neither a stopword, a negation nor a number word. Short letter strings
+    are nearly all in wordfreq's list (Zipf ≥ 3), so the dictionary test alone would call these content."""
+    from rapidfuzz.distance import Levenshtein
+
+    if (a in STOPWORDS_EN) == (b in STOPWORDS_EN):
+        return False
+    other = b if a in STOPWORDS_EN else a
+    if other in NEGATIONS_EN or other in NUMBER_WORDS_EN:
+        return False
+    return Levenshtein.distance(a, b) <= 1
 
 
 def content_change(a: str, b: str) -> str | None:

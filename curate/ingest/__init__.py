@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 import pyarrow as pa
@@ -146,7 +146,8 @@ class _Sink:
                 "meta": pa.array(self.meta, pa.string()),
             }
         )
-        return conform(with_ids(pl.from_arrow(tbl))).collect().to_arrow().cast(schema)
+        frame = cast(pl.DataFrame, pl.from_arrow(tbl))  # a Table gives a DataFrame (untyped pyarrow: no overload)
+        return conform(with_ids(frame)).collect().to_arrow().cast(schema)
 
     def rejects_table(self, schema: pa.Schema) -> pa.Table | None:
         n = len(self.r_rows)
@@ -373,8 +374,8 @@ def prepare(inputs: Sequence[str | Path], mapping: dict[str, str] | None = None,
     mapping = check_mapping(mapping)
     how = parse_binarize(binarize, seed)
     sources, not_read = readers.expand(list(inputs))
-    if strict_inputs and not_read:
-        raise InputError(f"--strict-inputs: {readers.describe_not_read(not_read)}")
+    if strict_inputs and readers.worth_warning(not_read):
+        raise InputError(f"--strict-inputs: {readers.describe_not_read(readers.worth_warning(not_read))}")
     surveys = [_survey(src) for src in sources]
     _check_mapped_columns(mapping, [st for _, st in surveys])
     plans = [detect(sample, mapping, src.name, columns=st) for src, (sample, st) in zip(sources, surveys, strict=True)]

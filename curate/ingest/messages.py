@@ -6,7 +6,7 @@ families share, so a reason code means the same thing whatever the input format 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, overload
 
 from curate.ingest.reasons import (
     BAD_SCORE,
@@ -125,7 +125,12 @@ def reply(value: Any, field: str) -> str:
     raise RowError(NON_STRING_CONTENT, f"{field} is {type(value).__name__}, not a string")
 
 
+@overload
+def string(value: Any, field: str, required: Literal[True] = True) -> str: ...
+@overload
+def string(value: Any, field: str, required: bool) -> str | None: ...
 def string(value: Any, field: str, required: bool = True) -> str | None:
+    """`value` as a string; a missing one raises `missing_field` unless not `required` (then None)."""
     if value is None:
         if required:
             raise RowError(MISSING_FIELD, f"{field} is missing")

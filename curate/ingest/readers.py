@@ -46,11 +46,9 @@ from curate.io import canonical_name
 
 try:  # orjson parses ~3x faster than json and validates UTF-8 itself; json is the fallback.
     import orjson
-
-    _loads = orjson.loads
 except ImportError:  # pragma: no cover - orjson comes with the pinned set
-    orjson = None
-    _loads = json.loads
+    orjson = None  # type: ignore[assignment]  # the module or None: callers test `orjson is not None`
+_loads: Callable[[bytes | str], Any] = orjson.loads if orjson is not None else json.loads
 
 BATCH_ROWS = 20_000
 BATCH_BYTES = 32 << 20
@@ -145,7 +143,8 @@ def _folder(p: Path, name: str, not_read: list[dict[str, str]]) -> list[Source]:
             else:
                 kind, comp = classify(entry.name)
                 if kind is None:
-                    not_read.append({"path": child_name, "why": "not a data file"})
+                    why = DOC_OR_CODE if _doc_or_code(entry.name) else "not a data file"
+                    not_read.append({"path": child_name, "why": why})
                 else:
                     out.append(Source(child_name, child, kind, comp))
 
@@ -212,6 +211,23 @@ def expand(inputs: list[str | Path]) -> tuple[list[Source], list[dict[str, str]]
     return unique, not_read
 
 
+# A dataset's own README, licence or generating script beside its files: listed in the report, not warned about
+# (every dataset folder has one; a warning that always fires teaches users to ignore it) and no --strict-inputs error.
+DOC_OR_CODE = "documentation or code"
+_DOC_SUFFIXES = (".md", ".rst", ".py", ".sh", ".ipynb", ".yaml", ".yml", ".toml", ".cfg")
+_DOC_STEMS = ("readme", "license", "licence", "notice", "copying", "authors", "changelog", "citation")
+
+
+def _doc_or_code(file_name: str) -> bool:
+    lower = file_name.lower()
+    return lower.endswith(_DOC_SUFFIXES) or lower.split(".", 1)[0] in _DOC_STEMS
+
+
+def worth_warning(not_read: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The entries not read that may be data the user meant: all but documentation and code."""
+    return [e for e in not_read if e["why"] != DOC_OR_CODE]
+
+
 def describe_not_read(not_read: list[dict[str, str]], limit: int = 8) -> str:
     """One line naming the entries not read (the first `limit`, then a count)."""
     shown = [f"{e['path']} ({e['why']})" for e in not_read[:limit]]
@@ -242,7 +258,7 @@ def open_binary(src: Source) -> IO[bytes]:
     # zstd: the standard library has no zstd before 3.14; pyarrow (already a dependency) ships the codec.
     import pyarrow as pa
 
-    return io.BufferedReader(pa.input_stream(str(src.path), compression="zstd"))  # type: ignore[arg-type]
+    return io.BufferedReader(pa.input_stream(str(src.path), compression="zstd"))
 
 
 def _head(src: Source) -> bytes:
@@ -626,7 +642,7 @@ def _csv(src: Source, batch_rows: int = BATCH_ROWS) -> Iterator[list[Record]]:
                     lineno, text = lines.taken[0]
                 batch.append((idx, None, (MALFORMED_CSV, f"line {lineno}: {err}", raw_text(text))))
             elif rec:
-                row = dict(zip(header, rec + [None] * (len(header) - len(rec)), strict=True))  # type: ignore[list-item]
+                row = dict(zip(header, rec + [None] * (len(header) - len(rec)), strict=True))
                 lineno = lines.taken[0][0]
                 if has_surrogate(row):
                     raw = raw_text(delimiter.join(rec))

@@ -17,6 +17,7 @@ response_too_short, too_many_tokens.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -87,7 +88,7 @@ def _tidy(expr: pl.Expr) -> pl.Expr:
     return expr.str.normalize("NFC").str.replace_all("\r\n?", "\n").str.strip_chars()
 
 
-def _load_tokenizer(spec: str):
+def _load_tokenizer(spec: str) -> Callable[[list[str]], list[int]]:
     from pathlib import Path
 
     from curate.errors import ConfigError
@@ -97,12 +98,12 @@ def _load_tokenizer(spec: str):
         if path.is_file():
             from tokenizers import Tokenizer
 
-            tok = Tokenizer.from_file(str(path))
-            return lambda texts: [len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False)]
+            raw = Tokenizer.from_file(str(path))
+            return lambda texts: [len(e.ids) for e in raw.encode_batch(texts, add_special_tokens=False)]
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        return lambda texts: [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
+        hf = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        return lambda texts: [len(ids) for ids in hf(texts, add_special_tokens=False)["input_ids"]]
     except Exception as exc:  # noqa: BLE001 - any loader failure is a config problem for the user
         raise ConfigError(f"[clean] tokenizer {spec!r} can't be loaded offline: {str(exc).splitlines()[0]}") from None
 

@@ -25,16 +25,21 @@ import json
 import math
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from curate.train import TrainError
 from curate.train.guard import fmt, to_json
+
+if TYPE_CHECKING:  # the mixin's type-checking base: what the trainer class it is mixed into provides
+    from trl.experimental.orpo import ORPOTrainer as _TrainerBase
+else:
+    _TrainerBase = object
 
 STATS = ("chosen_logp_sum", "chosen_tokens", "rejected_logp_sum", "rejected_tokens", "nll_sum", "nll_tokens")
 LANG_ORDER = ("zh", "en")  # generation samples are taken for these languages
 
 
-class PairEval:
+class PairEval(_TrainerBase):
     """Mixin for ORPOTrainer classes: `pair_stats(dataset)` → one row of STATS per pair, in dataset order."""
 
     _pair_eval = False
@@ -91,9 +96,12 @@ class PairEval:
 
     def pair_stats(self, dataset=None):
         """STATS per pair of `dataset` (a dataset this trainer tokenized; default: its eval_dataset) as numpy."""
+        data = dataset if dataset is not None else self.eval_dataset
+        if data is None or isinstance(data, dict):  # curate's trainers get one eval dataset, never a dict of them
+            raise TrainError("pair evaluation needs one dataset: this trainer has no single eval_dataset")
         self._pair_eval = True
         try:
-            out = self.predict(dataset if dataset is not None else self.eval_dataset, metric_key_prefix="pair")
+            out = self.predict(data, metric_key_prefix="pair")
         finally:
             self._pair_eval = False
         return out.predictions

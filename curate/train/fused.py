@@ -43,15 +43,20 @@ import torch
 from curate.train import TrainError
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+from transformers import PreTrainedModel
 from trl.experimental.orpo import ORPOTrainer
 
 
-def _base_model(model: torch.nn.Module) -> torch.nn.Module:
+def _base_model(model: torch.nn.Module | None) -> PreTrainedModel:
     """The plain *ForCausalLM under DDP/accelerate and peft wrappers."""
-    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
-        model = model.module
-    if hasattr(model, "get_base_model"):
-        model = model.get_base_model()
+    inner = getattr(model, "module", None)
+    while isinstance(inner, torch.nn.Module):
+        model, inner = inner, getattr(inner, "module", None)
+    get_base_model = getattr(model, "get_base_model", None)
+    if get_base_model is not None:
+        model = get_base_model()
+    if not isinstance(model, PreTrainedModel):  # the hidden-state losses call its get_decoder/get_output_embeddings
+        raise TrainError(f"this ORPO loss needs a transformers model, got {type(model).__name__}")
     return model
 
 

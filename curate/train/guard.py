@@ -20,9 +20,14 @@ process sees the same non-finite value at the same step and they stop together.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from curate.train import TrainError
+
+if TYPE_CHECKING:  # the mixin's type-checking base: what the trainer class it goes in front of provides
+    from trl.experimental.orpo import ORPOTrainer as _TrainerBase
+else:
+    _TrainerBase = object
 
 
 class NonFiniteError(TrainError):
@@ -90,15 +95,8 @@ def _diverged(learning_rate: float | None) -> str:
             "orpo.max_grad_norm > 0), or float16 overflowed (use bf16 or float32)")
 
 
-class NonFiniteGuard:
+class NonFiniteGuard(_TrainerBase):
     """Mixin in front of an ORPOTrainer class: raises NonFiniteError at the first non-finite loss/metric/grad norm."""
-
-    # provided by the trainer class it is mixed into
-    args: Any
-    state: Any
-    model: Any
-    max_length: int
-    _get_learning_rate: Any
 
     def _guard_step(self) -> int:
         return int(self.state.global_step) + 1  # the optimizer step being computed

@@ -186,6 +186,28 @@ def test_short_prompts_with_typos_are_near_duplicates(pairs_factory):
     assert res.stats["near"]["by_edit_distance"] >= 1
 
 
+def test_a_mistyped_function_word_is_a_typo_not_content(pairs_factory):
+    # "of" -> "df", "the" -> "te", "what" -> "wat": wordfreq lists nearly every short letter string, so the
+    # dictionary test alone called these content and kept the copy. A stopword turned into a number word or a
+    # negation still is content, and so is a content word changed into another.
+    base = "What is the best way to learn the history of Rome in a month?"
+    frame = pairs_factory(
+        [
+            {"prompt": base},
+            {"prompt": "Wat is te best way to learn the history df Rome in a month?"},
+            {"prompt": "What is the best way to learn the history of Rome in one month?"},  # "a" -> "one": kept
+            {"prompt": "What is the best way to learn the history of Rome in no month?"},  # a negation: kept
+            {"prompt": "What is the best way to learn the history of Rose in a month?"},  # another word: kept
+            {"prompt": "You are given a sentence in English. Translate it into Spanish."},
+            {"prompt": "You are give a sentence in English. Translate it into Spanish."},  # given -> give
+        ]
+    )
+    res = run(frame, cfg(**LEXICAL))
+    _, removed = by_prompt(res)
+    assert removed == {"Wat is te best way to learn the history df Rome in a month?": dedup.NEAR_DUPLICATE,
+                       "You are give a sentence in English. Translate it into Spanish.": dedup.NEAR_DUPLICATE}
+
+
 # ------------------------------------------------------------------------------------------ conversation keys
 
 OPENING = [
