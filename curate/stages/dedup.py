@@ -346,13 +346,17 @@ class _Texts:
 
 
 class _Vectors:
-    """Embeddings of the rows that reach semantic dedup, computed once per row (never for rows removed before)."""
+    """Embeddings of the rows that reach semantic dedup, computed once per row (never for rows removed before).
+
+    Stored flat: one float32 matrix per kind (prompts, replies) and a row → position index, not an array object
+    per row; asking for the rows in the order they were embedded returns the matrix itself (no copy)."""
 
     def __init__(self, cfg: Config, tx: _Texts, replies: pl.Series, stats: dict) -> None:
         self.cfg, self.tx, self.replies, self.stats = cfg, tx, replies, stats
         self.embedder: Any = None
-        self.vecs: dict[int, np.ndarray] = {}
-        self.reply_vecs: dict[int, np.ndarray] = {}
+        self.pos = np.full(len(replies), -1, dtype=np.int64)  # row → position in the matrices, -1 not embedded
+        self.blocks: list[np.ndarray] = []
+        self.reply_blocks: list[np.ndarray] = []
         self.seconds = 0.0
         self.counts = {"texts": 0, "embedded": 0, "cache_hits": 0}
         self.rows_embedded = 0  # rows (not probes or reference texts) whose key text went to the model or cache
@@ -378,21 +382,37 @@ class _Vectors:
                                    "seconds": round(self.seconds, 3)}
         return v
 
+    @staticmethod
+    def _matrix(blocks: list[np.ndarray]) -> np.ndarray:
+        if len(blocks) > 1:
+            blocks[:] = [np.concatenate(blocks)]
+        return blocks[0]
+
+    def _take(self, blocks: list[np.ndarray], rows: np.ndarray) -> np.ndarray:
+        mat = self._matrix(blocks)
+        at = self.pos[rows]
+        if len(at) == len(mat) and np.array_equal(at, np.arange(len(mat))):
+            return mat
+        return mat[at]
+
     def rows(self, rows: np.ndarray) -> np.ndarray:
-        todo = [r for r in rows.tolist() if r not in self.vecs]
-        if todo:
+        rows = np.asarray(rows, dtype=np.int64)
+        todo = rows[self.pos[rows] < 0]
+        if len(todo):
+            todo = todo[np.sort(np.unique(todo, return_index=True)[1])]  # first occurrence order
             self.rows_embedded += len(todo)
-            v = self.embed_texts(self.tx.focus.gather(todo).to_list())
-            self.vecs.update(zip(todo, v, strict=True))
+            v = np.asarray(self.embed_texts(self.tx.focus.gather(todo).to_list()), dtype=np.float32)
+            self.pos[todo] = sum(len(b) for b in self.blocks) + np.arange(len(todo))
+            self.blocks.append(v)
             if self.cfg.semantic.embed_replies:
                 rv = self.embed_texts(self.replies.gather(todo).to_list())
-                self.reply_vecs.update(zip(todo, rv, strict=True))
+                self.reply_blocks.append(np.asarray(rv, dtype=np.float32))
         if not len(rows):
             return np.zeros((0, 1), dtype=np.float32)
-        return np.stack([self.vecs[r] for r in rows.tolist()])
+        return self._take(self.blocks, rows)
 
     def replies_of(self, rows: np.ndarray) -> np.ndarray:
-        return np.stack([self.reply_vecs[r] for r in rows.tolist()])
+        return self._take(self.reply_blocks, np.asarray(rows, dtype=np.int64))
 
 
 def run(frame: pl.LazyFrame | pl.DataFrame, cfg: Config) -> StageResult:
