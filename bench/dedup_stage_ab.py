@@ -81,12 +81,17 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="dedup option, e.g. 'methods=[\"exact\",\"near\"]'")
     ap.add_argument("--head", type=int, default=0, help="only the first N rows of the file")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "dedup_ab")
+    ap.add_argument("--reuse-a", action="store_true", help="keep A's decisions from an earlier run in --out")
     args = ap.parse_args()
+    args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     files = {}
     for r in range(args.rounds):
         for name, co in (("a", args.a), ("b", args.b)):
             f = args.out / f"{name}-{r}.parquet"
+            if name == "a" and args.reuse_a and f.exists():
+                files[name] = f
+                continue
             info = run_one(co.resolve(), args.stage_file.resolve(), f, args.set, args.head)
             files[name] = f
             print(json.dumps({"round": r, "side": name, **info}), flush=True)

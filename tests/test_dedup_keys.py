@@ -172,3 +172,14 @@ def test_band_layout_matches_datasketch():
     for thr in (0.05, 0.25, 0.4, 0.5, 0.6, 0.75, 0.9):
         for num_perm in (64, 128, 256):
             assert minhash.band_layout(thr, num_perm) == _optimal_param(thr, num_perm, 0.5, 0.5), (thr, num_perm)
+
+
+def test_max_len_diff_keeps_exactly_the_close_lengths():
+    base = [t for t in _variants(4, 200) if len(t) > 40]
+    texts = base + [t + t[:8] for t in base[:40]]
+    qi, tj, _ = minhash.candidate_pairs(texts, ngram=3, num_perm=128, threshold=0.0, lsh_threshold=0.25)
+    fi, fj, _ = minhash.candidate_pairs(texts, ngram=3, num_perm=128, threshold=0.0, lsh_threshold=0.25,
+                                        max_len_diff=2)
+    want = [(a, b) for a, b in zip(qi.tolist(), tj.tolist(), strict=True) if abs(len(texts[a]) - len(texts[b])) <= 2]
+    assert list(zip(fi.tolist(), fj.tolist(), strict=True)) == want
+    assert len(want) < len(qi)

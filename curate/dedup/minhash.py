@@ -123,8 +123,8 @@ def _ngram_hashes(keys: list[str], sizes: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def band_hashes(texts: Texts, ngram: int | Sequence[int] | np.ndarray, num_perm: int, bands: tuple[int, int],
-                seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """(n, b) uint64 band hashes of each text's MinHash signature and a mask of non-empty texts."""
+                seed: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(n, b) uint64 band hashes of each text's MinHash signature, a mask of non-empty texts, their lengths."""
     from rensa import RMinHash
 
     n = len(texts)
@@ -132,12 +132,14 @@ def band_hashes(texts: Texts, ngram: int | Sequence[int] | np.ndarray, num_perm:
     sizes = _sizes(n, ngram)
     out = np.zeros((n, b), dtype=np.uint64)
     nonempty = np.zeros(n, dtype=bool)
+    lengths = np.zeros(n, dtype=np.int64)
     with np.errstate(over="ignore"):
         for a in range(0, n, _CHUNK):
             z = min(n, a + _CHUNK)
             keys = _as_list(texts, a, z)
             h, toff, lens = _ngram_hashes(keys, sizes[a:z])
             nonempty[a:z] = lens > 0
+            lengths[a:z] = lens
             if not len(h):
                 continue
             m = RMinHash.digest_matrix_from_flat_token_hashes(h, toff, num_perm, seed)
@@ -148,11 +150,13 @@ def band_hashes(texts: Texts, ngram: int | Sequence[int] | np.ndarray, num_perm:
                 for c in range(r):
                     acc = _mix(acc * _MUL + sig[:, k * r + c])
                 out[a:z, k] = acc
-    return out, nonempty
+    return out, nonempty, lengths
 
 
-def _self_candidates(bh: np.ndarray, nonempty: np.ndarray) -> np.ndarray:
-    """Pairs i < j sharing a band hash, as sorted unique codes i·n + j."""
+def _self_candidates(bh: np.ndarray, nonempty: np.ndarray, lengths: np.ndarray | None = None,
+                     max_len_diff: int | None = None) -> np.ndarray:
+    """Pairs i < j sharing a band hash, as sorted unique codes i·n + j (only pairs whose lengths differ by at
+    most `max_len_diff`, when given)."""
     n = bh.shape[0]
     rows_all = np.flatnonzero(nonempty)
     found = []
@@ -174,6 +178,9 @@ def _self_candidates(bh: np.ndarray, nonempty: np.ndarray) -> np.ndarray:
         src = np.repeat(pos, c)
         dst = src + 1 + (np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c))
         a, d = rs[src], rs[dst]
+        if max_len_diff is not None and lengths is not None:
+            near = np.abs(lengths[a] - lengths[d]) <= max_len_diff
+            a, d = a[near], d[near]
         found.append(np.unique(np.minimum(a, d) * n + np.maximum(a, d)))
     if not found:
         return np.zeros(0, dtype=np.int64)
@@ -213,27 +220,31 @@ def candidate_pairs(
     seed: int = 1,
     queries: Texts | None = None,
     query_ngram: int | Sequence[int] | np.ndarray | None = None,
+    max_len_diff: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairs with exact n-gram Jaccard ≥ threshold, found through MinHash LSH, in (first, second) order.
 
     Without `queries`: pairs (i, j), i < j, within `texts`. With `queries`: pairs (q, t) of a query index and a
     `texts` index (decontamination against a reference set). `ngram` may differ per text (the stage uses
     shorter n-grams for Chinese, where one character carries about as much as a short English word).
-    `lsh_threshold` (default: threshold − 0.1) sets the LSH band layout; lower finds more candidates at more
-    verification cost. `threshold` ≤ 0 returns every LSH candidate with similarity NaN (not computed).
+    `lsh_threshold` (default: threshold − 0.2) sets the LSH band layout; lower finds more candidates at more
+    verification cost (at the default 0.6: 32 bands × 4 rows, a pair at Jaccard 0.6 becomes a candidate with
+    probability 0.988; threshold − 0.1 gave 25 × 5 and 0.868). `threshold` ≤ 0 returns every LSH candidate with
+    similarity NaN (not computed). `max_len_diff` (self pairs only) drops candidates whose lengths in characters
+    differ by more: the edit-distance pass needs no pair that can't be within that many edits.
     """
-    lsh_t = lsh_threshold if lsh_threshold is not None else max(0.05, threshold - 0.1)
+    lsh_t = lsh_threshold if lsh_threshold is not None else max(0.05, threshold - 0.2)
     layout = band_layout(float(lsh_t), int(num_perm))
     n = len(texts)
     sizes = _sizes(n, ngram)
-    th, tmask = band_hashes(texts, sizes, num_perm, layout, seed)
+    th, tmask, tlens = band_hashes(texts, sizes, num_perm, layout, seed)
     if queries is None:
-        codes = _self_candidates(th, tmask)
+        codes = _self_candidates(th, tmask, tlens, max_len_diff)
         qi, tj = codes // max(n, 1), codes % max(n, 1)
         qtexts, qsizes = texts, sizes
     else:
         qsizes = _sizes(len(queries), ngram if query_ngram is None else query_ngram)
-        qh, qmask = band_hashes(queries, qsizes, num_perm, layout, seed)
+        qh, qmask, _ = band_hashes(queries, qsizes, num_perm, layout, seed)
         codes = _cross_candidates(qh, qmask, th, tmask)
         qi, tj = codes // max(n, 1), codes % max(n, 1)
         qtexts = queries

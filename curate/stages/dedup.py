@@ -107,7 +107,9 @@ class NearConfig:
         default=0.6, metadata={"help": "Exact n-gram Jaccard at or above which two keys are near-duplicates."}
     )
     lsh_threshold: float | None = field(
-        default=None, metadata={"help": "LSH band layout threshold (default: threshold - 0.1); lower finds more."}
+        default=None,
+        metadata={"help": "LSH band layout threshold (default: threshold - 0.2, 32 bands x 4 rows at 0.6: a pair at "
+                          "the threshold is a candidate with probability 0.988); lower finds more, costs more."}
     )
     short_chars: int = field(
         default=100,
@@ -563,7 +565,7 @@ def _near(cfg: Config, st: _State, tx: _Texts, rank: np.ndarray, row_ids: pl.Ser
     if len(short) > 1:
         skeys = keys.gather(short)
         si, sj, _ = candidate_pairs(skeys, ngram=_ngrams(skeys, nc, short=True), num_perm=nc.num_perm,
-                                    threshold=0.0, lsh_threshold=0.25)
+                                    threshold=0.0, lsh_threshold=0.25, max_len_diff=nc.max_edits)
         stext = dict(zip(np.unique(np.concatenate([si, sj])).tolist(),
                          skeys.gather(np.unique(np.concatenate([si, sj]))).to_list(), strict=True))
         for a, b in zip(si.tolist(), sj.tolist(), strict=True):
