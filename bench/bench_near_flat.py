@@ -1,6 +1,5 @@
 """Prototype for issue 16 phase 2: dedup keys and near-duplicate candidates with flat arrays, against today's code.
 
-    .venv/bin/pip install rensa==0.5.0       # not a dependency yet
     .venv/bin/python bench/bench_near_flat.py RUN/02-language/kept.parquet [--rounds 2] [--bands 25x5]
 
 On the prompts of a stage file (a run folder of bench/bench_default_pipeline.py --keep):
@@ -12,7 +11,9 @@ On the prompts of a stage file (a run folder of bench/bench_default_pipeline.py 
    Jaccard on string sets) vs flat arrays: code points -> n-gram hashes (NumPy) -> MinHash digests (rensa's
    digest_matrix_from_flat_token_hashes, Rust) -> LSH bands sorted in NumPy -> Jaccard on the hashed n-gram sets.
 CPU seconds (process_time: all threads) beside pair counts; pairs both find must have the same Jaccard.
-Nothing here is used by curate yet: it goes into curate/dedup/ once the dedup branch (issue 9) has landed.
+Landed (issue 16 phase 2): curate.dedup.normalise.normalise_series and curate.dedup.minhash are this prototype's
+code, so "today" below is now the landed flat path (rensa) and the comparison checks the prototype against it;
+the datasketch path it replaced is the 1e52a76 / 11fb8c1 revision of curate/dedup/minhash.py.
 """
 
 from __future__ import annotations

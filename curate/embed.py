@@ -415,7 +415,8 @@ def load_backend(model: str, device: str, precision: str, max_tokens: int) -> Ba
         if info is not None and info.backend == "e5":
             return _E5Backend(max_tokens, _threads())
     except ImportError:
-        raise ConfigError(f"embedding model {model!r} needs the package {info.pip}: pip install {info.pip}") from None
+        pip = info.pip if info is not None else "?"
+        raise ConfigError(f"embedding model {model!r} needs the package {pip}: pip install {pip}") from None
     return _STBackend(model, device, precision, max_tokens)
 
 

@@ -11,8 +11,12 @@ is always kept). A row whose only similar neighbours were removed by another lea
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
 @dataclass(frozen=True)
@@ -66,21 +70,31 @@ def leader_cluster(n: int, rank: np.ndarray, i: np.ndarray, j: np.ndarray, sim: 
     return Assignment(leader, best)
 
 
-def group_leader(keys: list, rank: np.ndarray) -> Assignment:
-    """Exact groups: rows with equal keys form one cluster; the best-ranked row is kept ('' keys never match)."""
+def group_leader(keys: list | pl.Series, rank: np.ndarray) -> Assignment:
+    """Exact groups: rows with equal keys form one cluster; the best-ranked row is kept ('' keys never match).
+
+    `keys` is a list or a String Series (then grouped in Polars, without a Python object per row)."""
+    import polars as pl
+
     n = len(keys)
     leader = np.full(n, -1, dtype=np.int64)
     sim = np.full(n, np.nan, dtype=np.float64)
-    first: dict = {}
-    for r in np.lexsort((np.arange(n), rank)).tolist():
-        k = keys[r]
-        if k == "" or k is None:
-            continue
-        if k in first:
-            leader[r] = first[k]
-            sim[r] = 1.0
-        else:
-            first[k] = r
+    if not n:
+        return Assignment(leader, sim)
+    frame = pl.DataFrame({
+        "k": keys if isinstance(keys, pl.Series) else pl.Series(keys, dtype=pl.String),
+        "rank": np.asarray(rank, dtype=np.int64), "r": np.arange(n, dtype=np.int64),
+    })
+    # Best survivor first (rank, then row index); the first row of each key is its cluster's kept row.
+    members = (
+        frame.filter(pl.col("k").is_not_null() & (pl.col("k") != ""))
+        .sort(["rank", "r"])
+        .with_columns(pl.col("r").first().over("k").alias("lead"))
+        .filter(pl.col("r") != pl.col("lead"))
+    )
+    r = members["r"].to_numpy()
+    leader[r] = members["lead"].to_numpy()
+    sim[r] = 1.0
     return Assignment(leader, sim)
 
 

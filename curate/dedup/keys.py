@@ -22,9 +22,11 @@ import polars as pl
 
 @dataclass(frozen=True)
 class Keys:
-    whole: list[str]  # exact key text: all prompt turns (+ replies)
-    focus: list[str]  # near/semantic key text: the last user turn (+ replies)
-    context: list[str]  # the turns before the last user turn ("" when none)
+    """One String column per key text (Arrow memory, no Python object per row)."""
+
+    whole: pl.Series  # exact key text: all prompt turns (+ replies)
+    focus: pl.Series  # near/semantic key text: the last user turn (+ replies)
+    context: pl.Series  # the turns before the last user turn ("" when none)
 
 
 def _content() -> pl.Expr:
@@ -60,4 +62,4 @@ def build(df: pl.DataFrame, key: str) -> Keys:
             pl.concat_str([pl.col("whole"), *extra], separator="\n").alias("whole"),
             pl.concat_str([pl.col("focus"), *extra], separator="\n").alias("focus"),
         )
-    return Keys(frame["whole"].to_list(), frame["focus"].to_list(), frame["context"].to_list())
+    return Keys(frame["whole"], frame["focus"], frame["context"])

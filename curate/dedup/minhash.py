@@ -1,16 +1,30 @@
-"""Near-duplicate candidates with MinHash LSH (datasketch) over character n-grams, verified by exact Jaccard.
+"""Near-duplicate candidates with MinHash LSH over character n-grams, verified by exact Jaccard.
 
 Character n-grams need no word segmentation, so the same code serves Chinese and English. LSH only proposes
-candidate pairs; each is then checked with the exact Jaccard similarity of the two n-gram sets, so the threshold
-means what it says and LSH's estimate error cannot remove a row on its own.
+candidate pairs; each is then checked with the exact Jaccard similarity of the two n-gram sets (Python string
+sets), so the threshold means what it says and LSH's estimate error cannot remove a row on its own.
+
+How, in flat arrays (no Python object per row): keys → code points (NumPy, UTF-32) → one 64-bit hash per n-gram
+window → MinHash digests in Rust (`rensa`'s `RMinHash.digest_matrix_from_flat_token_hashes`, seeded) → one
+64-bit hash per LSH band → rows whose band hashes are equal, found by sorting. Done in chunks of rows, so the
+per-n-gram arrays never exist for all rows at once: what stays is one uint64 per row and band. The band layout
+(b bands of r rows) is the one that minimises the false-positive + false-negative area at `lsh_threshold`
+(datasketch's `_optimal_param`, computed here in NumPy).
 """
 
 from __future__ import annotations
 
-import zlib
+import functools
 from collections.abc import Sequence
 
 import numpy as np
+import polars as pl
+
+_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_MUL = np.uint64(0x100000001B3)
+_CHUNK = 20_000  # rows per signature chunk: bounds the per-n-gram arrays (~8 bytes per character of a chunk)
+
+Texts = Sequence[str] | pl.Series
 
 
 def shingles(text: str, n: int) -> set[str]:
@@ -22,34 +36,6 @@ def shingles(text: str, n: int) -> set[str]:
     return {text[k : k + n] for k in range(len(text) - n + 1)}
 
 
-def _crc32(b: bytes) -> int:
-    # crc32 instead of datasketch's default sha1: ~3x faster per n-gram in this Python loop, stable across runs
-    # (unlike hash()), and datasketch mixes (fmix) the value before permuting, so its 32 bits are enough here.
-    return zlib.crc32(b)
-
-
-def _sizes(texts: Sequence[str], ngram: int | Sequence[int]) -> list[int]:
-    return [ngram] * len(texts) if isinstance(ngram, int) else list(ngram)
-
-
-def signatures(texts: Sequence[str], ngram: int | Sequence[int], num_perm: int, seed: int = 1) -> list:
-    """One datasketch LeanMinHash per text (None for empty text); `ngram` is one size or one per text."""
-    from datasketch import LeanMinHash, MinHash
-
-    template = MinHash(num_perm=num_perm, seed=seed, hashfunc=_crc32)
-    out = []
-    for text, n in zip(texts, _sizes(texts, ngram), strict=True):
-        grams = shingles(text, n)
-        if not grams:
-            out.append(None)
-            continue
-        m = MinHash(num_perm=num_perm, seed=seed, hashfunc=_crc32, permutations=template.permutations,
-                    scheme=template.scheme)
-        m.update_batch([g.encode("utf-8") for g in sorted(grams)])
-        out.append(LeanMinHash(m))
-    return out
-
-
 def jaccard(a: set[str], b: set[str]) -> float:
     if not a or not b:
         return 0.0
@@ -57,61 +43,246 @@ def jaccard(a: set[str], b: set[str]) -> float:
     return inter / (len(a) + len(b) - inter)
 
 
+def _mix(h: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: spreads every input bit over the 64 output bits."""
+    h = h ^ (h >> np.uint64(30))
+    h = h * _M1
+    h = h ^ (h >> np.uint64(27))
+    h = h * _M2
+    return h ^ (h >> np.uint64(31))
+
+
+@functools.lru_cache(maxsize=64)
+def band_layout(threshold: float, num_perm: int) -> tuple[int, int]:
+    """(bands, rows per band) minimising 0.5 · false-positive + 0.5 · false-negative probability mass around
+    `threshold` (datasketch's `_optimal_param`; the integrals by Gauss–Legendre quadrature, exact to ~1e-12)."""
+    x, w = np.polynomial.legendre.leggauss(64)
+
+    def integral(lo: float, hi: float, b: np.ndarray, r: np.ndarray, negative: bool) -> np.ndarray:
+        s = (hi - lo) / 2 * x + (hi + lo) / 2
+        p = 1.0 - (1.0 - s[None, :] ** r[:, None]) ** b[:, None]
+        f = 1.0 - p if negative else p
+        return (f * w[None, :]).sum(axis=1) * (hi - lo) / 2
+
+    bs, rs = zip(*[(b, r) for b in range(1, num_perm + 1) for r in range(1, num_perm // b + 1)], strict=True)
+    b_arr, r_arr = np.asarray(bs, dtype=np.float64), np.asarray(rs, dtype=np.float64)
+    err = 0.5 * integral(0.0, threshold, b_arr, r_arr, False) + 0.5 * integral(threshold, 1.0, b_arr, r_arr, True)
+    k = int(np.argmin(err))  # first minimum in (b, r) order, as datasketch's strict '<' scan
+    return int(bs[k]), int(rs[k])
+
+
+def _sizes(n_texts: int, ngram: int | Sequence[int] | np.ndarray) -> np.ndarray:
+    if isinstance(ngram, int):
+        return np.full(n_texts, ngram, dtype=np.int64)
+    out = np.asarray(ngram, dtype=np.int64)
+    if len(out) != n_texts:
+        raise ValueError(f"{len(out)} n-gram sizes for {n_texts} texts")
+    return out
+
+
+def _as_list(texts: Texts, a: int, b: int) -> list[str]:
+    if isinstance(texts, pl.Series):
+        return texts.slice(a, b - a).fill_null("").to_list()
+    return [t or "" for t in texts[a:b]]
+
+
+def _ngram_hashes(keys: list[str], sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat uint64 hash per n-gram window of each key (grouped by key) and the row offsets; a key shorter than its
+    n is one token (tagged with its length). Also each key's length in code points."""
+    lens = np.fromiter((len(k) for k in keys), dtype=np.int64, count=len(keys))
+    cp = np.frombuffer("".join(keys).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    off = np.zeros(len(keys) + 1, dtype=np.int64)
+    np.cumsum(lens, out=off[1:])
+    out_h, out_row = [], []
+    with np.errstate(over="ignore"):
+        for n in np.unique(sizes).tolist():
+            rows = np.flatnonzero(sizes == n)
+            full = rows[lens[rows] >= n]
+            cnt = lens[full] - n + 1
+            starts = np.repeat(off[full], cnt) + (np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt) - cnt, cnt))
+            h = np.zeros(len(starts), dtype=np.uint64)
+            for k in range(n):
+                h = h * _MUL + cp[starts + k]
+            out_h.append(_mix(h ^ np.uint64(n << 56)))
+            out_row.append(np.repeat(full, cnt))
+            short = rows[(lens[rows] < n) & (lens[rows] > 0)]
+            if len(short):
+                hs = np.zeros(len(short), dtype=np.uint64)
+                for k in range(n - 1):
+                    valid = lens[short] > k
+                    hs = np.where(valid, hs * _MUL + cp[np.minimum(off[short] + k, len(cp) - 1)], hs)
+                out_h.append(_mix(hs ^ (lens[short].astype(np.uint64) << np.uint64(56))))
+                out_row.append(short)
+    h = np.concatenate(out_h) if out_h else np.zeros(0, dtype=np.uint64)
+    row = np.concatenate(out_row) if out_row else np.zeros(0, dtype=np.int64)
+    order = np.argsort(row, kind="stable")  # grouped by row; repeated n-grams are kept (MinHash ignores them)
+    h = h[order]
+    toff = np.zeros(len(keys) + 1, dtype=np.uint64)
+    np.cumsum(np.bincount(row, minlength=len(keys)), out=toff[1:])
+    return h, toff, lens
+
+
+def band_hashes(texts: Texts, ngram: int | Sequence[int] | np.ndarray, num_perm: int, bands: tuple[int, int],
+                seed: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(n, b) uint64 band hashes of each text's MinHash signature, a mask of non-empty texts, their lengths."""
+    from rensa import RMinHash
+
+    n = len(texts)
+    b, r = bands
+    sizes = _sizes(n, ngram)
+    out = np.zeros((n, b), dtype=np.uint64)
+    nonempty = np.zeros(n, dtype=bool)
+    lengths = np.zeros(n, dtype=np.int64)
+    with np.errstate(over="ignore"):
+        for a in range(0, n, _CHUNK):
+            z = min(n, a + _CHUNK)
+            keys = _as_list(texts, a, z)
+            h, toff, lens = _ngram_hashes(keys, sizes[a:z])
+            nonempty[a:z] = lens > 0
+            lengths[a:z] = lens
+            if not len(h):
+                continue
+            m = RMinHash.digest_matrix_from_flat_token_hashes(h, toff, num_perm, seed)
+            sig = np.asarray(m.to_rows(), dtype=np.uint64)
+            del m, h
+            for k in range(b):
+                acc = np.full(z - a, np.uint64(k + 1), dtype=np.uint64)
+                for c in range(r):
+                    acc = _mix(acc * _MUL + sig[:, k * r + c])
+                out[a:z, k] = acc
+    return out, nonempty, lengths
+
+
+def _self_candidates(bh: np.ndarray, nonempty: np.ndarray, lengths: np.ndarray | None = None,
+                     max_len_diff: int | None = None) -> np.ndarray:
+    """Pairs i < j sharing a band hash, as sorted unique codes i·n + j (only pairs whose lengths differ by at
+    most `max_len_diff`, when given)."""
+    n = bh.shape[0]
+    rows_all = np.flatnonzero(nonempty)
+    found = []
+    for k in range(bh.shape[1]):
+        h = bh[rows_all, k]
+        order = np.argsort(h, kind="stable")
+        hs, rs = h[order], rows_all[order]
+        if len(hs) < 2:
+            continue
+        brk = np.flatnonzero(hs[1:] != hs[:-1]) + 1
+        start = np.concatenate([[0], brk])
+        end = np.concatenate([brk, [len(hs)]])
+        run_end = np.repeat(end, end - start)  # per sorted position: the end of its run of equal hashes
+        cnt = run_end - np.arange(len(hs)) - 1  # partners after it in the run
+        pos = np.flatnonzero(cnt > 0)
+        if not len(pos):
+            continue
+        c = cnt[pos]
+        src = np.repeat(pos, c)
+        dst = src + 1 + (np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c))
+        a, d = rs[src], rs[dst]
+        if max_len_diff is not None and lengths is not None:
+            near = np.abs(lengths[a] - lengths[d]) <= max_len_diff
+            a, d = a[near], d[near]
+        found.append(np.unique(np.minimum(a, d) * n + np.maximum(a, d)))
+    if not found:
+        return np.zeros(0, dtype=np.int64)
+    return np.unique(np.concatenate(found))
+
+
+def _cross_candidates(qh: np.ndarray, qmask: np.ndarray, th: np.ndarray, tmask: np.ndarray) -> np.ndarray:
+    """Pairs (query q, text t) sharing a band hash, as sorted unique codes q·n_texts + t."""
+    nt = th.shape[0]
+    trows = np.flatnonzero(tmask)
+    qrows = np.flatnonzero(qmask)
+    found = []
+    for k in range(th.shape[1]):
+        order = np.argsort(th[trows, k], kind="stable")
+        ts, tr = th[trows, k][order], trows[order]
+        qv = qh[qrows, k]
+        lo = np.searchsorted(ts, qv, side="left")
+        hi = np.searchsorted(ts, qv, side="right")
+        c = hi - lo
+        if not c.sum():
+            continue
+        q = np.repeat(qrows, c)
+        t = tr[np.repeat(lo, c) + (np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c))]
+        found.append(np.unique(q * nt + t))
+    if not found:
+        return np.zeros(0, dtype=np.int64)
+    return np.unique(np.concatenate(found))
+
+
 def candidate_pairs(
-    texts: Sequence[str],
+    texts: Texts,
     *,
-    ngram: int | Sequence[int],
+    ngram: int | Sequence[int] | np.ndarray,
     num_perm: int,
     threshold: float,
     lsh_threshold: float | None = None,
     seed: int = 1,
-    queries: Sequence[str] | None = None,
-    query_ngram: int | Sequence[int] | None = None,
+    queries: Texts | None = None,
+    query_ngram: int | Sequence[int] | np.ndarray | None = None,
+    max_len_diff: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs with exact n-gram Jaccard ≥ threshold, found through MinHash LSH.
+    """Pairs with exact n-gram Jaccard ≥ threshold, found through MinHash LSH, in (first, second) order.
 
     Without `queries`: pairs (i, j), i < j, within `texts`. With `queries`: pairs (q, t) of a query index and a
     `texts` index (decontamination against a reference set). `ngram` may differ per text (the stage uses
     shorter n-grams for Chinese, where one character carries about as much as a short English word).
-    `lsh_threshold` (default: threshold − 0.1) sets the LSH band layout; lower finds more candidates at more
-    verification cost.
+    `lsh_threshold` (default: threshold − 0.2) sets the LSH band layout; lower finds more candidates at more
+    verification cost (at the default 0.6: 32 bands × 4 rows, a pair at Jaccard 0.6 becomes a candidate with
+    probability 0.988; threshold − 0.1 gave 25 × 5 and 0.868). `threshold` ≤ 0 returns every LSH candidate with
+    similarity NaN (not computed). `max_len_diff` (self pairs only) drops candidates whose lengths in characters
+    differ by more: the edit-distance pass needs no pair that can't be within that many edits.
     """
-    from datasketch import MinHashLSH
+    lsh_t = lsh_threshold if lsh_threshold is not None else max(0.05, threshold - 0.2)
+    layout = band_layout(float(lsh_t), int(num_perm))
+    n = len(texts)
+    sizes = _sizes(n, ngram)
+    th, tmask, tlens = band_hashes(texts, sizes, num_perm, layout, seed)
+    if queries is None:
+        codes = _self_candidates(th, tmask, tlens, max_len_diff)
+        qi, tj = codes // max(n, 1), codes % max(n, 1)
+        qtexts, qsizes = texts, sizes
+    else:
+        qsizes = _sizes(len(queries), ngram if query_ngram is None else query_ngram)
+        qh, qmask, _ = band_hashes(queries, qsizes, num_perm, layout, seed)
+        codes = _cross_candidates(qh, qmask, th, tmask)
+        qi, tj = codes // max(n, 1), codes % max(n, 1)
+        qtexts = queries
+    if threshold <= 0:
+        return qi, tj, np.full(len(qi), np.nan)
+    sims = _verify(qtexts, qsizes, qi, texts, sizes, tj)
+    ok = sims >= threshold
+    return qi[ok], tj[ok], sims[ok]
 
-    lsh_t = lsh_threshold if lsh_threshold is not None else max(0.05, threshold - 0.1)
-    sigs = signatures(texts, ngram, num_perm, seed)
-    lsh = MinHashLSH(threshold=lsh_t, num_perm=num_perm)
-    with lsh.insertion_session() as session:
-        for k, s in enumerate(sigs):
-            if s is not None:
-                session.insert(k, s, check_duplication=False)
-    sizes = _sizes(texts, ngram)
-    qtexts = texts if queries is None else queries
-    qsizes = sizes if queries is None else _sizes(queries, ngram if query_ngram is None else query_ngram)
-    qsigs = sigs if queries is None else signatures(queries, qsizes, num_perm, seed)
-    cache: dict[tuple[int, int], set[str]] = {}
 
-    def grams(side: int, k: int) -> set[str]:
-        key = (side, k)
-        if key not in cache:
-            cache[key] = shingles(texts[k], sizes[k]) if side == 0 else shingles(qtexts[k], qsizes[k])
-        return cache[key]
+def _verify(qtexts: Texts, qsizes: np.ndarray, qi: np.ndarray, texts: Texts, sizes: np.ndarray,
+            tj: np.ndarray) -> np.ndarray:
+    """Exact Jaccard of the n-gram string sets of each candidate pair (sets built for candidate rows only)."""
+    out = np.empty(len(qi), dtype=np.float64)
+    if not len(qi):
+        return out
+    same = qtexts is texts
+    qt = _pick(qtexts, np.unique(np.concatenate([qi, tj])) if same else np.unique(qi))
+    tt = qt if same else _pick(texts, np.unique(tj))
+    qcache: dict[int, set[str]] = {}
+    tcache = qcache if same else {}
+    for k, (a, b) in enumerate(zip(qi.tolist(), tj.tolist(), strict=True)):
+        ga = qcache.get(a)
+        if ga is None:
+            ga = qcache[a] = shingles(qt[a], int(qsizes[a]))
+        gb = tcache.get(b)
+        if gb is None:
+            gb = tcache[b] = shingles(tt[b], int(sizes[b]))
+        out[k] = jaccard(ga, gb)
+        if len(qcache) + len(tcache) > 200_000:  # bound memory on big inputs; n-gram sets are cheap to rebuild
+            qcache.clear()
+            tcache.clear()
+    return out
 
-    qi: list[int] = []
-    tj: list[int] = []
-    js: list[float] = []
-    qside = 0 if queries is None else 1
-    for q, s in enumerate(qsigs):
-        if s is None:
-            continue
-        for t in sorted(lsh.query(s)):
-            if queries is None and t <= q:
-                continue
-            sim = jaccard(grams(qside, q), grams(0, t))
-            if sim >= threshold:
-                qi.append(q)
-                tj.append(t)
-                js.append(sim)
-        if len(cache) > 200_000:  # bound memory on big inputs; n-gram sets are cheap to rebuild
-            cache.clear()
-    return np.asarray(qi, dtype=np.int64), np.asarray(tj, dtype=np.int64), np.asarray(js, dtype=np.float64)
+
+def _pick(texts: Texts, rows: np.ndarray) -> dict[int, str]:
+    if isinstance(texts, pl.Series):
+        vals = texts.gather(rows).fill_null("").to_list()
+    else:
+        vals = [texts[r] or "" for r in rows.tolist()]
+    return dict(zip(rows.tolist(), vals, strict=True))

@@ -18,6 +18,10 @@ import functools
 import re
 import unicodedata
 from collections.abc import Iterable
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
 
 # Punctuation NFKC does not fold: CJK full stops, brackets and curly quotes.
 _CJK_PUNCT = str.maketrans(
@@ -71,7 +75,7 @@ def strip_prefix(text: str) -> str:
 def normalise(
     text: str | None,
     *,
-    unicode_form: str = "NFKC",
+    unicode_form: Literal["NFC", "NFKC", "NFD", "NFKD"] = "NFKC",
     t2s: bool = True,
     casefold: bool = True,
     punctuation: str = "strip",
@@ -129,3 +133,113 @@ def embedding_input(text: str | None, *, t2s: bool = True) -> str:
     if t2s and out and any("\u4e00" <= c <= "\u9fff" for c in out):
         out = _t2s().convert(out)
     return out
+
+
+# ------------------------------------------------------------------------------------------- vectorised (Polars)
+# The same keys as `normalise`, for a whole column at once: Polars string expressions (Rust) instead of a Python
+# call per text. Character classes come from curate/dedup/unitables.py (this Python's own Unicode tables), so the
+# two agree character for character; the one difference is NFKC itself, which Polars takes from a newer Unicode
+# version: code points unassigned in Python 3.11's Unicode 14 may fold differently (tests/test_dedup_keys.py).
+
+
+def _esc(point: int) -> str:
+    return f"\\x{{{point:x}}}"
+
+
+def _cls(ranges: tuple[tuple[int, int], ...]) -> str:
+    """A Rust-regex character class for exactly these code point ranges."""
+    return "[" + "".join(_esc(a) if a == b else f"{_esc(a)}-{_esc(b)}" for a, b in ranges) + "]"
+
+
+@functools.lru_cache(maxsize=1)
+def _classes() -> dict[str, Any]:
+    from curate.dedup import unitables as u
+
+    return {
+        "punct": _cls(u.PUNCT), "space": _cls(u.SPACE), "alpha": _cls(u.ALPHA),
+        "space_chars": "".join(chr(c) for a, b in u.SPACE for c in range(a, b + 1)),
+        "fold_from": [chr(c) for c in u.CASEFOLD], "fold_to": list(u.CASEFOLD.values()),
+        "cjk_from": list(_CJK_PUNCT_STR), "cjk_to": list(_CJK_PUNCT_STR.values()),
+        # the ideographs cjk_share counts: its three ranges, only where str.isalpha (assigned) holds
+        "cjk_alpha": _cls(tuple((max(a, lo), min(b, hi)) for a, b in u.ALPHA for lo, hi in _CJK_RANGES
+                                if max(a, lo) <= min(b, hi))),
+    }
+
+
+_CJK_PUNCT_STR = {chr(k): v for k, v in _CJK_PUNCT.items()}
+_CJK_RANGES = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF))
+T2S_MAY_CHANGE = r"[\x{2e80}-\x{10ffff}]"  # CJK radicals and everything above them
+_T2S_SEP = "\ue000"  # private use: OpenCC's dictionaries hold no phrase across it
+_T2S_CHUNK = 20_000
+
+
+def _t2s_series(s: pl.Series) -> pl.Series:
+    """OpenCC t2s over a column: one call per 20k texts joined by a private-use character (row by row when a text
+    holds that character itself); only texts with a character in the CJK ranges go to OpenCC."""
+    conv = _t2s()
+    frame = pl.DataFrame({"t": s})
+    # OpenCC changes no character below U+2E80 (tests/test_dedup_keys.py checks every code point): texts without
+    # one pass through as they are.
+    has = frame.select(pl.col("t").str.contains(T2S_MAY_CHANGE))["t"]
+    idx = np.flatnonzero(has.fill_null(False).to_numpy())
+    if not len(idx):
+        return s
+    todo = s.gather(idx).to_list()
+    if any(_T2S_SEP in t for t in todo):
+        done = [conv.convert(t) for t in todo]
+    else:
+        done = []
+        for k in range(0, len(todo), _T2S_CHUNK):
+            chunk = todo[k : k + _T2S_CHUNK]
+            res = conv.convert(_T2S_SEP.join(chunk)).split(_T2S_SEP)
+            if len(res) != len(chunk):  # cannot happen with a separator no text holds; row by row if it did
+                res = [conv.convert(t) for t in chunk]
+            done.extend(res)
+    return frame.with_row_index("__i").join(
+        pl.DataFrame({"__i": pl.Series(idx, dtype=pl.UInt32), "__t": pl.Series(done, dtype=pl.String)}),
+        on="__i", how="left", maintain_order="left",
+    ).select(pl.coalesce("__t", "t").alias(s.name))[s.name]
+
+
+def normalise_series(
+    s: pl.Series,
+    *,
+    unicode_form: Literal["NFC", "NFKC", "NFD", "NFKD"] = "NFKC",
+    t2s: bool = True,
+    casefold: bool = True,
+    punctuation: str = "strip",
+    whitespace: str = "strip",
+    strip_prefixes: bool = True,
+) -> pl.Series:
+    """`normalise` over a whole column (nulls → ""), as Polars expressions; returns a String Series."""
+    c = _classes()
+    name = s.name
+    frame = pl.DataFrame({"t": s.cast(pl.String)})
+    e = pl.col("t").fill_null("").str.normalize(unicode_form).str.replace_many(c["cjk_from"], c["cjk_to"])
+    if strip_prefixes:  # strip_prefix: up to three leading instruction prefixes, never down to an empty key
+        pat = "(?i)" + _PREFIX.pattern.replace(r"\s", c["space"])
+        for _ in range(3):
+            new = e.str.replace(pat, "")
+            e = pl.when(new.str.replace_all(c["space"], "") != "").then(new).otherwise(e)
+    out = frame.select(e.alias("t"))["t"]
+    if t2s:
+        out = _t2s_series(out)
+    e = pl.col("t")
+    if casefold:
+        e = e.str.replace_many(c["fold_from"], c["fold_to"])
+    if punctuation == "strip":
+        e = e.str.replace_all(c["punct"], "")
+    elif punctuation == "space":
+        e = e.str.replace_all(c["punct"], " ")
+    if whitespace == "strip":
+        e = e.str.replace_all(c["space"] + "+", "")
+    else:
+        e = e.str.replace_all(c["space"] + "+", " ").str.strip_chars(c["space_chars"])
+    return pl.DataFrame({"t": out}).select(e.alias(name or "t"))[name or "t"]
+
+
+def cjk_share_expr(e: pl.Expr) -> pl.Expr:
+    """`cjk_share` as a Polars expression (0.0 for a text without letters)."""
+    letters = e.str.count_matches(_classes()["alpha"]).cast(pl.Float64)
+    cjk = e.str.count_matches(_classes()["cjk_alpha"]).cast(pl.Float64)
+    return pl.when(letters > 0).then(cjk / letters).otherwise(0.0)

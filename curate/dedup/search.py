@@ -29,7 +29,8 @@ def _range_flat(query: np.ndarray, base: np.ndarray, threshold: float) -> tuple[
     index.add(base)
     # faiss keeps results strictly above the radius; step just below and re-check with >= below.
     lims, dist, ids = index.range_search(query, float(np.nextafter(np.float32(threshold), np.float32(-1))))
-    q = np.repeat(np.arange(len(query), dtype=np.int64), np.diff(lims.astype(np.int64)))
+    counts: np.ndarray = np.diff(lims.astype(np.int64))
+    q = np.repeat(np.arange(len(query), dtype=np.int64), counts)
     keep = dist >= threshold
     return q[keep], ids[keep].astype(np.int64), dist[keep].astype(np.float64)
 
@@ -93,6 +94,8 @@ def kmeans_cells(
     m = min(n, cells * train_points_per_cell)
     sample = vecs[np.sort(rng.choice(n, size=m, replace=False))] if m < n else vecs
     km.train(sample)
+    if km.centroids is None:  # faiss sets them in train(); here for the type checker
+        raise RuntimeError("faiss k-means produced no centroids")
     index = faiss.IndexFlatIP(d)
     index.add(km.centroids)
     _, probe = index.search(vecs, nprobe)

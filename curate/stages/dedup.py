@@ -53,7 +53,7 @@ import numpy as np
 import polars as pl
 
 from curate.dedup import cluster as clu
-from curate.dedup.normalise import cjk_share, embedding_input, normalise
+from curate.dedup.normalise import cjk_share, cjk_share_expr, embedding_input, normalise_series
 from curate.stage import StageResult, reject
 
 NAME = "dedup"
@@ -107,7 +107,9 @@ class NearConfig:
         default=0.6, metadata={"help": "Exact n-gram Jaccard at or above which two keys are near-duplicates."}
     )
     lsh_threshold: float | None = field(
-        default=None, metadata={"help": "LSH band layout threshold (default: threshold - 0.1); lower finds more."}
+        default=None,
+        metadata={"help": "LSH band layout threshold (default: threshold - 0.2, 32 bands x 4 rows at 0.6: a pair at "
+                          "the threshold is a candidate with probability 0.988); lower finds more, costs more."}
     )
     short_chars: int = field(
         default=100,
@@ -291,9 +293,12 @@ def lang_key(label: str | None, text: str) -> str:
     return "zh" if cjk_share(text) >= 0.3 else "en"
 
 
-def _lang_keys(df: pl.DataFrame, texts: list[str]) -> list[str]:
-    labels = df["lang"].to_list() if "lang" in df.columns else [None] * df.height
-    return [lang_key(lab, t) for lab, t in zip(labels, texts, strict=True)]
+def _lang_keys(df: pl.DataFrame, texts: pl.Series) -> list[str]:
+    """`lang_key` per row, computed once per distinct label (and the CJK share in Polars for rows without one)."""
+    labels = df["lang"] if "lang" in df.columns else pl.Series([None] * df.height, dtype=pl.String)
+    zh = pl.DataFrame({"t": texts}).select(cjk_share_expr(pl.col("t")) >= 0.3)["t"].to_list()
+    table = {lab: lang_key(lab, "") for lab in labels.unique().drop_nulls().to_list() if lab}
+    return [table[lab] if lab else ("zh" if z else "en") for lab, z in zip(labels.to_list(), zh, strict=True)]
 
 
 def _threshold_for(lang: str, table: dict[str, float]) -> float:
@@ -325,12 +330,12 @@ class _State:
 
 @dataclass
 class _Texts:
-    """Per-row key texts, computed once."""
+    """Per-row key texts, computed once, as String columns (Arrow memory, not a Python string per row)."""
 
-    whole_norm: list[str]  # exact key
-    focus: list[str]  # last user turn (+ replies): what near and semantic compare
-    focus_norm: list[str]
-    context_norm: list[str]
+    whole_norm: pl.Series  # exact key
+    focus: pl.Series  # last user turn (+ replies): what near and semantic compare
+    focus_norm: pl.Series
+    context_norm: pl.Series
     langs: list[str]
     _words: dict[int, str] = field(default_factory=dict)
 
@@ -343,13 +348,17 @@ class _Texts:
 
 
 class _Vectors:
-    """Embeddings of the rows that reach semantic dedup, computed once per row (never for rows removed before)."""
+    """Embeddings of the rows that reach semantic dedup, computed once per row (never for rows removed before).
 
-    def __init__(self, cfg: Config, tx: _Texts, replies: list[str], stats: dict) -> None:
+    Stored flat: one float32 matrix per kind (prompts, replies) and a row → position index, not an array object
+    per row; asking for the rows in the order they were embedded returns the matrix itself (no copy)."""
+
+    def __init__(self, cfg: Config, tx: _Texts, replies: pl.Series, stats: dict) -> None:
         self.cfg, self.tx, self.replies, self.stats = cfg, tx, replies, stats
         self.embedder: Any = None
-        self.vecs: dict[int, np.ndarray] = {}
-        self.reply_vecs: dict[int, np.ndarray] = {}
+        self.pos = np.full(len(replies), -1, dtype=np.int64)  # row → position in the matrices, -1 not embedded
+        self.blocks: list[np.ndarray] = []
+        self.reply_blocks: list[np.ndarray] = []
         self.seconds = 0.0
         self.counts = {"texts": 0, "embedded": 0, "cache_hits": 0}
         self.rows_embedded = 0  # rows (not probes or reference texts) whose key text went to the model or cache
@@ -375,21 +384,37 @@ class _Vectors:
                                    "seconds": round(self.seconds, 3)}
         return v
 
+    @staticmethod
+    def _matrix(blocks: list[np.ndarray]) -> np.ndarray:
+        if len(blocks) > 1:
+            blocks[:] = [np.concatenate(blocks)]
+        return blocks[0]
+
+    def _take(self, blocks: list[np.ndarray], rows: np.ndarray) -> np.ndarray:
+        mat = self._matrix(blocks)
+        at = self.pos[rows]
+        if len(at) == len(mat) and np.array_equal(at, np.arange(len(mat))):
+            return mat
+        return mat[at]
+
     def rows(self, rows: np.ndarray) -> np.ndarray:
-        todo = [r for r in rows.tolist() if r not in self.vecs]
-        if todo:
+        rows = np.asarray(rows, dtype=np.int64)
+        todo = rows[self.pos[rows] < 0]
+        if len(todo):
+            todo = todo[np.sort(np.unique(todo, return_index=True)[1])]  # first occurrence order
             self.rows_embedded += len(todo)
-            v = self.embed_texts([self.tx.focus[r] for r in todo])
-            self.vecs.update(zip(todo, v, strict=True))
+            v = np.asarray(self.embed_texts(self.tx.focus.gather(todo).to_list()), dtype=np.float32)
+            self.pos[todo] = sum(len(b) for b in self.blocks) + np.arange(len(todo))
+            self.blocks.append(v)
             if self.cfg.semantic.embed_replies:
-                rv = self.embed_texts([self.replies[r] for r in todo])
-                self.reply_vecs.update(zip(todo, rv, strict=True))
+                rv = self.embed_texts(self.replies.gather(todo).to_list())
+                self.reply_blocks.append(np.asarray(rv, dtype=np.float32))
         if not len(rows):
             return np.zeros((0, 1), dtype=np.float32)
-        return np.stack([self.vecs[r] for r in rows.tolist()])
+        return self._take(self.blocks, rows)
 
     def replies_of(self, rows: np.ndarray) -> np.ndarray:
-        return np.stack([self.reply_vecs[r] for r in rows.tolist()])
+        return self._take(self.reply_blocks, np.asarray(rows, dtype=np.int64))
 
 
 def run(frame: pl.LazyFrame | pl.DataFrame, cfg: Config) -> StageResult:
@@ -408,22 +433,20 @@ def run(frame: pl.LazyFrame | pl.DataFrame, cfg: Config) -> StageResult:
         dup_of=np.full(n, -1, dtype=np.int64), sim=np.full(n, np.nan), measure=[None] * n,
     )
     stats: dict[str, Any] = {"rows_in": n, "methods": list(cfg.methods), "key": cfg.key, "warnings": []}
-    row_ids = df["row_id"].to_list()  # ids of rows (unique in a run), not content hashes
+    row_ids = df["row_id"]  # ids of rows (unique in a run), not content hashes
     k = keymod.build(df, cfg.key)
-    norm_opts = {
-        "unicode_form": cfg.normalise.unicode, "t2s": cfg.normalise.t2s, "casefold": cfg.normalise.casefold,
-        "punctuation": cfg.normalise.punctuation, "whitespace": cfg.normalise.whitespace,
-        "strip_prefixes": cfg.normalise.strip_prefixes,
-    }
+    nz = cfg.normalise
     tx = _Texts(
-        whole_norm=[normalise(t, **norm_opts) for t in k.whole],
+        whole_norm=_normalise(k.whole, nz),
         focus=k.focus,
-        focus_norm=[normalise(t, **norm_opts) for t in k.focus],
-        context_norm=[normalise(t, **norm_opts) for t in k.context],
+        focus_norm=_normalise(k.focus, nz),
+        context_norm=_normalise(k.context, nz),
         langs=_lang_keys(df, k.whole) if n else [],
     )
     rank = survivor_rank(df, cfg) if n else np.zeros(0, dtype=np.int64)
-    vectors = _Vectors(cfg, tx, df["chosen"].fill_null("").to_list(), stats)
+    # What the decisions still need of the rows; the prompts' structs go (the key columns hold their text).
+    df = df.select(["row_id", "source", "chosen"])
+    vectors = _Vectors(cfg, tx, df["chosen"].fill_null(""), stats)
     guard: dict[str, dict[str, Any]] | None = None
 
     def coverage() -> dict[str, dict[str, Any]]:
@@ -433,7 +456,7 @@ def run(frame: pl.LazyFrame | pl.DataFrame, cfg: Config) -> StageResult:
         return guard
 
     if cfg.against and n:
-        _decontaminate(cfg, st, k.whole, tx, norm_opts, vectors, coverage, stats)
+        _decontaminate(cfg, st, k.whole, tx, vectors, coverage, stats)
     if "exact" in cfg.methods and n:
         _exact(st, tx.whole_norm, rank, row_ids)
     if "near" in cfg.methods and n:
@@ -457,6 +480,12 @@ def run(frame: pl.LazyFrame | pl.DataFrame, cfg: Config) -> StageResult:
     return StageResult(kept, rejects, stats)
 
 
+def _normalise(texts: pl.Series, nz: NormaliseConfig) -> pl.Series:
+    """The duplicate key text of each text (curate.dedup.normalise, in Polars)."""
+    return normalise_series(texts, unicode_form=nz.unicode, t2s=nz.t2s, casefold=nz.casefold,
+                            punctuation=nz.punctuation, whitespace=nz.whitespace, strip_prefixes=nz.strip_prefixes)
+
+
 def _mark(st: _State, rows, reason: str, leader, sims, detail: list[str], measure: list[str]) -> None:
     for r, ld, s, d, m in zip(rows.tolist(), leader.tolist(), sims.tolist(), detail, measure, strict=True):
         st.alive[r] = False
@@ -467,27 +496,30 @@ def _mark(st: _State, rows, reason: str, leader, sims, detail: list[str], measur
         st.measure[r] = m
 
 
-def _apply(st: _State, alive_rows: np.ndarray, a: clu.Assignment, reason: str, row_ids: list,
+def _apply(st: _State, alive_rows: np.ndarray, a: clu.Assignment, reason: str, row_ids: pl.Series,
            describe, measure_of) -> None:
     removed = np.flatnonzero(a.leader >= 0)
     rows = alive_rows[removed]
     leaders = alive_rows[a.leader[removed]]
     sims = _clamp(a.sim[removed])
-    details = [describe(_short(row_ids[ld]), s, int(r), int(ld))
-               for ld, s, r in zip(leaders.tolist(), sims.tolist(), rows.tolist(), strict=True)]
+    ids = row_ids.gather(leaders).to_list()
+    details = [describe(_short(pid), s, int(r), int(ld))
+               for pid, ld, s, r in zip(ids, leaders.tolist(), sims.tolist(), rows.tolist(), strict=True)]
     measures = [measure_of(int(r), int(ld)) for r, ld in zip(rows.tolist(), leaders.tolist(), strict=True)]
     _mark(st, rows, reason, leaders, sims, details, measures)
 
 
-def _exact(st: _State, norm: list[str], rank: np.ndarray, row_ids: list) -> None:
+def _exact(st: _State, norm: pl.Series, rank: np.ndarray, row_ids: pl.Series) -> None:
     rows = np.flatnonzero(st.alive)
-    a = clu.group_leader([norm[r] for r in rows.tolist()], rank[rows])
+    a = clu.group_leader(norm.gather(rows), rank[rows])
     _apply(st, rows, a, EXACT_DUPLICATE, row_ids,
            lambda pid, s, r, ld: f"duplicate of row {pid} (same normalised key)", lambda r, ld: "exact key")
 
 
-def _ngrams(keys: list[str], nc: NearConfig, short: bool = False) -> list[int]:
-    return [nc.ngram_cjk if cjk_share(k) >= 0.3 else (nc.ngram_short if short else nc.ngram) for k in keys]
+def _ngrams(keys: pl.Series | list[str], nc: NearConfig, short: bool = False) -> np.ndarray:
+    """n-gram size per key: ngram_cjk for keys ≥ 30% CJK, else ngram (ngram_short for the short-key pass)."""
+    zh = pl.DataFrame({"k": pl.Series(keys, dtype=pl.String)}).select(cjk_share_expr(pl.col("k")) >= 0.3)["k"]
+    return np.where(zh.to_numpy(), nc.ngram_cjk, nc.ngram_short if short else nc.ngram).astype(np.int64)
 
 
 def _context_ok(tx: _Texts, a: int, b: int, nc: NearConfig, cache: dict) -> bool:
@@ -509,7 +541,7 @@ def _context_ok(tx: _Texts, a: int, b: int, nc: NearConfig, cache: dict) -> bool
     return jaccard(grams(a), grams(b)) >= nc.threshold
 
 
-def _near(cfg: Config, st: _State, tx: _Texts, rank: np.ndarray, row_ids: list, stats: dict) -> None:
+def _near(cfg: Config, st: _State, tx: _Texts, rank: np.ndarray, row_ids: pl.Series, stats: dict) -> None:
     from rapidfuzz.distance import Levenshtein
 
     from curate.dedup.minhash import candidate_pairs
@@ -517,7 +549,7 @@ def _near(cfg: Config, st: _State, tx: _Texts, rank: np.ndarray, row_ids: list, 
 
     nc = cfg.near
     rows = np.flatnonzero(st.alive)
-    keys = [tx.focus_norm[r] for r in rows.tolist()]
+    keys = tx.focus_norm.gather(rows)
     # Pass 1: n-gram Jaccard ≥ threshold (every key).
     i, j, s = candidate_pairs(
         keys, ngram=_ngrams(keys, nc), num_perm=nc.num_perm, threshold=nc.threshold, lsh_threshold=nc.lsh_threshold,
@@ -527,15 +559,18 @@ def _near(cfg: Config, st: _State, tx: _Texts, rank: np.ndarray, row_ids: list, 
     }
     # Pass 2: short keys — smaller n-grams and a low LSH threshold propose pairs; edit distance confirms them.
     limit = nc.short_chars + nc.max_edits
-    short = [q for q, key in enumerate(keys) if 0 < len(key) <= limit] if nc.short_chars and nc.max_edits else []
+    lens = keys.str.len_chars().to_numpy()
+    short = np.flatnonzero((lens > 0) & (lens <= limit)) if nc.short_chars and nc.max_edits else np.zeros(0, int)
     edits_found = 0
     if len(short) > 1:
-        skeys = [keys[q] for q in short]
+        skeys = keys.gather(short)
         si, sj, _ = candidate_pairs(skeys, ngram=_ngrams(skeys, nc, short=True), num_perm=nc.num_perm,
-                                    threshold=0.0, lsh_threshold=0.25)
+                                    threshold=0.0, lsh_threshold=0.25, max_len_diff=nc.max_edits)
+        stext = dict(zip(np.unique(np.concatenate([si, sj])).tolist(),
+                         skeys.gather(np.unique(np.concatenate([si, sj]))).to_list(), strict=True))
         for a, b in zip(si.tolist(), sj.tolist(), strict=True):
-            qa, qb = short[a], short[b]
-            ka, kb = keys[qa], keys[qb]
+            qa, qb = int(short[a]), int(short[b])
+            ka, kb = stext[a], stext[b]
             if min(len(ka), len(kb)) > nc.short_chars:
                 continue
             d = Levenshtein.distance(ka, kb, score_cutoff=nc.max_edits)
@@ -552,7 +587,7 @@ def _near(cfg: Config, st: _State, tx: _Texts, rank: np.ndarray, row_ids: list, 
     ctx_cache: dict = {}
     vetoed = {"context": 0, "content": 0}
     oi, oj, os_, measure = [], [], [], {}
-    for (a, b), (x, how) in sorted(found.items()):
+    for (a, b), (x, kind) in sorted(found.items()):
         ra, rb = int(rows[a]), int(rows[b])
         if not _context_ok(tx, ra, rb, nc, ctx_cache):
             vetoed["context"] += 1
@@ -563,7 +598,7 @@ def _near(cfg: Config, st: _State, tx: _Texts, rank: np.ndarray, row_ids: list, 
         oi.append(a)
         oj.append(b)
         os_.append(x)
-        measure[(ra, rb)] = measure[(rb, ra)] = how
+        measure[(ra, rb)] = measure[(rb, ra)] = kind
     a_ = clu.leader_cluster(len(rows), rank[rows], np.asarray(oi, np.int64), np.asarray(oj, np.int64),
                             np.asarray(os_, np.float64))
     stats["near"] = {"ngram": nc.ngram, "ngram_cjk": nc.ngram_cjk, "threshold": nc.threshold,
@@ -656,7 +691,7 @@ def _probe_max(vectors: _Vectors, probes: tuple[str, ...]) -> tuple[float, tuple
 # ----------------------------------------------------------------------------------------------------- semantic
 
 
-def _semantic(cfg: Config, st: _State, tx: _Texts, rank: np.ndarray, row_ids: list, vectors: _Vectors,
+def _semantic(cfg: Config, st: _State, tx: _Texts, rank: np.ndarray, row_ids: pl.Series, vectors: _Vectors,
               guard: dict[str, dict[str, Any]], stats: dict) -> None:
     from curate.dedup.search import nearest_similarity, self_pairs
 
@@ -709,7 +744,7 @@ def _semantic_vetoes(cfg: Config, tx: _Texts, vectors: _Vectors, rows: np.ndarra
     if not len(i):
         return keep, vetoed
     involved = sorted(set(i.tolist()) | set(j.tolist()))
-    texts = [embedding_input(tx.focus[int(rows[q])], t2s=cfg.semantic.t2s) for q in involved]
+    texts = [embedding_input(t, t2s=cfg.semantic.t2s) for t in tx.focus.gather(rows[involved]).to_list()]
     unknown = dict(zip(involved, vectors.get().unknown_chars(texts), strict=True))
     ctx_cache: dict = {}
     for k, (a, b) in enumerate(zip(i.tolist(), j.tolist(), strict=True)):
@@ -745,22 +780,25 @@ def semantic_veto(words_a: str, words_b: str, unknown_a: str, unknown_b: str, co
 # ----------------------------------------------------------------------------------------------- decontamination
 
 
-def _decontaminate(cfg: Config, st: _State, whole: list[str], tx: _Texts, norm_opts, vectors: _Vectors,
+def _decontaminate(cfg: Config, st: _State, whole: pl.Series, tx: _Texts, vectors: _Vectors,
                    coverage, stats) -> None:
     from curate.dedup import reference
 
     ref = reference.load_all(cfg.against)
-    ref_norm = [normalise(t, **norm_opts) for t in ref.texts]
+    ref_norm = _normalise(pl.Series(ref.texts, dtype=pl.String), cfg.normalise)
     counts = {"reference_prompts": len(ref.texts), "exact": 0, "near": 0, "semantic": 0}
     norm = tx.whole_norm
     # An exact-key overlap is always checked, whatever `methods` says: it is cheap and never wrong.
-    where: dict[str, int] = {}
-    for k, key in enumerate(ref_norm):
-        if key:
-            where.setdefault(key, k)
-    for r in range(st.n):
-        k = where.get(norm[r]) if norm[r] else None
-        if k is not None and st.alive[r]:
+    first_ref = (
+        pl.DataFrame({"key": ref_norm, "k": np.arange(len(ref_norm), dtype=np.int64)})
+        .filter(pl.col("key") != "").group_by("key", maintain_order=True).agg(pl.col("k").first())
+    )
+    hits = (
+        pl.DataFrame({"key": norm, "r": np.arange(st.n, dtype=np.int64)})
+        .filter(pl.col("key") != "").join(first_ref, on="key", how="inner").sort("r")
+    )
+    for r, k in zip(hits["r"].to_list(), hits["k"].to_list(), strict=True):
+        if st.alive[r]:
             _mark_ref(st, r, f"overlaps reference {ref.labels[k]} (same normalised key)", 1.0, "exact key")
             counts["exact"] += 1
     if "near" in cfg.methods:
@@ -769,7 +807,7 @@ def _decontaminate(cfg: Config, st: _State, whole: list[str], tx: _Texts, norm_o
 
         nc = cfg.near
         rows = np.flatnonzero(st.alive)
-        qkeys = [norm[r] for r in rows.tolist()]
+        qkeys = norm.gather(rows)
         q, t, s = candidate_pairs(
             ref_norm, ngram=_ngrams(ref_norm, nc), num_perm=nc.num_perm, threshold=nc.threshold,
             lsh_threshold=nc.lsh_threshold, queries=qkeys, query_ngram=_ngrams(qkeys, nc),
@@ -821,49 +859,56 @@ def _mark_ref(st: _State, r: int, detail: str, sim: float, measure: str) -> None
     st.measure[r] = measure
 
 
-def _decisions(st: _State, row_ids: list) -> pl.DataFrame:
+def _decisions(st: _State, row_ids: pl.Series) -> pl.DataFrame:
     n = st.n
-    is_dup = np.asarray([r in (EXACT_DUPLICATE, NEAR_DUPLICATE, SEMANTIC_DUPLICATE) for r in st.reason], dtype=bool)
+    reason = pl.Series(st.reason, dtype=pl.String)
+    is_dup = reason.is_in([EXACT_DUPLICATE, NEAR_DUPLICATE, SEMANTIC_DUPLICATE]).fill_null(False).to_numpy()
     links = np.where(is_dup, st.dup_of, -1)
     root = clu.resolve_roots(links) if n else np.zeros(0, dtype=np.int64)
     size = np.bincount(root[links >= 0], minlength=n) + 1 if n else np.zeros(0, dtype=np.int64)
     # Reference overlaps are not members of any cluster: their own cluster of one.
-    ref = np.asarray([r == OVERLAPS_REFERENCE for r in st.reason], dtype=bool)
+    ref = (reason == OVERLAPS_REFERENCE).fill_null(False).to_numpy()
     cluster_size = np.where(ref, 1, size[root]) if n else size
-    pid = np.asarray(row_ids, dtype=object)
+    ids = row_ids.cast(pl.String)
+    sim = st.sim.copy()
+    has = np.flatnonzero(~np.isnan(sim))  # Python's round (correctly rounded), only for the rows removed
+    sim[has] = [round(float(np.clip(x, -1.0, 1.0)), 6) for x in sim[has].tolist()]
     return pl.DataFrame(
         {
             "__row": pl.Series(np.arange(n, dtype=np.uint32), dtype=pl.UInt32),
-            "__reason": pl.Series(st.reason, dtype=pl.String),
+            "__reason": reason,
             "__detail": pl.Series(st.detail, dtype=pl.String),
-            "dup_cluster": pl.Series([None if ref[k] else pid[root[k]] for k in range(n)], dtype=pl.String),
+            "dup_cluster": ids.gather(root).zip_with(pl.Series(~ref), pl.Series([None] * n, dtype=pl.String))
+            if n else pl.Series([], dtype=pl.String),
             "dup_cluster_size": pl.Series(cluster_size.astype(np.int64), dtype=pl.Int64),
-            "dup_of": pl.Series([pid[d] if d >= 0 else None for d in st.dup_of.tolist()], dtype=pl.String),
-            "dup_similarity": pl.Series(
-                [None if np.isnan(x) else round(float(np.clip(x, -1.0, 1.0)), 6) for x in st.sim], dtype=pl.Float64
-            ),
+            "dup_of": ids.gather(np.maximum(st.dup_of, 0)).zip_with(pl.Series(st.dup_of >= 0),
+                                                                    pl.Series([None] * n, dtype=pl.String))
+            if n else pl.Series([], dtype=pl.String),
+            "dup_similarity": pl.Series(sim, dtype=pl.Float64, nan_to_null=True),
             "dup_measure": pl.Series(st.measure, dtype=pl.String),
         }
     )
 
 
-def _summary(cfg: Config, st: _State, df: pl.DataFrame, texts: list[str], decisions: pl.DataFrame, langs) -> dict:
+def _summary(cfg: Config, st: _State, df: pl.DataFrame, texts: pl.Series, decisions: pl.DataFrame,
+             langs: list[str]) -> dict:
     n = st.n
-    removed = {r: int(sum(1 for x in st.reason if x == r)) for r in REASONS}
+    counts = dict(decisions["__reason"].drop_nulls().value_counts().iter_rows()) if n else {}
+    removed = {r: int(counts.get(r, 0)) for r in REASONS}
     out: dict[str, Any] = {"kept": int(st.alive.sum()), "removed": {k: v for k, v in removed.items() if v}}
-    sources = df["source"].fill_null("").to_list()
-    by_source: dict[str, dict[str, Any]] = {}
-    by_lang: dict[str, dict[str, Any]] = {}
-    for k in range(n):
-        for table, key in ((by_source, sources[k]), (by_lang, langs[k] or "?")):
-            e = table.setdefault(key, {"rows": 0, "removed": 0})
-            e["rows"] += 1
-            e["removed"] += int(not st.alive[k])
-    for table in (by_source, by_lang):
-        for e in table.values():
-            e["rate"] = round(e["removed"] / e["rows"], 4) if e["rows"] else 0.0
-    out["by_source"] = dict(sorted(by_source.items()))
-    out["by_lang"] = dict(sorted(by_lang.items()))
+    rates = pl.DataFrame({
+        "source": df["source"].fill_null(""),
+        "lang": pl.Series(langs, dtype=pl.String).fill_null("?").replace("", "?"),
+        "removed": (~st.alive).astype(np.int64),
+    })
+
+    def table(col: str) -> dict[str, dict[str, Any]]:
+        g = rates.group_by(col).agg(pl.len().alias("rows"), pl.col("removed").sum()).sort(col)
+        return {key: {"rows": int(rows), "removed": int(rem), "rate": round(int(rem) / int(rows), 4) if rows else 0.0}
+                for key, rows, rem in g.iter_rows()}
+
+    out["by_source"] = table("source")
+    out["by_lang"] = table("lang")
     # Largest clusters, with examples (kept prompt + up to 3 removed members).
     clusters = (
         decisions.filter(pl.col("dup_cluster_size") > 1)
