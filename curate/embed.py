@@ -26,16 +26,24 @@ Backends (`model`):
 Every backend declares the languages it reads (`languages()`; the dedup stage never removes rows by embedding in
 a language its model does not read). Inputs are cut to `max_tokens` tokens of the model's own tokenizer (the
 documented token budget, default 256) and embedded in batches sorted by length.
+
+Where the model runs: in this process, unless an engine spreads the work (`spread_over`): the Ray engine hands the
+length-sorted chunks to an actor pool (curate/engines/ray.py). Each chunk is the one this process would embed, and
+each worker calls its backend's `encode` on it as this process would, so the vectors are the same bytes (a
+backend's vector for a text can depend on the other texts of its micro-batch, never on the thread count).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import hashlib
 import json
 import os
 import re
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -407,17 +415,53 @@ def _threads() -> int:
         return max(1, min(8, os.cpu_count() or 1))
 
 
-def load_backend(model: str, device: str, precision: str, max_tokens: int) -> Backend:
+def load_backend(model: str, device: str, precision: str, max_tokens: int, threads: int | None = None) -> Backend:
     info = BUNDLED.get(model)
+    threads = threads or _threads()
     try:
         if info is not None and info.backend == "use":
-            return _USEBackend(max_tokens, _threads())
+            return _USEBackend(max_tokens, threads)
         if info is not None and info.backend == "e5":
-            return _E5Backend(max_tokens, _threads())
+            return _E5Backend(max_tokens, threads)
     except ImportError:
         pip = info.pip if info is not None else "?"
         raise ConfigError(f"embedding model {model!r} needs the package {pip}: pip install {pip}") from None
     return _STBackend(model, device, precision, max_tokens)
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """What another process needs to load the same backend (resolved device and precision, token budget)."""
+
+    model: str
+    device: str
+    precision: str
+    max_tokens: int
+
+
+# A mapper takes (spec, chunks, batch_size) and yields each chunk's vectors (backend.encode's output), in order.
+ChunkMapper = Callable[[BackendSpec, list[list[str]], int], Iterator[np.ndarray]]
+_MAPPER: contextvars.ContextVar[ChunkMapper | None] = contextvars.ContextVar("curate_embed_mapper", default=None)
+
+
+@contextlib.contextmanager
+def spread_over(mapper: ChunkMapper) -> Iterator[None]:
+    """Within the block, `Embedder.encode` hands its chunks to `mapper` instead of embedding them here."""
+    token = _MAPPER.set(mapper)
+    try:
+        yield
+    finally:
+        _MAPPER.reset(token)
+
+
+@functools.lru_cache(maxsize=2)
+def _worker_backend(spec: BackendSpec, threads: int | None) -> Backend:
+    return load_backend(spec.model, spec.device, spec.precision, spec.max_tokens, threads)
+
+
+def encode_chunk(spec: BackendSpec, texts: list[str], batch_size: int, threads: int | None = None) -> np.ndarray:
+    """One chunk's vectors, as `Embedder.encode` computes them here (an engine's worker calls this)."""
+    return _worker_backend(spec, threads).encode(texts, batch_size)
 
 
 def text_hash(text: str) -> str:
@@ -494,16 +538,22 @@ class Embedder:
         """Embed `texts` without the cache (L2-normalised float32), in batches sorted by length (longest first)."""
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
-        backend = self._model()
         order = np.argsort([-len(t) for t in texts], kind="stable")
         chunk = self.batch_size * 16
+        parts = [order[start : start + chunk] for start in range(0, len(texts), chunk)]
+        chunks = [[texts[k] for k in idx] for idx in parts]
+        mapper = _MAPPER.get()
+        if mapper is not None and len(chunks) > 1:
+            spec = BackendSpec(self.model, self._device, self._precision, self.max_tokens)
+            results: Iterator[np.ndarray] = mapper(spec, chunks, self.batch_size)
+        else:
+            backend = self._model()
+            results = (backend.encode(c, self.batch_size) for c in chunks)
         out: np.ndarray | None = None
         progress = _progress(self.progress, len(texts))
         with progress as bar:
             task = bar.add_task("embedding", total=len(texts)) if bar else None
-            for start in range(0, len(texts), chunk):
-                idx = order[start : start + chunk]
-                vecs = backend.encode([texts[k] for k in idx], self.batch_size)
+            for idx, vecs in zip(parts, results, strict=True):
                 if out is None:
                     out = np.zeros((len(texts), vecs.shape[1]), dtype=np.float32)
                 out[idx] = vecs

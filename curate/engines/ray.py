@@ -8,7 +8,10 @@ How each step is spread (docs/scaling.md has the picture):
                   of the step's input; each batch runs the stage's own `run` on `pl.from_arrow(batch)` (no copy);
                   per-batch stats are combined by the stage's `merge_stats`.
     global        other stages (dedup, balance) need every row at once: their own `run` on the driver, over the
-                  Parquet file, exactly as the local engine does.
+                  Parquet file, exactly as the local engine does — except the embedding inside it: while a global
+                  stage runs, `curate.embed.spread_over` hands the embedder's length-sorted chunks to a pool of
+                  embedding actors (one per CPU the cluster offers, or one per GPU with `num_gpus=1` when the
+                  embedder runs on CUDA), and the vectors come back in chunk order.
 
 Same result: batches come back in input order (`preserve_order`), and the driver writes each step's kept.parquet
 and rejects.parquet with the runner's own writer (curate.runner.sink_result), so the files, the export and
@@ -101,6 +104,22 @@ def _stage_batch(batch: pa.Table, name: str, cfg: Any) -> pa.Table:
                    stats=json.dumps(result.stats, ensure_ascii=False), error="")
 
 
+class _EmbedWorker:
+    """Ray actor (made remote in `Engine._embed_pool`): loads the embedding backend once, embeds chunks with it."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+
+    def encode(self, spec: Any, texts: list[str], batch_size: int) -> tuple[str, Any]:
+        from curate.embed import encode_chunk
+
+        _maybe_fail()
+        try:
+            return "", encode_chunk(spec, texts, batch_size, self.threads)
+        except CurateError as exc:
+            return f"{type(exc).__name__}\t{exc}", None
+
+
 def merge_stats(module: Any, parts: list[dict[str, Any]]) -> dict[str, Any]:
     """Combine per-batch stats with the stage's own `merge_stats`; a stage without one must report no stats."""
     merge = getattr(module, "merge_stats", None)
@@ -151,6 +170,7 @@ class Engine:
         self.address = address
         self._started = False
         self._checked = False
+        self._pool: tuple[Any, list[Any]] | None = None  # (backend spec, embedding actors), made on first use
 
     def _ray(self) -> Any:
         """Join (or start) the cluster once; make Ray Data keep input order and stay quiet on stderr."""
@@ -227,9 +247,14 @@ class Engine:
 
         module = stage_module(name)
         if not getattr(module, "ROW_LOCAL", False) or count_rows(current) == 0:
+            from curate.embed import spread_over
             from curate.engines.local import Engine as Local
 
-            return Local().run_stage(name, cfg, current, step_dir)
+            try:
+                with spread_over(self._embed_chunks):
+                    return Local().run_stage(name, cfg, current, step_dir)
+            finally:
+                self._drop_pool()  # idle actors would hold the CPUs a later step's map_batches needs
         ray = self._ray()
         ds = ray.data.read_parquet(str(current)).map_batches(
             _stage_batch, fn_kwargs={"name": name, "cfg": cfg}, batch_size=BATCH_ROWS, batch_format="pyarrow",
@@ -260,7 +285,44 @@ class Engine:
             shutil.rmtree(work, ignore_errors=True)
         return merge_stats(module, parts)
 
+    def _embed_pool(self, spec: Any) -> list[Any]:
+        """Embedding actors for `spec`: one per GPU (`num_gpus=1`) when the embedder runs on CUDA, else one per CPU
+        of the cluster, each with one BLAS thread. A dead actor is restarted and its chunk sent again."""
+        if self._pool is not None and self._pool[0] == spec:
+            return self._pool[1]
+        ray = self._ray()
+        self._drop_pool()
+        res = ray.cluster_resources()
+        if spec.device.startswith("cuda") and res.get("GPU", 0) >= 1:
+            n, opts = int(res["GPU"]), {"num_gpus": 1, "num_cpus": 1}
+        else:
+            n, opts = max(1, int(res.get("CPU", 1))), {"num_cpus": 1}
+        actor = ray.remote(max_restarts=2, max_task_retries=2, **opts)(_EmbedWorker)
+        actors = [actor.remote(1) for _ in range(n)]
+        self._pool = (spec, actors)
+        return actors
+
+    def _embed_chunks(self, spec: Any, chunks: list[list[str]], batch_size: int) -> Iterator[Any]:
+        """`curate.embed.ChunkMapper` on the actor pool: each chunk's vectors, in chunk order, at most one chunk in
+        flight per actor (ActorPool.map submits the next chunk when an actor is free)."""
+        from ray.util import ActorPool
+
+        pool = ActorPool(self._embed_pool(spec))
+        for error, vecs in pool.map(lambda a, c: a.encode.remote(spec, c, batch_size), chunks):
+            if error:
+                _raise(error)
+            yield vecs
+
+    def _drop_pool(self) -> None:
+        if self._pool is not None:
+            import ray
+
+            for a in self._pool[1]:
+                ray.kill(a)
+            self._pool = None
+
     def close(self) -> None:
+        self._drop_pool()
         if self._started:
             import ray
 

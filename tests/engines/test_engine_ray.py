@@ -83,9 +83,20 @@ def test_planted_duplicates_zh_en_in_many_batches(ray_cluster, tmp_path, monkeyp
     import curate.engines.ray as ray_engine
 
     monkeypatch.setattr(ray_engine, "BATCH_ROWS", 64)
+    chunks: list[int] = []
+    spread = ray_engine.Engine._embed_chunks
+
+    def counted(self, spec, parts, batch_size):
+        for vecs in spread(self, spec, parts, batch_size):
+            chunks.append(len(vecs))
+            yield vecs
+
+    monkeypatch.setattr(ray_engine.Engine, "_embed_chunks", counted)
     planted.write(tmp_path / "in", 600, seed=3)
-    local, ray, rep = _both(tmp_path, [tmp_path / "in"], [])
+    # Embedding batches of 4 texts: chunks of 64, so semantic dedup's embedding is spread over the actor pool.
+    local, ray, rep = _both(tmp_path, [tmp_path / "in"], ["dedup.semantic.batch_size=4"])
     assert_same_run(local, ray)
+    assert len(chunks) >= 5 and set(chunks[:-1]) == {64}, chunks
     dedup = next(s for s in rep["steps"] if s["stage"] == "dedup")
     reasons = dedup["rejects_by_reason"]
     # Planted near copies change random characters; in Chinese the content veto keeps those on purpose (a random
@@ -148,6 +159,30 @@ def test_dead_worker_is_retried(ray_cluster, fail_marker, tmp_path, monkeypatch)
     assert fail_marker.read_text().isdigit(), "no task was killed"
     assert_same_run(tmp_path / "local", tmp_path / "ray")
     assert not list((tmp_path / "ray").glob(".ray-*")), "the engine's temp folder was left in the run folder"
+
+
+def test_dead_embedding_actor_is_restarted(ray_cluster, fail_marker, tmp_path):
+    """An embedding actor that dies in the middle of a chunk is restarted and the chunk sent again: semantic
+    dedup's result is the local engine's. The ray run resumes a copy of the local run folder without its dedup
+    step, so the first Ray task of the run (the one that dies) is an embedding chunk."""
+    import shutil
+
+    planted.write(tmp_path / "in", 300, seed=6, files=1)
+    pipe = tmp_path / "p.toml"
+    pipe.write_text('[pipeline]\nname = "t"\nseed = 1\nstages = ["dedup"]\n[dedup]\nmethods = ["exact", "semantic"]\n'
+                    '[dedup.semantic]\nbatch_size = 4\nprogress = false\ncache_dir = ""\n[export]\ntest_size = 0.1\n')
+    cfg = load(pipe)
+    run_pipeline(cfg, [tmp_path / "in"], tmp_path / "local", engine="local")
+    shutil.copytree(tmp_path / "local", tmp_path / "ray")
+    shutil.rmtree(tmp_path / "ray" / "01-dedup")
+    ingest_done = (tmp_path / "ray" / "00-ingest" / "DONE").stat().st_mtime_ns
+    fail_marker.unlink()
+    rep = run_pipeline(cfg, [tmp_path / "in"], tmp_path / "ray", engine="ray")
+    assert (tmp_path / "ray" / "00-ingest" / "DONE").stat().st_mtime_ns == ingest_done, "ingest ran again"
+    assert fail_marker.read_text().isdigit(), "no embedding actor was killed"
+    assert_same_run(tmp_path / "local", tmp_path / "ray")
+    dedup = next(s for s in rep["steps"] if s["stage"] == "dedup")
+    assert dedup["stats"]["embedding"]["embedded"] > 64, dedup["stats"]["embedding"]
 
 
 def test_error_in_a_task_is_one_line(ray_cluster, tmp_path):
