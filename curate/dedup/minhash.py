@@ -130,7 +130,7 @@ def band_hashes(texts: Texts, ngram: int | Sequence[int] | np.ndarray, num_perm:
     n = len(texts)
     b, r = bands
     sizes = _sizes(n, ngram)
-    out = np.zeros((n, b), dtype=np.uint64)
+    out = np.zeros((b, n), dtype=np.uint64).T  # column-major: each band's hashes contiguous (sorted per band)
     nonempty = np.zeros(n, dtype=bool)
     lengths = np.zeros(n, dtype=np.int64)
     with np.errstate(over="ignore"):
@@ -178,7 +178,7 @@ def _self_candidate_chunks(bh: np.ndarray, nonempty: np.ndarray, lengths: np.nda
         rows_all = rows_all[np.argsort(lengths[rows_all], kind="stable")]  # by length within each bucket below
         lens_all = lengths[rows_all]
         span = np.int64(int(lens_all.max()) + int(max_len_diff) + 1)
-    cols = np.ascontiguousarray(bh.T) if first_band else None  # one band's hashes contiguous: cheap gathers
+    cols = np.asfortranarray(bh).T if first_band else None  # one band's hashes contiguous (a view if already)
     for k in range(bh.shape[1]):
         h = bh[rows_all, k]
         order = np.argsort(h, kind="stable")
