@@ -2,6 +2,11 @@
 
     .venv/bin/python bench/dedup_stage_ab.py RUN/03-language/kept.parquet --a ../wt-perf/bench/out/default/baseline-1e52a76
         [--b .] [--rounds 2] [--set 'methods=["exact","near"]'] [--head N]
+    .venv/bin/python bench/dedup_stage_ab.py RUN/02-quality/kept.parquet --stage language --a /work/main
+
+`--stage language`: the language stage instead, its kept rows and rejects streamed to Parquet as `curate run`
+does (runner.sink_result, the stage's defaults plus --set); reported the same way, then whether the two checkouts'
+kept.parquet and rejects.parquet are byte-identical (SHA-256) and, if not, whether their contents are equal.
 
 Each run is a child process of its checkout's own .venv/bin/python with that checkout first on sys.path: it reads
 the file, runs `curate.stages.dedup.run` with the stage's defaults (plus --set), collects kept and rejects, and
@@ -54,12 +59,39 @@ print(json.dumps({"stage_cpu_s": round(cpu, 2), "kept": res.kept.height, "reject
                   "near": res.stats.get("near"), "removed": res.stats.get("removed")}))
 """
 
+LANGUAGE_CHILD = r"""
+import json, sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import polars as pl
+from curate.config import build, parse_override
+from curate.runner import sink_result
+from curate.stages import language
+table = {}
+for item in json.loads(sys.argv[4]):
+    _, key, value = parse_override("language." + item)
+    table[key] = value
+cfg = build(language.Config, table, "[language]")
+lf = pl.scan_parquet(sys.argv[2])
+head = int(sys.argv[5])
+if head:
+    lf = lf.head(head)
+t0 = time.process_time()
+res = language.run(lf, cfg)
+kept, rejects = sink_result(res.kept, res.rejects, Path(sys.argv[3]))
+cpu = time.process_time() - t0
+print(json.dumps({"stage_cpu_s": round(cpu, 2), "kept": pl.scan_parquet(kept).select(pl.len()).collect().item(),
+                  "rejects": pl.scan_parquet(rejects).select(pl.len()).collect().item(),
+                  "pairs": res.stats.get("pairs")}))
+"""
 
-def run_one(checkout: Path, stage_file: Path, out: Path, sets: list[str], head: int) -> dict:
+
+def run_one(checkout: Path, stage_file: Path, out: Path, sets: list[str], head: int, stage: str = "dedup") -> dict:
     py = checkout / ".venv" / "bin" / "python"
     load0 = os.getloadavg()[0]
     t0 = time.monotonic()
-    proc = subprocess.Popen([str(py), "-c", CHILD, str(checkout), str(stage_file), str(out), json.dumps(sets),
+    child = LANGUAGE_CHILD if stage == "language" else CHILD
+    proc = subprocess.Popen([str(py), "-c", child, str(checkout), str(stage_file), str(out), json.dumps(sets),
                              str(head)], stdout=subprocess.PIPE, text=True, cwd=checkout)
     _, status, ru = os.wait4(proc.pid, 0)
     wall = time.monotonic() - t0
@@ -82,9 +114,12 @@ def main() -> None:
     ap.add_argument("--head", type=int, default=0, help="only the first N rows of the file")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "dedup_ab")
     ap.add_argument("--reuse-a", action="store_true", help="keep A's decisions from an earlier run in --out")
+    ap.add_argument("--stage", choices=("dedup", "language"), default="dedup")
     args = ap.parse_args()
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.stage == "language":
+        return compare_language(args)
     files = {}
     for r in range(args.rounds):
         for name, co in (("a", args.a), ("b", args.b)):
@@ -106,6 +141,23 @@ def main() -> None:
     for row in by.iter_rows():
         print(f"  A {row[0]} -> B {row[1]}: {row[2]:,}")
     diff.write_parquet(args.out / "diff.parquet")
+
+
+def compare_language(args: argparse.Namespace) -> None:
+    import hashlib
+
+    dirs = {}
+    for r in range(args.rounds):
+        for name, co in (("a", args.a), ("b", args.b)):
+            d = args.out / f"language-{name}-{r}"
+            info = run_one(co.resolve(), args.stage_file.resolve(), d, args.set, args.head, stage="language")
+            dirs[name] = d
+            print(json.dumps({"round": r, "side": name, **info}), flush=True)
+    for f in ("kept.parquet", "rejects.parquet"):
+        a, b = dirs["a"] / f, dirs["b"] / f
+        same = hashlib.sha256(a.read_bytes()).digest() == hashlib.sha256(b.read_bytes()).digest()
+        equal = same or pl.read_parquet(a).equals(pl.read_parquet(b))
+        print(f"{f}: {'byte-identical' if same else 'bytes differ'}; contents {'equal' if equal else 'DIFFER'}")
 
 
 if __name__ == "__main__":

@@ -183,3 +183,57 @@ def test_max_len_diff_keeps_exactly_the_close_lengths():
     want = [(a, b) for a, b in zip(qi.tolist(), tj.tolist(), strict=True) if abs(len(texts[a]) - len(texts[b])) <= 2]
     assert list(zip(fi.tolist(), fj.tolist(), strict=True)) == want
     assert len(want) < len(qi)
+
+
+def _band_truth(bh: np.ndarray, lengths: np.ndarray, max_len_diff: int | None) -> set[tuple[int, int]]:
+    """Pairs sharing any band hash, by brute force (lengths within max_len_diff when given)."""
+    n = bh.shape[0]
+    return {(a, b) for a in range(n) for b in range(a + 1, n) if lengths[a] and lengths[b]
+            and (bh[a] == bh[b]).any() and (max_len_diff is None or abs(lengths[a] - lengths[b]) <= max_len_diff)}
+
+
+@pytest.mark.parametrize("max_len_diff", [None, 0, 3])
+def test_candidate_chunks_are_every_band_pair_once_whatever_the_chunk(max_len_diff):
+    rng = random.Random(5)
+    things = ["flu", "gout", "asthma", "measles", "rabies", "mumps", "tetanus", "anaemia", "scurvy", "rickets"]
+    texts = [f"{rng.choice(['What', 'Which'])} are the {rng.choice(['signs', 'symptoms', 'causes'])} of "
+             f"{rng.choice(things)}{'?' * rng.randrange(3)}" for _ in range(120)]
+    texts += [t for t in _variants(5, 40)] + ["", ""]
+    sizes = minhash._sizes(len(texts), 3)
+    bh, nonempty, lengths = minhash.band_hashes(texts, sizes, 128, minhash.band_layout(0.25, 128))
+    truth = _band_truth(bh, lengths, max_len_diff)
+    assert len(truth) > 200  # a low LSH threshold: many candidates, big buckets
+    for chunk in (1, 7, 1 << 20):
+        got = [(int(a), int(d)) for ca, cd in minhash._self_candidate_chunks(bh, nonempty, lengths, max_len_diff,
+                                                                              chunk=chunk)
+               for a, d in zip(ca, cd, strict=True)]
+        assert len(got) == len(set(got)) and set(got) == truth  # first_band: each pair exactly once
+        assert all(a < d for a, d in got)
+        many = [(int(a), int(d)) for ca, cd in minhash._self_candidate_chunks(
+            bh, nonempty, lengths, max_len_diff, first_band=False, chunk=chunk) for a, d in zip(ca, cd, strict=True)]
+        assert set(many) == truth and len(many) >= len(truth)  # once per band shared
+        if chunk == 7:
+            sizes_seen = [len(ca) for ca, _ in minhash._self_candidate_chunks(bh, nonempty, lengths, max_len_diff,
+                                                                              first_band=False, chunk=7)]
+            assert max(sizes_seen) <= 7 + 150  # a chunk overshoots by at most one row's partners
+
+
+def test_edit_pairs_are_the_lsh_candidates_within_max_edits():
+    from rapidfuzz.distance import Levenshtein
+
+    rng = random.Random(6)
+    base = [t for t in _variants(6, 200) if 5 < len(t) <= 100]
+    texts = base + [t[: k] + rng.choice("abc的了") + t[k + 1:] for t in base[:60] for k in [rng.randrange(len(t))]]
+    texts += [t[:-2] for t in base[60:90]] + [None]
+    series = pl.Series(texts, dtype=pl.String)
+    sizes = [2 if cjk_share(t or "") >= 0.3 else 3 for t in texts]
+    i, j, d = minhash.edit_pairs(series, ngram=sizes, num_perm=128, lsh_threshold=0.25, max_edits=3)
+    # the reference: every LSH candidate (threshold 0 returns them all), then the edit distance of each
+    ci, cj, _ = minhash.candidate_pairs(series, ngram=sizes, num_perm=128, threshold=0.0, lsh_threshold=0.25,
+                                        max_len_diff=3)
+    want = [(a, b, Levenshtein.distance(texts[a], texts[b])) for a, b in zip(ci.tolist(), cj.tolist(), strict=True)]
+    want = [w for w in want if w[2] <= 3]
+    assert list(zip(i.tolist(), j.tolist(), d.tolist(), strict=True)) == want
+    assert len(want) >= 80  # the planted edits are found
+    again = minhash.edit_pairs(series, ngram=sizes, num_perm=128, lsh_threshold=0.25, max_edits=3)
+    assert all(np.array_equal(x, y) for x, y in zip((i, j, d), again, strict=True))

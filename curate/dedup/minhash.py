@@ -15,7 +15,7 @@ per-n-gram arrays never exist for all rows at once: what stays is one uint64 per
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import polars as pl
@@ -130,7 +130,7 @@ def band_hashes(texts: Texts, ngram: int | Sequence[int] | np.ndarray, num_perm:
     n = len(texts)
     b, r = bands
     sizes = _sizes(n, ngram)
-    out = np.zeros((n, b), dtype=np.uint64)
+    out = np.zeros((b, n), dtype=np.uint64).T  # column-major: each band's hashes contiguous (sorted per band)
     nonempty = np.zeros(n, dtype=bool)
     lengths = np.zeros(n, dtype=np.int64)
     with np.errstate(over="ignore"):
@@ -153,38 +153,82 @@ def band_hashes(texts: Texts, ngram: int | Sequence[int] | np.ndarray, num_perm:
     return out, nonempty, lengths
 
 
-def _self_candidates(bh: np.ndarray, nonempty: np.ndarray, lengths: np.ndarray | None = None,
-                     max_len_diff: int | None = None) -> np.ndarray:
-    """Pairs i < j sharing a band hash, as sorted unique codes i·n + j (only pairs whose lengths differ by at
-    most `max_len_diff`, when given)."""
-    n = bh.shape[0]
+_PAIR_CHUNK = 1 << 20  # candidate pairs generated (and verified) at a time: bounds memory whatever the buckets
+
+
+def _self_candidate_chunks(bh: np.ndarray, nonempty: np.ndarray, lengths: np.ndarray | None = None,
+                           max_len_diff: int | None = None, first_band: bool = True,
+                           chunk: int = _PAIR_CHUNK) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Pairs (a, d), a < d, sharing a band hash, in chunks of at most ~`chunk` pairs (one bucket's run of a row
+    may exceed it), band by band; only pairs whose lengths differ by at most `max_len_diff`, when given.
+
+    Memory is bounded by the chunk, not by the candidates (they grow with the square of a bucket's size): rows
+    are sorted by (band hash, length), so each row's partners in its bucket within the length window are one
+    contiguous range of the sorted order, and pairs are made from a range of sorted positions at a time. With
+    `first_band` a pair is emitted only in the first band it shares (each pair once, at the cost of comparing the
+    earlier bands' hashes); without it a pair sharing several bands comes once per band, for a caller whose check
+    is cheaper than that comparison (duplicates must then be removed from what it keeps).
+    """
     rows_all = np.flatnonzero(nonempty)
-    found = []
+    if len(rows_all) < 2:
+        return
+    window = max_len_diff is not None and lengths is not None
+    if window:
+        assert lengths is not None and max_len_diff is not None
+        rows_all = rows_all[np.argsort(lengths[rows_all], kind="stable")]  # by length within each bucket below
+        lens_all = lengths[rows_all]
+        span = np.int64(int(lens_all.max()) + int(max_len_diff) + 1)
+    cols = np.asfortranarray(bh).T if first_band else None  # one band's hashes contiguous (a view if already)
     for k in range(bh.shape[1]):
         h = bh[rows_all, k]
         order = np.argsort(h, kind="stable")
         hs, rs = h[order], rows_all[order]
-        if len(hs) < 2:
-            continue
         brk = np.flatnonzero(hs[1:] != hs[:-1]) + 1
         start = np.concatenate([[0], brk])
         end = np.concatenate([brk, [len(hs)]])
         run_end = np.repeat(end, end - start)  # per sorted position: the end of its run of equal hashes
-        cnt = run_end - np.arange(len(hs)) - 1  # partners after it in the run
+        if window:
+            run_id = np.repeat(np.arange(len(start), dtype=np.int64), end - start)
+            key = run_id * span + lens_all[order]  # sorted: runs in order, lengths ascending within a run
+            stop = np.minimum(np.searchsorted(key, key + max_len_diff, side="right"), run_end)
+            del run_id, key
+        else:
+            stop = run_end
+        cnt = stop - np.arange(len(hs)) - 1  # partners after it in the run (within the length window)
+        del run_end, stop
         pos = np.flatnonzero(cnt > 0)
         if not len(pos):
             continue
         c = cnt[pos]
-        src = np.repeat(pos, c)
-        dst = src + 1 + (np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c))
-        a, d = rs[src], rs[dst]
-        if max_len_diff is not None and lengths is not None:
-            near = np.abs(lengths[a] - lengths[d]) <= max_len_diff
-            a, d = a[near], d[near]
-        found.append(np.unique(np.minimum(a, d) * n + np.maximum(a, d)))
+        del cnt
+        csum = np.cumsum(c)
+        lo = 0
+        while lo < len(pos):
+            hi = max(lo + 1, int(np.searchsorted(csum, (csum[lo - 1] if lo else 0) + chunk, side="right")))
+            p, cc = pos[lo:hi], c[lo:hi]
+            src = np.repeat(p, cc)
+            dst = src + 1 + (np.arange(int(cc.sum())) - np.repeat(np.cumsum(cc) - cc, cc))
+            a, d = rs[src], rs[dst]
+            del src, dst
+            if cols is not None and k:
+                earlier = np.zeros(len(a), dtype=bool)
+                for kk in range(k):
+                    col = cols[kk]
+                    earlier |= col[a] == col[d]
+                a, d = a[~earlier], d[~earlier]
+            yield np.minimum(a, d), np.maximum(a, d)
+            lo = hi
+
+
+def _self_candidates(bh: np.ndarray, nonempty: np.ndarray, lengths: np.ndarray | None = None,
+                     max_len_diff: int | None = None) -> np.ndarray:
+    """Pairs i < j sharing a band hash, as sorted unique codes i·n + j (only pairs whose lengths differ by at
+    most `max_len_diff`, when given). Holds every candidate: for callers that need them all."""
+    n = bh.shape[0]
+    found = [a * n + d for a, d in _self_candidate_chunks(bh, nonempty, lengths, max_len_diff)]
     if not found:
         return np.zeros(0, dtype=np.int64)
-    return np.unique(np.concatenate(found))
+    return np.sort(np.concatenate(found))
 
 
 def _cross_candidates(qh: np.ndarray, qmask: np.ndarray, th: np.ndarray, tmask: np.ndarray) -> np.ndarray:
@@ -239,20 +283,73 @@ def candidate_pairs(
     sizes = _sizes(n, ngram)
     th, tmask, tlens = band_hashes(texts, sizes, num_perm, layout, seed)
     if queries is None:
-        codes = _self_candidates(th, tmask, tlens, max_len_diff)
-        qi, tj = codes // max(n, 1), codes % max(n, 1)
-        qtexts, qsizes = texts, sizes
-    else:
-        qsizes = _sizes(len(queries), ngram if query_ngram is None else query_ngram)
-        qh, qmask, _ = band_hashes(queries, qsizes, num_perm, layout, seed)
-        codes = _cross_candidates(qh, qmask, th, tmask)
-        qi, tj = codes // max(n, 1), codes % max(n, 1)
-        qtexts = queries
+        if threshold <= 0:
+            codes = _self_candidates(th, tmask, tlens, max_len_diff)
+            return codes // max(n, 1), codes % max(n, 1), np.full(len(codes), np.nan)
+        # verified chunk by chunk: only pairs at or above the threshold are held
+        kept, sims_kept = [], []
+        for a, d in _self_candidate_chunks(th, tmask, tlens, max_len_diff):
+            sim = _verify(texts, sizes, a, texts, sizes, d)
+            ok = sim >= threshold
+            kept.append(a[ok] * n + d[ok])
+            sims_kept.append(sim[ok])
+        if not kept:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+        codes, sims = np.concatenate(kept), np.concatenate(sims_kept)
+        order = np.argsort(codes, kind="stable")
+        codes, sims = codes[order], sims[order]
+        return codes // n, codes % n, sims
+    qsizes = _sizes(len(queries), ngram if query_ngram is None else query_ngram)
+    qh, qmask, _ = band_hashes(queries, qsizes, num_perm, layout, seed)
+    codes = _cross_candidates(qh, qmask, th, tmask)
+    qi, tj = codes // max(n, 1), codes % max(n, 1)
     if threshold <= 0:
         return qi, tj, np.full(len(qi), np.nan)
-    sims = _verify(qtexts, qsizes, qi, texts, sizes, tj)
+    sims = _verify(queries, qsizes, qi, texts, sizes, tj)
     ok = sims >= threshold
     return qi[ok], tj[ok], sims[ok]
+
+
+def edit_pairs(
+    texts: pl.Series,
+    *,
+    ngram: int | Sequence[int] | np.ndarray,
+    num_perm: int,
+    lsh_threshold: float,
+    max_edits: int,
+    seed: int = 1,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs (i, j), i < j, of `texts` at most `max_edits` character edits apart (Levenshtein), among the MinHash
+    LSH candidates at `lsh_threshold` whose lengths differ by at most `max_edits`; with their distances, sorted.
+
+    For short texts, where a few typos change too many n-grams for the Jaccard pass: a low `lsh_threshold`
+    proposes many candidates, so they are made and checked a chunk at a time (rapidfuzz's `process.cpdist`, in
+    C++) and only the pairs within `max_edits` are kept. A pair sharing several bands is checked once per band
+    (cheaper than finding its first band) and kept once. Memory: the band hashes (8 bytes per row and band), the
+    texts and one chunk, whatever the candidates.
+    """
+    from rapidfuzz.distance import Levenshtein
+    from rapidfuzz.process import cpdist
+
+    layout = band_layout(float(lsh_threshold), int(num_perm))
+    n = len(texts)
+    sizes = _sizes(n, ngram)
+    th, tmask, tlens = band_hashes(texts, sizes, num_perm, layout, seed)
+    # The texts as one object array, indexed per chunk: gathering and converting them from Arrow for every pair
+    # cost ~15x more (0.91 vs 0.06 CPU-s for 1.6 M pairs at 100k); they are short (≤ short_chars + max_edits),
+    # ~150 bytes each, and go when the pass ends.
+    strs = np.asarray(texts.fill_null("").to_list(), dtype=object)
+    kept, dists = [], []
+    for a, d in _self_candidate_chunks(th, tmask, tlens, max_edits, first_band=False):
+        dist = cpdist(strs[a], strs[d], scorer=Levenshtein.distance, score_cutoff=max_edits, dtype=np.int32)
+        ok = dist <= max_edits
+        kept.append(a[ok] * n + d[ok])
+        dists.append(dist[ok])
+    if not kept:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    codes, dist = np.concatenate(kept), np.concatenate(dists).astype(np.int64)
+    codes, first = np.unique(codes, return_index=True)
+    return codes // n, codes % n, dist[first]
 
 
 def _verify(qtexts: Texts, qsizes: np.ndarray, qi: np.ndarray, texts: Texts, sizes: np.ndarray,

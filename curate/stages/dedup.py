@@ -542,9 +542,7 @@ def _context_ok(tx: _Texts, a: int, b: int, nc: NearConfig, cache: dict) -> bool
 
 
 def _near(cfg: Config, st: _State, tx: _Texts, rank: np.ndarray, row_ids: pl.Series, stats: dict) -> None:
-    from rapidfuzz.distance import Levenshtein
-
-    from curate.dedup.minhash import candidate_pairs
+    from curate.dedup.minhash import candidate_pairs, edit_pairs
     from curate.dedup.verify import content_change
 
     nc = cfg.near
@@ -564,24 +562,16 @@ def _near(cfg: Config, st: _State, tx: _Texts, rank: np.ndarray, row_ids: pl.Ser
     edits_found = 0
     if len(short) > 1:
         skeys = keys.gather(short)
-        si, sj, _ = candidate_pairs(skeys, ngram=_ngrams(skeys, nc, short=True), num_perm=nc.num_perm,
-                                    threshold=0.0, lsh_threshold=0.25, max_len_diff=nc.max_edits)
-        stext = dict(zip(np.unique(np.concatenate([si, sj])).tolist(),
-                         skeys.gather(np.unique(np.concatenate([si, sj]))).to_list(), strict=True))
-        for a, b in zip(si.tolist(), sj.tolist(), strict=True):
-            qa, qb = int(short[a]), int(short[b])
-            ka, kb = stext[a], stext[b]
-            if min(len(ka), len(kb)) > nc.short_chars:
-                continue
-            d = Levenshtein.distance(ka, kb, score_cutoff=nc.max_edits)
-            if d > nc.max_edits:
-                continue
-            sim = 1.0 - d / max(len(ka), len(kb))
-            if sim < nc.edit_similarity:
-                continue
-            key = (min(qa, qb), max(qa, qb))
+        si, sj, sd = edit_pairs(skeys, ngram=_ngrams(skeys, nc, short=True), num_perm=nc.num_perm,
+                                lsh_threshold=0.25, max_edits=nc.max_edits)
+        la, lb = lens[short[si]], lens[short[sj]]
+        sim = 1.0 - sd / np.maximum(np.maximum(la, lb), 1)
+        ok = (np.minimum(la, lb) <= nc.short_chars) & (sim >= nc.edit_similarity)
+        for a, b, d, x in zip(short[si[ok]].tolist(), short[sj[ok]].tolist(), sd[ok].tolist(), sim[ok].tolist(),
+                              strict=True):
+            key = (min(a, b), max(a, b))
             if key not in found:
-                found[key] = (sim, f"edit similarity ({d} edit{'s' if d != 1 else ''})")
+                found[key] = (x, f"edit similarity ({d} edit{'s' if d != 1 else ''})")
                 edits_found += 1
     # Every pair: the earlier turns must match too, and the difference must not be content.
     ctx_cache: dict = {}

@@ -358,3 +358,29 @@ def test_instruction_rule_on_multi_turn_and_empty_prompts(pairs_factory):
     rows = res.kept.to_dicts()
     assert rows[0]["lang"] == "en" and json.loads(rows[0]["lang_detail"])["rule"] == "instruction"
     assert rows[1]["lang"] == "zh-Hans" and json.loads(rows[1]["lang_detail"])["rule"] == "reply_for_empty_prompt"
+
+
+def test_labels_stream_in_morsels_in_row_order(pairs_factory):
+    """The stage collects labels with the streaming engine in 2,000-row morsels: across many morsels, with texts
+    each second pass resolves (lingua, OpenCC round trip, full text after a long code block, instruction
+    segments), the labels are those of the in-memory engine, row for row."""
+    varied = [
+        _pair(ZH_Q, ZH_A), _pair(EN_Q, EN_A), _pair(HANT_Q, HANT_A), _pair(ZH_Q, EN_A),
+        _pair("Bonjour, pouvez-vous m'aider à écrire une lettre de motivation ?", "Bien sûr, voici une lettre."),
+        _pair("```python\n" + "x = 1\n" * 400 + "```\n这段代码有什么问题？", ZH_A),
+        _pair("请把下面这句话翻译成英文：我今天很高兴。", "I am very happy today."),
+        _pair('Translate into English: "Je suis très content aujourd\'hui."', "I am very happy today."),
+        _pair("這個 API 的 rate limit 是多少？", "每分鐘六十次。"), _pair("42", "42"),
+    ]
+    rows = [dict(varied[(i * 7) % len(varied)], prompt=varied[(i * 7) % len(varied)]["prompt"] + f" {i}")
+            for i in range(5_003)]
+    df = pairs_factory(rows)
+    cfg = language.Config(mismatch="flag")
+    res = language.run(df, cfg).collect()
+    lf = df.lazy().with_row_index("__row")
+    ref = language.label(lf.select("__row", "source", "prompt", "chosen", "rejected"), cfg).collect()
+    ref = language.instruction_labels(lf, ref, cfg)
+    assert res.kept.height == 5_003
+    for col in ("lang_prompt", "lang_chosen", "lang_rejected", "lang"):
+        assert res.kept[col].to_list() == ref[col].to_list(), col
+    assert set(res.kept["lang"]) >= {"zh-Hans", "zh-Hant", "en", "other", "mismatch"}
