@@ -280,6 +280,8 @@ def main() -> None:
     ap.add_argument("--pg-url", default=os.environ.get("CURATE_TEST_PG_URL", ""))
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--out", default=str(REPO / "bench" / "out" / "review_scale.json"))
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the work folder (server homes, SQLite databases) for EXPLAIN; printed at the end")
     args = ap.parse_args()
     names = args.backends.split(",")
     if "postgresql" in names and not args.pg_url:
@@ -352,7 +354,10 @@ def main() -> None:
             out["backends"][b.name] = b.result
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, ensure_ascii=False, indent=1))
-    shutil.rmtree(work, ignore_errors=True)
+    if args.keep:
+        print(f"work folder kept: {work} (PostgreSQL database: curate_bench)")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     print(f"\nmachine: {machine}; load average (1 min) {out['load_avg_1m_start']} at start, "
           f"{out.get('load_avg_1m_after_queries')} after the queries, {out.get('load_avg_1m_end')} at the end")
     print(f"{args.records} records; {args.repeat} interleaved rounds\n")

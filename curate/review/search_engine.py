@@ -115,6 +115,18 @@ INDEXES = (
 SQLITE_INDEXES = (
     "CREATE INDEX IF NOT EXISTS ix_curate_suggestions_q_value ON suggestions (question_id, json_extract(value, '$'))",
 )
+# PostgreSQL: a metadata number as float8, NULL when it isn't a JSON number or doesn't fit (1e400 would make a
+# plain cast fail, and with it every insert of such a record once an index uses the cast). IMMUTABLE, so expression
+# indexes may use it; PL/pgSQL for the exception handler (the block is entered for numbers only).
+PG_FUNCTIONS = (
+    ("CREATE OR REPLACE FUNCTION curate_json_float(j json, k text) RETURNS double precision "
+    "LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$ BEGIN "
+    "IF json_typeof(j -> k) IS DISTINCT FROM 'number' THEN RETURN NULL; END IF; "
+    "BEGIN RETURN CAST(j ->> k AS double precision); EXCEPTION WHEN others THEN RETURN NULL; END; END $$"),
+)
+# What the PostgreSQL terms index holds for a list value: all lists share this key, so "any element in values"
+# reads them through the same index (the elements are then checked); a scalar equal to it is checked the same way.
+PG_LIST_KEY = "[list]"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,200}$")
 
 
@@ -127,7 +139,30 @@ def _meta_index_name(name: str) -> str:
     return "ix_curate_mdx_" + hashlib.sha1(name.encode()).hexdigest()[:16]
 
 
-def _meta_index_ddl(name: str) -> str | None:
+def _pg_meta_sql(name: str, kind: str, table: str = "records.") -> str | None:
+    """PostgreSQL: the indexed expression of a metadata property, as SQL text with the name as a literal (an
+    expression index is used only for the same expression, never for a bound parameter): `kind` "term" gives the
+    scalar as text (a list: PG_LIST_KEY), "number" the value as float8. None if the name isn't plain."""
+    if not _SAFE_NAME.match(name):
+        return None
+    col, key = f"{table}metadata", f"'{name}'"
+    if kind == "number":
+        return f"curate_json_float({col}, {key})"
+    return f"(CASE WHEN json_typeof({col} -> {key}) = 'array' THEN '{PG_LIST_KEY}' ELSE {col} ->> {key} END)"
+
+
+def _meta_index_ddl(name: str, mp_type: str | None = None) -> str | None:
+    """The expression index of one metadata property; on PostgreSQL by its type (terms: the term, integer /
+    float: the number; unknown type: none)."""
+    if _is_pg():
+        kind = {"terms": "term", "integer": "number", "float": "number"}.get(str(mp_type or ""))
+        expr = _pg_meta_sql(name, kind, table="") if kind else None
+        if expr is None:
+            return None
+        prefix = "ix_curate_mdt_" if kind == "term" else "ix_curate_mdn_"
+        # dataset_id leads: equal for every query, then the term (equality) or the number (range).
+        return (f"CREATE INDEX IF NOT EXISTS {prefix}{hashlib.sha1(name.encode()).hexdigest()[:16]} "
+                f"ON records (dataset_id, {expr})")
     path = _meta_path_sql(name)
     if path is None:
         return None
@@ -154,8 +189,10 @@ def ensure_indexes_sync() -> None:
 
     from argilla_server.database import sync_engine
 
+    mp_type = "CAST(settings AS json) ->> 'type'" if _is_pg() else "json_extract(settings, '$.type')"
     with sync_engine.begin() as conn:
-        for ddl in _all_index_ddl(conn.exec_driver_sql("SELECT DISTINCT name FROM metadata_properties").scalars()):
+        props = conn.exec_driver_sql(f"SELECT DISTINCT name, {mp_type} FROM metadata_properties").all()
+        for ddl in _all_index_ddl([(name, t) for name, t in props]):
             conn.exec_driver_sql(ddl)
         done = text_index.ensure_sync(conn, _is_pg())
     if done.get("rebuilt"):
@@ -173,12 +210,10 @@ def ensure_wal_sync() -> None:
         conn.exec_driver_sql("PRAGMA journal_mode=WAL")
 
 
-def _all_index_ddl(metadata_names: Iterable[str]) -> list[str]:
-    ddl = list(INDEXES)
-    if not _is_pg():
-        ddl += list(SQLITE_INDEXES)
-        ddl += [d for d in (_meta_index_ddl(n) for n in metadata_names) if d]
-    return ddl
+def _all_index_ddl(metadata: Iterable[tuple[str, str | None]]) -> list[str]:
+    """Every index (and PostgreSQL function) the engine creates, given the metadata properties (name, type)."""
+    ddl = list(INDEXES) + list(PG_FUNCTIONS if _is_pg() else SQLITE_INDEXES)
+    return ddl + [d for d in (_meta_index_ddl(n, t) for n, t in metadata) if d]
 
 
 def _is_pg() -> bool:
@@ -382,10 +417,10 @@ class SQLSearchEngine(SearchEngine):
     async def create_index(self, dataset: Dataset) -> None:
         """Publishing a dataset: make sure the indexes exist, including one per metadata property (SQLite)."""
         async with AsyncSessionLocal() as db:
-            names = (
-                await db.execute(select(MetadataProperty.name).where(MetadataProperty.dataset_id == dataset.id))
+            props = (
+                await db.execute(select(MetadataProperty).where(MetadataProperty.dataset_id == dataset.id))
             ).scalars().all()
-            for ddl in _all_index_ddl(names):
+            for ddl in _all_index_ddl([(p.name, p.settings.get("type")) for p in props]):
                 await db.execute(text(ddl))
             await db.commit()
 
@@ -393,10 +428,11 @@ class SQLSearchEngine(SearchEngine):
         vector_cache.forget_dataset(dataset.id)
 
     async def configure_metadata_property(self, dataset: Dataset, metadata_property: MetadataProperty) -> None:
-        ddl = None if _is_pg() else _meta_index_ddl(metadata_property.name)
+        ddl = _meta_index_ddl(metadata_property.name, metadata_property.settings.get("type"))
         if ddl:
             async with AsyncSessionLocal() as db:
-                await db.execute(text(ddl))
+                for stmt in (PG_FUNCTIONS if _is_pg() else ()) + (ddl,):
+                    await db.execute(text(stmt))
                 await db.commit()
 
     async def configure_index_vectors(self, vector_settings: VectorSettings) -> None:
@@ -502,8 +538,10 @@ class SQLSearchEngine(SearchEngine):
     def _metadata_filter(flt: Filter, dense: bool) -> ColumnElement:
         name = flt.scope.metadata_property
         keys = (name,)
-        path = None if _is_pg() else _meta_path_sql(name)
-        if path is None:  # PostgreSQL, or a name that can't be an index expression: bound parameters
+        if _is_pg():
+            return SQLSearchEngine._pg_metadata_filter(flt, name)
+        path = _meta_path_sql(name)
+        if path is None:  # a name that can't be an index expression: bound parameters
             if isinstance(flt, TermsFilter):
                 return _json_any_in(Record.metadata_, keys, [str(v) for v in flt.values])
             return _range(_json_num(Record.metadata_, keys), flt.ge, flt.le)
@@ -519,6 +557,24 @@ class SQLSearchEngine(SearchEngine):
         e = (expr + 0) if dense else expr
         numeric = func.json_type(Record.metadata_, literal_column(path)).in_(("integer", "real"))
         return and_(_range(e, flt.ge, flt.le), numeric)
+
+    @staticmethod
+    def _pg_metadata_filter(flt: Filter, name: str) -> ColumnElement:
+        """PostgreSQL: a metadata filter on the property's expression index (_meta_index_ddl); the same matches
+        as the plain JSON conditions (scalars compared as text; a list matches when one element does)."""
+        keys = (name,)
+        if isinstance(flt, TermsFilter):
+            values = [str(v) for v in flt.values]
+            term_sql = _pg_meta_sql(name, "term")
+            if term_sql is None:
+                return _json_any_in(Record.metadata_, keys, values)
+            term = literal_column(term_sql, _sa_text())
+            lists = and_(term == PG_LIST_KEY, _json_any_in(Record.metadata_, keys, values))
+            scalars = [v for v in values if v != PG_LIST_KEY]
+            return or_(term.in_(scalars), lists) if scalars else lists
+        num_sql = _pg_meta_sql(name, "number")
+        num = _json_num(Record.metadata_, keys) if num_sql is None else literal_column(num_sql, Float())
+        return _range(num, flt.ge, flt.le)
 
     @staticmethod
     def _record_filter(flt: Filter) -> ColumnElement:
