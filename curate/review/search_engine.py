@@ -554,9 +554,12 @@ class SQLSearchEngine(SearchEngine):
                 e.in_(values),
                 and_(e >= "[", e < "\\", _json_any_in(Record.metadata_, keys, values)),
             )
-        e = (expr + 0) if dense else expr
         numeric = func.json_type(Record.metadata_, literal_column(path)).in_(("integer", "real"))
-        return and_(_range(e, flt.ge, flt.le), numeric)
+        if dense:
+            return and_(_range(expr + 0, flt.ge, flt.le), numeric)
+        # Index-only: SQLite orders every number before every text, so `< ''` keeps numbers (a JSON string is
+        # text); JSON true / false come out as 1 / 0, so only those two values need the row's json_type.
+        return and_(_range(expr, flt.ge, flt.le), expr < "", or_(expr.not_in([0, 1]), numeric))
 
     @staticmethod
     def _pg_metadata_filter(flt: Filter, name: str) -> ColumnElement:
