@@ -832,19 +832,31 @@ class SQLSearchEngine(SearchEngine):
             where = and_(*base, self._filter(dataset.id, filter))
             order = await self._order_by(db, dataset.id, sort)
             has_text = bool(txt.conds) or txt.hits is not None
-            total = await self._count(db, dataset.id, filter, where, has_text, txt.hits)
-            rows = []
-            if total > offset:
-                page_where = where
-                if not order and txt.score is None and total >= DENSE_MATCHES:
-                    page_where = and_(*base, self._filter(dataset.id, filter, dense=True))
-                stmt = self._from_records(select(Record.id), txt.hits).where(page_where)
-                if txt.score is not None:
-                    stmt = stmt.add_columns(txt.score.label("curate_score"))
-                    if not order:
-                        order = [text("curate_score DESC")]
+            if txt.score is not None:
+                # A ranked text query reads every hit to rank them anyway: the total comes from the same pass
+                # (a window count) instead of a second pass over the hits (and their exact checks).
+                stmt = self._from_records(select(Record.id), txt.hits).where(where).add_columns(
+                    txt.score.label("curate_score"), func.count().over().label("curate_total")
+                )
+                order = order or [text("curate_score DESC")]
                 stmt = stmt.order_by(*order, Record.inserted_at.asc(), Record.id.asc()).offset(offset).limit(limit)
                 rows = (await db.execute(stmt)).all()
+                if rows:
+                    total = int(rows[0][2])
+                elif offset == 0:
+                    total = 0
+                else:  # a page past the end: nothing to take the count from
+                    total = await self._count(db, dataset.id, filter, where, has_text, txt.hits)
+            else:
+                total = await self._count(db, dataset.id, filter, where, has_text, txt.hits)
+                rows = []
+                if total > offset:
+                    page_where = where
+                    if not order and total >= DENSE_MATCHES:
+                        page_where = and_(*base, self._filter(dataset.id, filter, dense=True))
+                    stmt = self._from_records(select(Record.id), txt.hits).where(page_where)
+                    stmt = stmt.order_by(*order, Record.inserted_at.asc(), Record.id.asc()).offset(offset).limit(limit)
+                    rows = (await db.execute(stmt)).all()
         items = [
             SearchResponseItem(record_id=row[0], score=float(row[1]) if len(row) > 1 and row[1] is not None else None)
             for row in rows

@@ -259,6 +259,25 @@ def test_text_search_in_one_field_or_the_whole_record(ds):
     assert total == len(ids) > 0
 
 
+def test_ranked_text_pages_and_totals(ds):
+    """A ranked text query's total comes from the page query itself: every page (and a page past the end, which
+    has no row to carry it) reports the same total, and the pages put together are the full ranking."""
+    s = ds["ann1"].search
+    pending = _terms({"entity": "response", "property": "status"}, "pending")
+    for body in ({"query": {"text": {"q": "量子"}}}, {"query": {"text": {"q": "rice", "field": "prompt"}}},
+                 {"query": {"text": {"q": "量子"}}, **pending}):
+        full, total, _ = s(ds["id"], body, limit=N)
+        assert total == len(full) > 2
+        pages = []
+        for offset in range(0, total, 3):
+            page, page_total, _ = s(ds["id"], body, limit=3, offset=offset)
+            assert page_total == total
+            pages += page
+        assert pages == full
+        assert s(ds["id"], body, limit=3, offset=total + 5)[:2] == ([], total)
+    assert s(ds["id"], {"query": {"text": {"q": "没有的词"}}})[:2] == ([], 0)
+
+
 @pytest.mark.parametrize(
     "attack",
     [
