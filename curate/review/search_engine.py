@@ -359,7 +359,13 @@ class _TextSQL:
         op = "ILIKE" if _is_pg() else "LIKE"
         exact = f"EXISTS (SELECT 1 FROM {src} WHERE {self._leaf_filter()} AND {val} {op} :{p} ESCAPE '\\')"
         if _is_pg():
-            return f"({exact})"
+            if self.field is None:
+                return f"({exact})"
+            # One field that is a string (a TextField): its text straight from the json, without converting the
+            # whole record to jsonb and walking it (~5x cheaper per hit); other values (a chat) are walked.
+            f = self._name(self.field)
+            return (f"(CASE WHEN json_typeof(records.fields -> CAST(:{f} AS text)) = 'string' "
+                    f"THEN (records.fields ->> CAST(:{f} AS text)) ILIKE :{p} ESCAPE '\\' ELSE {exact} END)")
         # SQLite: a cheap prefilter on the stored JSON text first. argilla_server writes it with json.dumps
         # (ASCII-escaped), so the term escaped the same way is a substring of every record that truly contains
         # it (SQLite's LIKE folds ASCII case only, in both places); json_tree then drops false hits (keys etc.).

@@ -251,6 +251,10 @@ def test_text_search_in_one_field_or_the_whole_record(ds):
     assert s(ds["id"], {"query": {"text": {"q": "彩蛋", "field": "chat"}}})[0] == ["r11"]
     assert s(ds["id"], {"query": {"text": {"q": "彩蛋", "field": "prompt"}}})[0] == []
     assert s(ds["id"], {"query": {"text": {"q": "RICE", "field": "prompt"}}})[1] == 14  # case-insensitive
+    # one string field: LIKE's wildcards and quotes are literal there too
+    assert s(ds["id"], {"query": {"text": {"q": "100%", "field": "prompt"}}})[0] == ["r07"]
+    assert s(ds["id"], {"query": {"text": {"q": "pure_water o'brien", "field": "prompt"}}})[0] == ["r07"]
+    assert s(ds["id"], {"query": {"text": {"q": "pure_water", "field": "chat"}}})[0] == []
     # Backslashes and quotes are stored JSON-escaped; matching is on the decoded text.
     assert s(ds["id"], {"query": {"text": {"q": "C:\\temp"}}})[0] == ["r07"]
     assert s(ds["id"], {"query": {"text": {"q": 'with "quotes"'}}})[0] == ["r07"]
