@@ -65,6 +65,7 @@ from argilla_server.search_engine.base import (
 )
 from argilla_server.settings import settings
 from sqlalchemy import (
+    JSON,
     Float,
     and_,
     bindparam,
@@ -80,6 +81,8 @@ from sqlalchemy import (
     text,
     true,
 )
+from sqlalchemy import column as sa_column
+from sqlalchemy import table as sa_table
 from sqlalchemy.dialects.sqlite.base import SQLiteCompiler
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.sql.elements import ColumnElement
@@ -127,6 +130,25 @@ PG_FUNCTIONS = (
 # What the PostgreSQL terms index holds for a list value: all lists share this key, so "any element in values"
 # reads them through the same index (the elements are then checked); a scalar equal to it is checked the same way.
 PG_LIST_KEY = "[list]"
+# PostgreSQL: a narrow copy of each record's metadata, kept by a trigger in argilla's own transactions. The
+# metadata expression indexes live on it: PostgreSQL reads the table row of every index match (it can't answer
+# an expression from the index alone), and a records row carries its fields (~1.5 KB) while this one carries
+# ~150 bytes, so a filter matching most of 100k records reads ~20 MB instead of ~150 MB.
+PG_META_DDL = (
+    ("CREATE TABLE IF NOT EXISTS curate_record_meta (record_id uuid PRIMARY KEY REFERENCES records(id) ON DELETE "
+     "CASCADE, dataset_id uuid NOT NULL, metadata json)"),
+    ("CREATE OR REPLACE FUNCTION curate_record_meta_sync() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+     "INSERT INTO curate_record_meta(record_id, dataset_id, metadata) VALUES (NEW.id, NEW.dataset_id, NEW.metadata) "
+     "ON CONFLICT (record_id) DO UPDATE SET metadata = EXCLUDED.metadata; RETURN NULL; END $$"),
+)
+PG_META_TRIGGER = (
+    "CREATE TRIGGER curate_record_meta_sync AFTER INSERT OR UPDATE OF metadata ON records "
+    "FOR EACH ROW EXECUTE FUNCTION curate_record_meta_sync()"
+)
+PG_META_FILL = (
+    "INSERT INTO curate_record_meta(record_id, dataset_id, metadata) SELECT r.id, r.dataset_id, r.metadata "
+    "FROM records r WHERE NOT EXISTS (SELECT 1 FROM curate_record_meta m WHERE m.record_id = r.id)"
+)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,200}$")
 
 
@@ -139,7 +161,7 @@ def _meta_index_name(name: str) -> str:
     return "ix_curate_mdx_" + hashlib.sha1(name.encode()).hexdigest()[:16]
 
 
-def _pg_meta_sql(name: str, kind: str, table: str = "records.") -> str | None:
+def _pg_meta_sql(name: str, kind: str, table: str = "curate_record_meta.") -> str | None:
     """PostgreSQL: the indexed expression of a metadata property, as SQL text with the name as a literal (an
     expression index is used only for the same expression, never for a bound parameter): `kind` "term" gives the
     scalar as text (a list: PG_LIST_KEY), "number" the value as float8. None if the name isn't plain."""
@@ -159,10 +181,10 @@ def _meta_index_ddl(name: str, mp_type: str | None = None) -> str | None:
         expr = _pg_meta_sql(name, kind, table="") if kind else None
         if expr is None:
             return None
-        prefix = "ix_curate_mdt_" if kind == "term" else "ix_curate_mdn_"
+        prefix = "ix_curate_mmt_" if kind == "term" else "ix_curate_mmn_"
         # dataset_id leads: equal for every query, then the term (equality) or the number (range).
         return (f"CREATE INDEX IF NOT EXISTS {prefix}{hashlib.sha1(name.encode()).hexdigest()[:16]} "
-                f"ON records (dataset_id, {expr})")
+                f"ON curate_record_meta (dataset_id, {expr}, record_id)")
     path = _meta_path_sql(name)
     if path is None:
         return None
@@ -172,6 +194,12 @@ def _meta_index_ddl(name: str, mp_type: str | None = None) -> str | None:
             f"ON records (json_extract(metadata, {path}), dataset_id, id)")
 
 
+_META = sa_table(
+    "curate_record_meta",
+    sa_column("record_id", Record.id.type),
+    sa_column("dataset_id", Record.dataset_id.type),
+    sa_column("metadata", JSON()),
+)
 _RECORD_COLUMNS = {
     "id": Record.id,
     "external_id": Record.external_id,
@@ -191,12 +219,31 @@ def ensure_indexes_sync() -> None:
 
     mp_type = "CAST(settings AS json) ->> 'type'" if _is_pg() else "json_extract(settings, '$.type')"
     with sync_engine.begin() as conn:
+        if _is_pg():
+            _ensure_pg_meta_sync(conn)
         props = conn.exec_driver_sql(f"SELECT DISTINCT name, {mp_type} FROM metadata_properties").all()
         for ddl in _all_index_ddl([(name, t) for name, t in props]):
             conn.exec_driver_sql(ddl)
         done = text_index.ensure_sync(conn, _is_pg())
     if done.get("rebuilt"):
         logging.getLogger("curate.review").warning("curate-sql: text index filled in (%s)", done)
+
+
+def _ensure_pg_meta_sync(conn) -> None:
+    """PostgreSQL: the metadata side table, its trigger (created once: CREATE TRIGGER waits for every open
+    transaction on records) and the rows it lacks (a database from before it)."""
+    for ddl in PG_META_DDL:
+        conn.exec_driver_sql(ddl)
+    if not conn.exec_driver_sql(
+        "SELECT 1 FROM pg_trigger WHERE tgname = 'curate_record_meta_sync' AND tgrelid = 'records'::regclass"
+    ).first():
+        conn.exec_driver_sql(PG_META_TRIGGER)
+    conn.exec_driver_sql(PG_META_FILL)
+    # expression indexes on records itself, from a development build of this change: superseded by the above
+    for (name,) in conn.exec_driver_sql(
+        "SELECT indexname FROM pg_indexes WHERE tablename = 'records' AND indexname ~ '^ix_curate_md[tn]_'"
+    ).all():
+        conn.exec_driver_sql(f'DROP INDEX IF EXISTS "{name}"')
 
 
 def ensure_wal_sync() -> None:
@@ -533,7 +580,7 @@ class SQLSearchEngine(SearchEngine):
         if isinstance(scope, RecordFilterScope):
             return self._record_filter(flt)
         if isinstance(scope, MetadataFilterScope):
-            return self._metadata_filter(flt, dense)
+            return self._metadata_filter(dataset_id, flt, dense)
         if isinstance(scope, SuggestionFilterScope):
             return self._suggestion_filter(dataset_id, flt, dense)
         if isinstance(scope, ResponseFilterScope):
@@ -541,11 +588,11 @@ class SQLSearchEngine(SearchEngine):
         raise ValueError(f"cannot process filter scope {scope}")
 
     @staticmethod
-    def _metadata_filter(flt: Filter, dense: bool) -> ColumnElement:
+    def _metadata_filter(dataset_id: UUID, flt: Filter, dense: bool) -> ColumnElement:
         name = flt.scope.metadata_property
         keys = (name,)
         if _is_pg():
-            return SQLSearchEngine._pg_metadata_filter(flt, name)
+            return SQLSearchEngine._pg_metadata_filter(dataset_id, flt, name)
         path = _meta_path_sql(name)
         if path is None:  # a name that can't be an index expression: bound parameters
             if isinstance(flt, TermsFilter):
@@ -568,22 +615,27 @@ class SQLSearchEngine(SearchEngine):
         return and_(_range(expr, flt.ge, flt.le), expr < "", or_(expr.not_in([0, 1]), numeric))
 
     @staticmethod
-    def _pg_metadata_filter(flt: Filter, name: str) -> ColumnElement:
-        """PostgreSQL: a metadata filter on the property's expression index (_meta_index_ddl); the same matches
-        as the plain JSON conditions (scalars compared as text; a list matches when one element does)."""
+    def _pg_metadata_filter(dataset_id: UUID, flt: Filter, name: str) -> ColumnElement:
+        """PostgreSQL: a metadata filter on the side table's expression index (PG_META_DDL, _meta_index_ddl); the
+        same matches as the plain JSON conditions (scalars compared as text; a list matches when one element
+        does)."""
         keys = (name,)
+        meta = _META.c.metadata
         if isinstance(flt, TermsFilter):
             values = [str(v) for v in flt.values]
             term_sql = _pg_meta_sql(name, "term")
             if term_sql is None:
-                return _json_any_in(Record.metadata_, keys, values)
-            term = literal_column(term_sql, _sa_text())
-            lists = and_(term == PG_LIST_KEY, _json_any_in(Record.metadata_, keys, values))
-            scalars = [v for v in values if v != PG_LIST_KEY]
-            return or_(term.in_(scalars), lists) if scalars else lists
-        num_sql = _pg_meta_sql(name, "number")
-        num = _json_num(Record.metadata_, keys) if num_sql is None else literal_column(num_sql, Float())
-        return _range(num, flt.ge, flt.le)
+                cond = _json_any_in(meta, keys, values)
+            else:
+                term = literal_column(term_sql, _sa_text())
+                lists = and_(term == PG_LIST_KEY, _json_any_in(meta, keys, values))
+                scalars = [v for v in values if v != PG_LIST_KEY]
+                cond = or_(term.in_(scalars), lists) if scalars else lists
+        else:
+            num_sql = _pg_meta_sql(name, "number")
+            num = _json_num(meta, keys) if num_sql is None else literal_column(num_sql, Float())
+            cond = _range(num, flt.ge, flt.le)
+        return Record.id.in_(select(_META.c.record_id).where(_META.c.dataset_id == dataset_id, cond))
 
     @staticmethod
     def _record_filter(flt: Filter) -> ColumnElement:

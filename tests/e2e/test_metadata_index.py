@@ -142,22 +142,22 @@ def test_postgresql_metadata_indexes_are_made_at_start_and_used(tmp_path):
     try:
         info = server.start(home, port=port, database_url=url, annotators=["ann1"])
         ds = _dataset(info, "mdx", n=30)
-        index_sql = ("SELECT count(*) FROM pg_indexes WHERE tablename = 'records' "
-                     "AND (indexname LIKE 'ix_curate_mdt_%' OR indexname LIKE 'ix_curate_mdn_%')")
+        index_sql = ("SELECT count(*) FROM pg_indexes WHERE tablename = 'curate_record_meta' "
+                     "AND (indexname LIKE 'ix_curate_mmt_%' OR indexname LIKE 'ix_curate_mmn_%')")
         assert _psql(url, index_sql) == "3"  # made when the properties were configured
         # a number that doesn't fit a float8 is no number (and no failed insert), a string is none either
         assert _psql(url, "SELECT curate_json_float('{\"a\": 1e400}', 'a') IS NULL, "
                           "curate_json_float('{\"a\": \"3\"}', 'a') IS NULL, curate_json_float('{\"a\": 2.5}', 'a')"
                      ) == "t|t|2.5"
         server.stop(home)
-        # an existing database without them (made by an older curate): made again at start
-        names = _psql(url, "SELECT string_agg(indexname, ',') FROM pg_indexes WHERE indexname LIKE 'ix_curate_md%'")
-        for index in names.split(","):
-            _psql(url, f"DROP INDEX {index}")
-        assert _psql(url, index_sql) == "0"
+        assert _psql(url, "SELECT count(*) FROM curate_record_meta") == "30"
+        # an existing database without them (made by an older curate): made and filled again at start
+        _psql(url, "DROP TRIGGER curate_record_meta_sync ON records; DROP TABLE curate_record_meta")
+        assert _psql(url, "SELECT count(*) FROM pg_indexes WHERE indexname LIKE 'ix_curate_mm%'") == "0"
         _psql(url, f"ALTER DATABASE {name} SET enable_seqscan = off")  # tiny table: make an index plan possible
         info = server.start(home, port=port, database_url=url, annotators=["ann1"])
         assert _psql(url, index_sql) == "3"
+        assert _psql(url, "SELECT count(*) FROM curate_record_meta") == "30"
         ann = Api(info, info.annotators[0])
         lang = {"type": "terms", "scope": {"entity": "metadata", "metadata_property": "lang"}, "values": ["zh"]}
         n_range = {"type": "range", "scope": {"entity": "metadata", "metadata_property": "n"}, "ge": 3, "le": 9}
@@ -166,11 +166,21 @@ def test_postgresql_metadata_indexes_are_made_at_start_and_used(tmp_path):
         want = [f"m{i:02d}" for i in range(30) if _in_range(_meta(i).get("n"), 3, 9)]
         assert ann.search(str(ds.id), {"filters": {"and": [n_range]}}) == (want, len(want))
         # the engine's own SQL read both indexes (statistics reach the view within a second or so)
-        used = "SELECT count(*) FROM pg_stat_user_indexes WHERE indexrelname LIKE 'ix_curate_md%' AND idx_scan > 0"
+        used = "SELECT count(*) FROM pg_stat_user_indexes WHERE indexrelname LIKE 'ix_curate_mm%' AND idx_scan > 0"
         deadline = time.monotonic() + 10
         while _psql(url, used) != "2" and time.monotonic() < deadline:
             time.sleep(0.5)
         assert _psql(url, used) == "2"
+        # the side table follows argilla's writes: a metadata update (an upsert of the same id) and a delete
+        import argilla as rg
+
+        ds.records.log([rg.Record(id="m01", fields={"prompt": "prompt 1"}, metadata={"lang": "en", "n": 1})])
+        m02 = [i["id"] for i in Api(info, info.owner).http.get(
+            f"/api/v1/datasets/{ds.id}/records", params={"limit": 1000}).json()["items"] if i["external_id"] == "m02"]
+        assert Api(info, info.owner).http.delete(f"/api/v1/records/{m02[0]}").status_code == 200
+        want = [f"m{i:02d}" for i in range(30) if _matches_terms(_lang(i), {"zh"}) and i not in (1, 2)]
+        assert ann.search(str(ds.id), {"filters": {"and": [lang]}}) == (want, len(want))
+        assert _psql(url, "SELECT count(*) FROM curate_record_meta") == "29"
     finally:
         server.stop(home)
         _psql(base, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
