@@ -4,7 +4,8 @@ Why: argilla-server 2.8.0 needs Elasticsearch/OpenSearch; neither can be install
 server picks its engine by name (`ARGILLA_SEARCH_ENGINE`), so this class, registered as "curate-sql" and
 imported before the app starts (curate/review/boot.py), replaces it without patching argilla_server. The
 database already holds records, responses, suggestions, metadata and vectors, so filters and sorts are SQL over
-argilla's tables (on indexes created here), text queries read a text index kept by database triggers
+argilla's tables (on indexes created here; PostgreSQL's metadata filters on a narrow jsonb copy of each record's
+metadata, `curate_meta`, kept by a trigger), text queries read a text index kept by database triggers
 (text_index.py: FTS5 trigram on SQLite, pg_trgm + bigrams on PostgreSQL), and similarity search multiplies a
 normalised float32 matrix per vector field (vector_cache.py: refreshed incrementally, saved to disk). Bound
 parameters only: the UI search box reaches this SQL. Query length and term count are capped (422); a statement
