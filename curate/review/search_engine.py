@@ -443,8 +443,8 @@ class _TextSQL:
         occ = " + ".join(parts) or "0"
         total = "sum" if _is_pg() else "total"
         return (
-            f"(SELECT CAST({total}({occ}) AS FLOAT) / (1.0 + CAST({total}(length({val})) AS FLOAT) / 500.0) "
-            f"FROM {src} WHERE {self._leaf_filter()})"
+            f"SELECT CAST({total}({occ}) AS FLOAT) / (1.0 + CAST({total}(length({val})) AS FLOAT) / 500.0) "
+            f"AS curate_occ FROM {src} WHERE {self._leaf_filter()}"
         )
 
 
@@ -867,7 +867,8 @@ class SQLSearchEngine(SearchEngine):
             )
             score = hits.c.score
         elif scan_must:
-            score = frag(sql.occurrences(scan_must))
+            # a scalar subquery (a bare text fragment can't be labelled as the score column)
+            score = frag(sql.occurrences(scan_must)).columns(literal_column("curate_occ", Float())).scalar_subquery()
         return _Text(conds=conds, hits=hits, score=score)
 
     @staticmethod
