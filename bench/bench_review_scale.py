@@ -20,7 +20,9 @@ What it does, per backend, on a fresh server (PostgreSQL: a fresh database `cura
 4. **similarity after a restart**: stop, serve, then the first "Find similar" (the on-disk vector cache is
    read), then once more with the cache file removed (the vectors are parsed from the database's JSON).
 
-Prints Markdown tables with the machine and its load average; JSON to --out.
+Prints Markdown tables with the machine and its load average; JSON to --out. --no-grow-vectors grows the records
+without their vectors (~1 GB less disk per backend at 100k; no similarity figures then); --keep keeps the work
+folder (server homes, SQLite databases) and the PostgreSQL database for EXPLAIN.
 """
 
 from __future__ import annotations
@@ -151,7 +153,8 @@ WHERE c.dataset_id = %(ds)s AND c.external_id LIKE '%%-' || %(k)s;
 """
 
 
-def grow(backend: str, home: Path, db_url: str | None, dataset_id: str, seed_n: int, target: int, user_id: str) -> None:
+def grow(backend: str, home: Path, db_url: str | None, dataset_id: str, seed_n: int, target: int, user_id: str,
+         vectors: bool = True) -> None:
     """Copy the pushed records (and vectors) up to `target`, then answer 1 in 20 as ann1, in the argilla venv."""
     script = r"""
 import json, sys
@@ -191,6 +194,8 @@ else:
 """
     db = str(home / "argilla.db") if backend == "sqlite" else db_url
     sql = GROW_SQLITE if backend == "sqlite" else GROW_PG
+    if not vectors:  # the records only (~1 GB less per backend at 100k: a vector is ~10 KB of JSON)
+        sql = sql.split(";")[0] + ";"
     subprocess.run([str(server.argilla_venv() / "bin" / "python"), "-c", script, backend, db, dataset_id, str(seed_n),
                     str(target), user_id, json.dumps(sql)], check=True, timeout=7200)
 
@@ -238,7 +243,7 @@ def push_phase(b: Backend, pairs: pl.DataFrame, work: Path) -> None:
                         "embedding_s_before_push (dedup's work, cached)": round(embed_s, 1)}
 
 
-def queries(b: Backend, n: int) -> dict:
+def queries(b: Backend, n: int, vectors: bool = True) -> dict:
     items = b.owner.get(f"/api/v1/datasets/{b.dataset_id}/records", params={"limit": 50}).json()["items"]
     ref = items[7]["id"]
 
@@ -268,7 +273,8 @@ def queries(b: Backend, n: int) -> dict:
         "text en rare (quetzal)": search({"query": {"text": {"q": "quetzal"}}}),
         "text en common, one field (example)": search({"query": {"text": {"q": "example", "field": "prompt"}}}),
         "text + filter (量子, pending)": search({"query": {"text": {"q": "量子"}}, "filters": {"and": [pending]}}),
-        "similarity by record (warm)": search({"query": {"vector": {"name": "prompt_embedding", "record_id": ref}}}),
+        **({"similarity by record (warm)": search({"query": {"vector": {"name": "prompt_embedding", "record_id": ref}}})}
+           if vectors else {}),
     }, ref
 
 
@@ -280,6 +286,10 @@ def main() -> None:
     ap.add_argument("--pg-url", default=os.environ.get("CURATE_TEST_PG_URL", ""))
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--out", default=str(REPO / "bench" / "out" / "review_scale.json"))
+    ap.add_argument("--no-grow-vectors", action="store_true",
+                    help="grow the records without copying their vectors (for a small disk): no similarity figures")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the work folder (server homes, SQLite databases) for EXPLAIN; printed at the end")
     args = ap.parse_args()
     names = args.backends.split(",")
     if "postgresql" in names and not args.pg_url:
@@ -296,14 +306,14 @@ def main() -> None:
             push_phase(b, pairs, work)
             uid = b.ann.get("/api/v1/me").json()["id"]
             t = time.perf_counter()
-            grow(b.name, b.home, b.db_url, b.dataset_id, args.push, args.records, uid)
+            grow(b.name, b.home, b.db_url, b.dataset_id, args.push, args.records, uid, not args.no_grow_vectors)
             b.result["grow_s"] = round(time.perf_counter() - t, 1)
             total = b.owner.post(f"/api/v1/me/datasets/{b.dataset_id}/records/search", params={"limit": 1},
                                  json={}).json()["total"]
             assert total == args.records, (b.name, total)
             b.stop()  # restart: a fresh process on the grown database (and the text index checked at start)
             b.start()
-            b.queries, b.ref = queries(b, args.records)
+            b.queries, b.ref = queries(b, args.records, not args.no_grow_vectors)
             b.lat = {q: [] for q in b.queries}
         # warm-up: one call of each (the similarity cache is built here if the background refresh hasn't yet)
         for b in backends:
@@ -330,7 +340,7 @@ def main() -> None:
                                           "hits": b.queries[q]().json()["total"]} for q, v in b.lat.items()}
         # the first "Find similar" after a restart: from the on-disk cache, then with it removed
         sim = {"query": {"vector": {"name": "prompt_embedding", "record_id": None}}}
-        for b in backends:
+        for b in backends if not args.no_grow_vectors else []:
             for label, drop_cache in (("first call after restart (vector cache on disk)", False),
                                       ("first call after restart, cache file removed (parse JSON)", True)):
                 b.stop()
@@ -352,7 +362,10 @@ def main() -> None:
             out["backends"][b.name] = b.result
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, ensure_ascii=False, indent=1))
-    shutil.rmtree(work, ignore_errors=True)
+    if args.keep:
+        print(f"work folder kept: {work} (PostgreSQL database: curate_bench)")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     print(f"\nmachine: {machine}; load average (1 min) {out['load_avg_1m_start']} at start, "
           f"{out.get('load_avg_1m_after_queries')} after the queries, {out.get('load_avg_1m_end')} at the end")
     print(f"{args.records} records; {args.repeat} interleaved rounds\n")

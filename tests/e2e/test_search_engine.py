@@ -251,12 +251,35 @@ def test_text_search_in_one_field_or_the_whole_record(ds):
     assert s(ds["id"], {"query": {"text": {"q": "彩蛋", "field": "chat"}}})[0] == ["r11"]
     assert s(ds["id"], {"query": {"text": {"q": "彩蛋", "field": "prompt"}}})[0] == []
     assert s(ds["id"], {"query": {"text": {"q": "RICE", "field": "prompt"}}})[1] == 14  # case-insensitive
+    # one string field: LIKE's wildcards and quotes are literal there too
+    assert s(ds["id"], {"query": {"text": {"q": "100%", "field": "prompt"}}})[0] == ["r07"]
+    assert s(ds["id"], {"query": {"text": {"q": "pure_water o'brien", "field": "prompt"}}})[0] == ["r07"]
+    assert s(ds["id"], {"query": {"text": {"q": "pure_water", "field": "chat"}}})[0] == []
     # Backslashes and quotes are stored JSON-escaped; matching is on the decoded text.
     assert s(ds["id"], {"query": {"text": {"q": "C:\\temp"}}})[0] == ["r07"]
     assert s(ds["id"], {"query": {"text": {"q": 'with "quotes"'}}})[0] == ["r07"]
     assert s(ds["id"], {"query": {"text": {"q": "content"}}})[0] == []  # JSON keys are not text
     ids, total, _ = s(ds["id"], {"query": {"text": {"q": "量子"}}, **_terms({"entity": "metadata", "metadata_property": "lang"}, "zh")})
     assert total == len(ids) > 0
+
+
+def test_ranked_text_pages_and_totals(ds):
+    """A ranked text query's total comes from the page query itself: every page (and a page past the end, which
+    has no row to carry it) reports the same total, and the pages put together are the full ranking."""
+    s = ds["ann1"].search
+    pending = _terms({"entity": "response", "property": "status"}, "pending")
+    for body in ({"query": {"text": {"q": "量子"}}}, {"query": {"text": {"q": "rice", "field": "prompt"}}},
+                 {"query": {"text": {"q": "量子"}}, **pending}):
+        full, total, _ = s(ds["id"], body, limit=N)
+        assert total == len(full) > 2
+        pages = []
+        for offset in range(0, total, 3):
+            page, page_total, _ = s(ds["id"], body, limit=3, offset=offset)
+            assert page_total == total
+            pages += page
+        assert pages == full
+        assert s(ds["id"], body, limit=3, offset=total + 5)[:2] == ([], total)
+    assert s(ds["id"], {"query": {"text": {"q": "没有的词"}}})[:2] == ([], 0)
 
 
 @pytest.mark.parametrize(
