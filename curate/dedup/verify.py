@@ -164,12 +164,24 @@ def _homophone_word(a: str, i1: int, x: str, b: str, j1: int, y: str) -> str | N
         if cx == cy:
             continue
         lx, ly = a[i1 + k - 1 : i1 + k] if i1 + k else "", b[j1 + k - 1 : j1 + k] if j1 + k else ""
-        if lx and lx == ly and _common_zh(lx + cx) and _common_zh(ly + cy):
+        if lx and lx == ly and _different_words(lx + cx, ly + cy):
             return f"{lx}{cx}→{ly}{cy}"
         rx, ry = a[i1 + k + 1 : i1 + k + 2], b[j1 + k + 1 : j1 + k + 2]
-        if rx and rx == ry and _common_zh(cx + rx) and _common_zh(cy + ry):
+        if rx and rx == ry and _different_words(cx + rx, cy + ry):
             return f"{cx}{rx}→{cy}{ry}"
     return None
+
+
+# Variant spellings of one word (异形词: 「甚么」 is 「什么」), common in real text; the homophone-word rule must not
+# call them different words. Hand-written from the common pairs of the 第一批异形词整理表 (no offline library
+# ships the table); a variant missing here only keeps a duplicate.
+VARIANTS_ZH = {"甚么": "什么", "其它": "其他", "惟一": "唯一", "帐号": "账号", "帐户": "账户", "好象": "好像",
+               "作法": "做法", "象样": "像样", "图象": "图像", "想像": "想象", "週年": "周年",
+               "那末": "那么", "这末": "这么", "计画": "计划", "部份": "部分", "成份": "成分"}
+
+
+def _different_words(w1: str, w2: str) -> bool:
+    return _common_zh(w1) and _common_zh(w2) and VARIANTS_ZH.get(w1, w1) != VARIANTS_ZH.get(w2, w2)
 
 
 def _common_zh(w: str) -> bool:

@@ -61,6 +61,7 @@ TYPOS = [
     ("计算 123456 乘以 789，并写出步骤。", "计计算 123456 乘以 789，并写写出出步骤。"),  # doubled characters
     ("用 Python 写一个反转字符串的函数。", "用 Python 写一啊阁反转字符串了的函数。"),  # 个 → 啊阁: a particle + 阁 (ge)
     ("如果问题无法回答，请说无法回答。", "如果问题物法回答，请说无法回答。"),  # 无 → 物 (wu), 物法 no word
+    ("肺癌的临床表现有些什么？", "肺癌的临床表现有些甚么？"),  # 甚么 is a variant spelling of 什么, not another word
     ("Translate into English: 我喜欢英语, and keep the tone.", "Translate into English: 我喜欢迎语, and keep the tone."),
     ("Explain why 40 degrees is hot in 数百名消防员一直在与火灾作斗争以上.",
      "Explain why 40 degrees is hot in 数百名消防员一直在与火灾作斗争以以上."),  # the same 40 beside a typo
