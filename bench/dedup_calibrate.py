@@ -189,7 +189,7 @@ def evaluate(model: str, lang: str, fold: bool, cache: str, defaults: dict[str, 
     return out
 
 
-def evaluate_lexical(lang: str) -> dict:
+def evaluate_lexical(lang: str, near: dict | None = None) -> dict:
     """The default pipeline's lexical methods (exact + near, with the content veto) on the same labelled texts.
 
     One stage run over every text as a one-turn prompt. A removal is false when its survivor is not linked to it
@@ -223,6 +223,7 @@ def evaluate_lexical(lang: str) -> dict:
     df = conform(with_ids(df.with_columns(pl.Series("row_id", row_ids("calib", list(range(df.height))))))).collect()
     table = tomllib.loads((ROOT / "pipelines" / "default.toml").read_text(encoding="utf-8"))["dedup"]
     table["methods"] = [m for m in table["methods"] if m != "semantic"]
+    table.setdefault("near", {}).update(near or {})
     t0 = time.perf_counter()
     res = dedup.run(df.with_row_index("__i"), build(dedup.Config, table, "calibrate")).collect()
     secs = time.perf_counter() - t0
@@ -253,8 +254,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache-dir", default="/tmp/curate-bench-embed-cache")
     ap.add_argument("--json", default=None)
     ap.add_argument("--lexical-only", action="store_true", help="only the exact + near check (no embedding)")
+    ap.add_argument("--near", action="append", default=[], metavar="KEY=JSON",
+                    help="near option for the lexical check, e.g. edit_similarity=0.75")
     args = ap.parse_args(argv)
-    lexical = [evaluate_lexical(lang) for lang in args.langs.split(",")]
+    near = {}
+    for item in args.near:
+        k, _, v = item.partition("=")
+        near[k] = json.loads(v)
+    lexical = [evaluate_lexical(lang, near) for lang in args.langs.split(",")]
     print("| lexical methods (default pipeline) | lang | texts | distinct pairs | removed | false merges | "
           "removed into a labelled variant |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")

@@ -141,6 +141,9 @@ def _zh_content(a: str, b: str) -> str | None:
         if _homophones(x, y) and (w := _homophone_word(a, i1, x, b, j1, y)):
             return f"homophone word {w}"
         sx, sy = _noise_stripped(a, i1, i2, x)[0], _noise_stripped(b, j1, j2, y)[0]
+        if len(sx) == len(sy) == 1 and _homophones(sx, sy) and (w := _homophone_word(
+                a[:i1] + sx + a[i2:], i1, sx, b[:j1] + sy + b[j2:], j1, sy)):
+            return f"homophone word {w}"  # 反应 / 反映映的的: the doubling and particles stripped, still 反映
         if _homophones(x, y) or _homophones(sx, sy) or _homophones(x, sy) or _homophones(sx, y):
             continue  # an IME homophone, maybe beside a dropped particle or a doubled character (的助→逐, 你→尼尼,
             # 个→啊阁: the particle is the noise, not the 个 it sits beside)
@@ -252,7 +255,8 @@ def _negation_changed(x: list[str], y: list[str]) -> bool:
 
 def _typo(sx: str, sy: str, words: bool) -> bool:
     """Are two word strings a few keystrokes apart? A transposition is one edit ("teh" / "the").
-    - One side has a dictionary word (the word meant): up to 3 edits and half the letters ("qvode" for "code").
+    - One side has a dictionary word (the word meant): one edit up to 6 letters, two up to 9, else three. More
+      would reach other words too: "wbord" is as close to "world" as to "word", "moosr" to "goose" as to "moose".
     - Neither has (names, acronyms, identifiers, a run of another script): one edit per four letters, none under
       five letters, at most 3.
     - 3 letters or fewer: one edit, and only from a common word (Zipf ≥ 4) to a rare string (Zipf < 2.5), "off" /
@@ -266,7 +270,7 @@ def _typo(sx: str, sy: str, words: bool) -> bool:
     if n <= 3:
         zx, zy = _zipf_en(x), _zipf_en(y)
         return d <= 1 and max(zx, zy) >= 4.0 and min(zx, zy) < 2.5
-    budget = min(3, n // 2) if words else (0 if n < 5 else min(3, max(1, (n + 1) // 4)))
+    budget = (1 if n <= 6 else 2 if n <= 9 else 3) if words else (0 if n < 5 else min(3, max(1, (n + 1) // 4)))
     return d <= budget
 
 
@@ -279,8 +283,15 @@ def _zipf_en(w: str) -> float:
 
 def _en_content(a: str, b: str) -> str | None:
     wa, wb = _words_en(a), _words_en(b)
+    regions: list[tuple[list[str], list[str]]] = []
     for i1, i2, j1, j2 in _regions(wa, wb):
         x, y = wa[i1:i2], wb[j1:j2]
+        if len(x) == len(y) > 1:
+            # Word for word: a real word changed beside a typo ("iran nuclear" / "iraq nucllear") is content.
+            regions.extend(([u], [v]) for u, v in zip(x, y, strict=True) if u != v)
+        else:
+            regions.append((x, y))
+    for x, y in regions:
         sx, sy = " ".join(x), " ".join(y)
         if _NUMBER.findall(sx) != _NUMBER.findall(sy):  # "40°C" / "400°C"; the same 40 beside a typo is no change
             return f"number {sx or '∅'}→{sy or '∅'}"

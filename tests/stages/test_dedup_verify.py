@@ -36,6 +36,12 @@ DISTINCT = [
     ("How big is the world?", "How big is the word?"),
     ("Tell me about the Iran nuclear deal.", "Tell me about the Iraq nuclear deal."),
     ("How do I take care of a cat?", "How do I take care of a cot?"),
+    # a real word changed beside a typo is still a changed word; a typo as close to another word is no typo of it
+    ("Tell me about the Iran nuclear deal.", "Tell me about the Iraq nucllear deal."),
+    ("What is the TCP protocol used for?", "What is ther UDP protocol used for?"),
+    ("How big is the world today?", "How big is the wbord today?"),  # wbord: one edit from "word", two from "world"
+    ("What is the plural of goose?", "What is the plural of moosr?"),
+    ("化学反应的速度由什么决定？", "化学反映映的的的速度由什么决定？"),  # doubling and particles aside, 反映
     # Chinese: homophones that are both common words are the IME's choice, not a typo
     ("权利和义务有什么区别？", "权力和义务有什么区别？"),
     ("化学反应的速度由什么决定？", "化学反映的速度由什么决定？"),
@@ -56,7 +62,8 @@ TYPOS = [
     ("What is the capital of France?", "What is teh capital of France?"),  # a transposition: one edit
     ("My dog is sick, what should I do?", "My dog is sick, whuat shoxuld I do?"),
     ("Turn the light off before you leave.", "Turn the light ogf before you leave."),  # off (common) / ogf (rare)
-    ("Can you show me how to implement a code in Python?", "Can you show me how to implement a qvode in Python?"),
+    ("Can you show me how to implement a queue in Python?", "Can you show me how to implement a qeue in Python?"),
+    ("Describe what historical research requires.", "Describe what historical reserach requires."),
     ("使用以下关键词撰写一条推文：在线学习。", "使佣用以下关键词撰写一条啊推文：在线学习。"),  # a stutter: 用 → 佣用
     ("计算 123456 乘以 789，并写出步骤。", "计计算 123456 乘以 789，并写写出出步骤。"),  # doubled characters
     ("用 Python 写一个反转字符串的函数。", "用 Python 写一啊阁反转字符串了的函数。"),  # 个 → 啊阁: a particle + 阁 (ge)
@@ -86,7 +93,10 @@ def test_the_stage_keeps_distinct_pairs_and_removes_typos(pairs_factory):
     res = dedup.run(frame, build(dedup.Config, {"methods": ["exact", "near"]}, "[dedup]")).collect()
     assert res.kept.height + res.rejects.height == frame.height
     removed = {p[-1]["content"] for p in res.rejects["prompt"].to_list()}
-    assert removed.isdisjoint(t for pair in DISTINCT for t in pair), removed
+    text_of = dict(zip(res.kept["row_id"].to_list(), [p[-1]["content"] for p in res.kept["prompt"].to_list()]))
+    merged = {frozenset((p[-1]["content"], text_of[c])) for p, c in zip(res.rejects["prompt"].to_list(),
+                                                                        res.rejects["dup_cluster"].to_list())}
+    assert merged.isdisjoint(frozenset(pair) for pair in DISTINCT), merged
     # Every typo pair lost exactly one member (the edit pass or n-gram Jaccard found it, the check let it go).
     for a, b in TYPOS:
         assert (a in removed) != (b in removed), (a, b)
