@@ -255,8 +255,9 @@ def _negation_changed(x: list[str], y: list[str]) -> bool:
 
 def _typo(sx: str, sy: str, words: bool) -> bool:
     """Are two word strings a few keystrokes apart? A transposition is one edit ("teh" / "the").
-    - One side has a dictionary word (the word meant): one edit up to 6 letters, two up to 9, else three. More
-      would reach other words too: "wbord" is as close to "world" as to "word", "moosr" to "goose" as to "moose".
+    - One side has a dictionary word (the word meant): one edit; two from 5 letters, three from 8 ("qvode" for
+      "code", "decrb" for "describe"), unless the non-word is one edit from another word, which it may as well
+      be a typo of: "wbord" is two edits from "world" but one from "word", "moosr" one from "moose".
     - Neither has (names, acronyms, identifiers, a run of another script): one edit per four letters, none under
       five letters, at most 3.
     - 3 letters or fewer: one edit, and only from a common word (Zipf ≥ 4) to a rare string (Zipf < 2.5), "off" /
@@ -270,8 +271,29 @@ def _typo(sx: str, sy: str, words: bool) -> bool:
     if n <= 3:
         zx, zy = _zipf_en(x), _zipf_en(y)
         return d <= 1 and max(zx, zy) >= 4.0 and min(zx, zy) < 2.5
-    budget = (1 if n <= 6 else 2 if n <= 9 else 3) if words else (0 if n < 5 else min(3, max(1, (n + 1) // 4)))
-    return d <= budget
+    if not words:
+        return d <= (0 if n < 5 else min(3, max(1, (n + 1) // 4)))
+    if d <= 1:
+        return True
+    if d > 3 or n < (5 if d == 2 else 8):
+        return False
+    # Two or three edits: a typo only if the non-word is not one edit from some other word, which it may as well
+    # be a typo of ("wbord": one edit from "word", two from "world").
+    meant = set(x.split()) | set(y.split())
+    return not any(_one_edit_words(w) - meant for w in x.split() + y.split() if not is_word_en(w))
+
+
+@functools.lru_cache(maxsize=4096)
+def _one_edit_words(w: str) -> frozenset[str]:
+    """Dictionary words one edit (delete, transpose, replace, insert a–z) from `w`."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    splits = [(w[:k], w[k:]) for k in range(len(w) + 1)]
+    cands = {a + b[1:] for a, b in splits if b}
+    cands |= {a + b[1] + b[0] + b[2:] for a, b in splits if len(b) > 1}
+    cands |= {a + c + b[1:] for a, b in splits if b for c in letters}
+    cands |= {a + c + b for a, b in splits for c in letters}
+    cands.discard(w)
+    return frozenset(c for c in cands if is_word_en(c))
 
 
 def _zipf_en(w: str) -> float:
