@@ -279,8 +279,13 @@ def _typo(sx: str, sy: str, words: bool) -> bool:
         return False
     # Two or three edits: a typo only if the non-word is not one edit from some other word, which it may as well
     # be a typo of ("wbord": one edit from "word", two from "world").
-    meant = set(x.split()) | set(y.split())
-    return not any(_one_edit_words(w) - meant for w in x.split() + y.split() if not is_word_en(w))
+    meant = set(sx.split()) | set(sy.split())
+    for w in sx.split() + sy.split():
+        if not is_word_en(w):
+            other = {o for o in _one_edit_words(w) - meant if not any(_inflection(o, m) for m in meant)}
+            if other:  # "feaure" is one edit from "feature", which is "features" inflected: not another word
+                return False
+    return True
 
 
 @functools.lru_cache(maxsize=4096)
