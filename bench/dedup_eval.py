@@ -23,6 +23,7 @@ row and survivor belong to the same labelled group / all removals (so a removed 
 near-miss in the real data, counts against it). A group "loses all members" if both rows were removed.
 
 Run:  .venv/bin/python bench/dedup_eval.py [--methods exact,near,semantic] [--set near.threshold=0.6 ...]
+          [--pipeline-defaults] [--types edit1_3,all] [--seed N] [--show-false] [--json PATH]
 Writes a Markdown table to stdout (and --json PATH for machines).
 """
 
@@ -353,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", default="exact,near,semantic")
     ap.add_argument("--set", action="append", default=[], help="dedup option override, e.g. near.threshold=0.6")
     ap.add_argument("--cache-dir", default="/tmp/curate-bench-embed-cache")
-    ap.add_argument("--types", default=",".join(TYPES) + ",all")
+    ap.add_argument("--types", default=",".join(TYPES) + ",all", help="variant types to run (a subset is quicker)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the injected variants (another sample of typos)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--show-false", action="store_true")
     ap.add_argument("--pipeline-defaults", action="store_true",
@@ -375,8 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = build(dedup.Config, table, "dedup_eval")
     results = []
     for t in args.types.split(","):
-        results.append(evaluate(None if t == "all" else t, cfg))
-    print(f"methods={args.methods} overrides={args.set}")
+        results.append(evaluate(None if t == "all" else t, cfg, seed=args.seed))
+    print(f"methods={args.methods} overrides={args.set} seed={args.seed}")
     print(f"| variant | lang | groups | recall | recall, prompts of {SHORT_BAND[0]}–{SHORT_BAND[1]} chars (groups) | "
           f"recall, keys ≥ {SHORT} chars (groups) | precision (run) | false removals | lost groups |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")

@@ -1,0 +1,112 @@
+"""The content check behind near and semantic dedup (curate.dedup.verify): which differences are typos (noise)
+and which make another question (content), on pairs we wrote, and the default lexical methods on the labelled
+calibration set (bench/data/dedup_calibration.json): every distinct pair kept."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from curate.config import build
+from curate.dedup.verify import content_change, words_key
+from curate.stages import dedup
+from tests.conftest import REPO
+
+
+def change(a: str, b: str) -> str | None:
+    return content_change(words_key(a), words_key(b))
+
+
+# Distinct questions: the difference is content, whatever the edit distance.
+DISTINCT = [
+    # n't is a negation though the key splits it ("shouldn t"); before, "shouldn" counted as a typo of "should"
+    ("You should go to the doctor today.", "You shouldn't go to the doctor today."),
+    ("This medicine is safe for children.", "This medicine isn't safe for children."),
+    ("I can swim across the river.", "I can't swim across the river."),
+    ("I do like it.", "I don't like it."),
+    ("He did it on purpose.", "He didn it on purpose."),  # "didn" is a negation with its t lost: not "did"
+    ("It is safe to eat.", "It is nozt safe to eat."),  # a mistyped negation is still a negation
+    # short strings that are names, acronyms, identifiers: a substitution is another thing
+    ("What is the TCP protocol used for?", "What is the UDP protocol used for?"),
+    ("What is RSA encryption used for?", "What is DSA encryption used for?"),
+    ("Define the word xyz for me please.", "Define the word abc for me please."),
+    # numbers, real words (both common: "world" / "word" is another question, by design)
+    ("Set the oven to 40 degrees.", "Set the oven to 400 degrees."),
+    ("How big is the world?", "How big is the word?"),
+    ("Tell me about the Iran nuclear deal.", "Tell me about the Iraq nuclear deal."),
+    ("How do I take care of a cat?", "How do I take care of a cot?"),
+    # a real word changed beside a typo is still a changed word; a typo as close to another word is no typo of it
+    ("Tell me about the Iran nuclear deal.", "Tell me about the Iraq nucllear deal."),
+    ("What is the TCP protocol used for?", "What is ther UDP protocol used for?"),
+    ("How big is the world today?", "How big is the wbord today?"),  # wbord: one edit from "word", two from "world"
+    ("What is the plural of goose?", "What is the plural of moosr?"),
+    ("化学反应的速度由什么决定？", "化学反映映的的的速度由什么决定？"),  # doubling and particles aside, 反映
+    # Chinese: homophones that are both common words are the IME's choice, not a typo
+    ("权利和义务有什么区别？", "权力和义务有什么区别？"),
+    ("化学反应的速度由什么决定？", "化学反映的速度由什么决定？"),
+    ("这份报告必须在周五前提交吗？", "这份报告必需在周五前提交吗？"),
+    ("胃癌的临床表现有些什么？", "胃炎的临床表现有些什么？"),  # 癌 has an old reading yán: not a homophone of 炎
+    ("他明天会来参加会议吗？", "他明天不会来参加会议吗？"),
+    ("他不会来参加会议吗？", "他部会来参加会议吗？"),  # 部会 is a word: not a mistyped 不
+    ("这是事实吗？请说明理由。", "这是事吗？请说明理由。"),  # 实 makes the word 事实 with its neighbour
+    ("Translate into English: 我喜欢猫, and keep the tone.", "Translate into English: 我喜欢狗, and keep the tone."),
+]
+
+# The same question with typos: noise.
+TYPOS = [
+    ("Write a sentence not in English.", "Write a senvtence no din English."),
+    ("Say whether the verb is not a negation.", "Say whether the verb is nozt a negation."),
+    ("You cannot use a calculator.", "You canmnot use a calculator."),
+    ("We didn't even think about it.", "We didn' even think anbout it."),
+    ("What is the capital of France?", "What is teh capital of France?"),  # a transposition: one edit
+    ("My dog is sick, what should I do?", "My dog is sick, whuat shoxuld I do?"),
+    ("Turn the light off before you leave.", "Turn the light ogf before you leave."),  # off (common) / ogf (rare)
+    ("Can you show me how to implement a queue in Python?", "Can you show me how to implement a qeue in Python?"),
+    ("Describe what historical research requires.", "Describe what historical reserach requires."),
+    ("使用以下关键词撰写一条推文：在线学习。", "使佣用以下关键词撰写一条啊推文：在线学习。"),  # a stutter: 用 → 佣用
+    ("计算 123456 乘以 789，并写出步骤。", "计计算 123456 乘以 789，并写写出出步骤。"),  # doubled characters
+    ("用 Python 写一个反转字符串的函数。", "用 Python 写一啊阁反转字符串了的函数。"),  # 个 → 啊阁: a particle + 阁 (ge)
+    ("如果问题无法回答，请说无法回答。", "如果问题物法回答，请说无法回答。"),  # 无 → 物 (wu), 物法 no word
+    ("肺癌的临床表现有些什么？", "肺癌的临床表现有些甚么？"),  # 甚么 is a variant spelling of 什么, not another word
+    ("Translate into English: 我喜欢英语, and keep the tone.", "Translate into English: 我喜欢迎语, and keep the tone."),
+    ("Explain why 40 degrees is hot in 数百名消防员一直在与火灾作斗争以上.",
+     "Explain why 40 degrees is hot in 数百名消防员一直在与火灾作斗争以以上."),  # the same 40 beside a typo
+]
+
+
+@pytest.mark.parametrize(("a", "b"), DISTINCT)
+def test_a_content_change_is_content(a, b):
+    assert change(a, b) is not None
+    assert change(b, a) is not None
+
+
+@pytest.mark.parametrize(("a", "b"), TYPOS)
+def test_a_typo_is_noise(a, b):
+    assert change(a, b) is None, change(a, b)
+    assert change(b, a) is None
+
+
+def test_the_stage_keeps_distinct_pairs_and_removes_typos(pairs_factory):
+    texts = [t for pair in DISTINCT for t in pair] + [t for pair in TYPOS for t in pair]
+    frame = pairs_factory([{"prompt": t} for t in dict.fromkeys(texts)])
+    res = dedup.run(frame, build(dedup.Config, {"methods": ["exact", "near"]}, "[dedup]")).collect()
+    assert res.kept.height + res.rejects.height == frame.height
+    removed = {p[-1]["content"] for p in res.rejects["prompt"].to_list()}
+    text_of = dict(zip(res.kept["row_id"].to_list(), [p[-1]["content"] for p in res.kept["prompt"].to_list()]))
+    merged = {frozenset((p[-1]["content"], text_of[c])) for p, c in zip(res.rejects["prompt"].to_list(),
+                                                                        res.rejects["dup_cluster"].to_list())}
+    assert merged.isdisjoint(frozenset(pair) for pair in DISTINCT), merged
+    # Every typo pair lost exactly one member (the edit pass or n-gram Jaccard found it, the check let it go).
+    for a, b in TYPOS:
+        assert (a in removed) != (b in removed), (a, b)
+
+
+def test_lexical_methods_merge_no_distinct_pair_of_the_calibration_set():
+    spec = importlib.util.spec_from_file_location("dedup_calibrate", REPO / "bench" / "dedup_calibrate.py")
+    calib = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(calib)
+    for lang in ("zh", "en"):
+        r = calib.evaluate_lexical(lang)
+        assert r["false_merges"] == 0, r["false_examples"]
+        assert r["pairs_distinct"] > 100_000 and r["removed_into_variant"] > 100  # the check did run on real pairs
