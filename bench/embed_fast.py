@@ -292,15 +292,11 @@ def cmd_agree(args: argparse.Namespace) -> int:
 
 def _lean_evaluate(name: str, vecs_of: Callable[[list[str]], np.ndarray], lang: str,
                    defaults: dict[str, float], unknown_of: Callable[[list[str]], list[str]]) -> dict:
-    """bench/dedup_calibrate.evaluate's figures (same labelled pairs, preparation and vetoes), with the pair cosines
-    computed 250,000 pairs at a time: evaluate() gathers two (pairs × 512) float32 arrays, ~13 GB for the 3.1M zh
-    pairs, too much beside the other jobs of a shared 24 GiB machine."""
+    """bench/dedup_calibrate.evaluate's figures (same labelled pairs, preparation, chunked cosines and vetoes) for
+    any `vecs_of`, with compact pair arrays (the 3.1M zh pairs as int64 / int8 / bool, not Python objects)."""
     import math
 
     import dedup_calibrate
-
-    from curate.dedup.verify import words_key
-    from curate.stages.dedup import semantic_veto
 
     texts, pairs = dedup_calibrate.labelled(lang)
     prepared = dedup_calibrate.prepare(texts, True)
@@ -313,19 +309,8 @@ def _lean_evaluate(name: str, vecs_of: Callable[[list[str]], np.ndarray], lang: 
     kinds = np.fromiter((kind_names.index(p[2]) for p in pairs), dtype=np.int8, count=len(pairs))
     dup = np.fromiter((p[3] for p in pairs), dtype=bool, count=len(pairs))
     del pairs
-    raw = np.empty(len(i), dtype=np.float32)
-    for s in range(0, len(i), 250_000):
-        raw[s : s + 250_000] = np.einsum("ij,ij->i", vecs[i[s : s + 250_000]], vecs[j[s : s + 250_000]])
-    np.clip(raw, -1.0, 1.0, out=raw)
-    cos = raw.copy()
-    unknown = unknown_of(prepared)
-    words = [words_key(t) for t in texts]
-    vetoed = {"unknown_chars": 0, "content": 0}
-    for k in np.flatnonzero(raw >= 0.7).tolist():
-        why = semantic_veto(words[i[k]], words[j[k]], unknown[i[k]], unknown[j[k]])
-        if why is not None:
-            cos[k] = -1.0
-            vetoed[why] += 1
+    raw = dedup_calibrate.pair_cosines(vecs, i, j)
+    cos, vetoed = dedup_calibrate.apply_vetoes(raw, i, j, texts, unknown_of(prepared))
     neg = ~dup
     worst = int(np.flatnonzero(neg)[np.argmax(cos[neg])])
     thr_default = defaults.get(lang, defaults["default"])
