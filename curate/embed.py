@@ -675,6 +675,9 @@ class Embedder:
             keys = list(uniq)
             vecs = self.encode([texts[uniq[h]] for h in keys])
             stats.embedded = len(keys)
+            if len(keys) < len(hashes):  # repeated texts: their rows again (no copy when every text is new)
+                table = dict(zip(keys, range(len(keys)), strict=True))
+                vecs = vecs[[table[h] for h in hashes]]
         else:
             cache = _Cache(Path(self.cache_dir).expanduser() / self.model_key(), self.model, self.resolved)
             have = cache.lookup(list(uniq))
@@ -685,13 +688,15 @@ class Embedder:
                 part = missing[start : start + self.shard_rows]
                 cache.append(part, self.encode([texts[uniq[h]] for h in part]))
             have = cache.lookup(list(uniq))
-            keys = list(uniq)
-            vecs = cache.read([have[h] for h in keys])
-        table = dict(zip(keys, range(len(keys)), strict=True))
-        result = vecs[[table[h] for h in hashes]]
+            # Each text's (shard, row), then the hash tables go before the vectors are read: at 1M texts they
+            # are ~0.5 GB of Python objects. Each row is read straight into the result (one matrix, not two).
+            loc = np.fromiter((x for h in hashes for x in have[h]), dtype=np.int64, count=2 * len(hashes))
+            del have, uniq, hashes, missing
+            cache.drop_index()
+            vecs = cache.read(loc.reshape(-1, 2))
         stats.seconds = time.perf_counter() - t0
         self.last = stats
-        return np.ascontiguousarray(result, dtype=np.float32)
+        return np.ascontiguousarray(vecs, dtype=np.float32)
 
 
 class _Cache:
@@ -728,8 +733,13 @@ class _Cache:
         _atomic_npy(keys_file, np.asarray([h.encode() for h in hashes], dtype="S32"))
         self._scan()
 
-    def read(self, where: list[tuple[int, int]]) -> np.ndarray:
-        if not where:
+    def drop_index(self) -> None:
+        """Forget the hash index (lookups then find nothing); `read` still works."""
+        self._index = {}
+
+    def read(self, where: list[tuple[int, int]] | np.ndarray) -> np.ndarray:
+        """The vectors at (shard, row) `where`, in that order, as one float32 matrix."""
+        if not len(where):
             return np.zeros((0, 0), dtype=np.float32)
         loc = np.asarray(where, dtype=np.int64)
         first = np.load(self._shards[int(loc[0, 0])], mmap_mode="r")

@@ -15,6 +15,7 @@ single-turn prompt).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import polars as pl
@@ -35,31 +36,40 @@ def _content() -> pl.Expr:
 
 def build(df: pl.DataFrame, key: str) -> Keys:
     """Key texts of every row of `df` (columns prompt, chosen, rejected) for `key` = prompt | prompt+chosen | pair."""
+    frame = key_frame(df.lazy(), key).collect()
+    return Keys(frame["whole"], frame["focus"], frame["context"])
+
+
+def key_frame(lf: pl.LazyFrame, key: str, keep: Sequence[str | pl.Expr] = ()) -> pl.LazyFrame:
+    """The key texts (columns whole, focus, context) of every row, beside the columns or expressions `keep`.
+
+    Lazy, so a caller that collects it never holds the rows' prompt structs or replies: only what it asks for.
+    """
     prompt = pl.col("prompt")
     roles = prompt.list.eval(pl.element().struct.field("role"))
     # Index of the last user turn (the canonical prompt ends with it; fall back to the last turn).
     last_user = roles.list.eval(pl.arg_where(pl.element() == "user").last()).list.first()
     n = prompt.list.len()
     idx = pl.coalesce(last_user, (n - 1).cast(pl.Int64)).cast(pl.Int64)
-    frame = df.select(
+    # The replies join the key only for prompt+chosen / pair.
+    replies = [pl.col("chosen").fill_null("").alias("__ch")] if key in ("prompt+chosen", "pair") else []
+    if key == "pair":
+        replies.append(pl.col("rejected").fill_null("").alias("__rj"))
+    frame = lf.select(
+        *keep,
         prompt.list.eval(_content()).list.join("\n").fill_null("").alias("whole"),
         prompt.list.eval(_content()).alias("__c"),
         idx.alias("__i"),
-        pl.col("chosen").fill_null("").alias("__ch"),
-        pl.col("rejected").fill_null("").alias("__rj"),
+        *replies,
     )
     frame = frame.with_columns(
         pl.col("__c").list.get(pl.col("__i").clip(0), null_on_oob=True).fill_null("").alias("focus"),
         pl.col("__c").list.head(pl.col("__i").clip(0)).list.join("\n").fill_null("").alias("context"),
     )
-    extra: list[pl.Expr] = []
-    if key in ("prompt+chosen", "pair"):
-        extra.append(pl.col("__ch"))
-    if key == "pair":
-        extra.append(pl.col("__rj"))
+    extra = [pl.col(r.meta.output_name()) for r in replies]
     if extra:
         frame = frame.with_columns(
             pl.concat_str([pl.col("whole"), *extra], separator="\n").alias("whole"),
             pl.concat_str([pl.col("focus"), *extra], separator="\n").alias("focus"),
         )
-    return Keys(frame["whole"], frame["focus"], frame["context"])
+    return frame.drop("__c", "__i", *[r.meta.output_name() for r in replies])

@@ -264,6 +264,9 @@ class Config:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+_CHOSEN_CHARS = "__chosen_chars"  # the chosen reply's length, collected instead of the reply
+
+
 def survivor_rank(df: pl.DataFrame, cfg: Config) -> np.ndarray:
     """Rank of each row under the survivor rule (0 = kept first); ties end in input order."""
     prio = {s: k for k, s in enumerate(cfg.source_priority)}
@@ -275,7 +278,9 @@ def survivor_rank(df: pl.DataFrame, cfg: Config) -> np.ndarray:
             margin = (pl.col("chosen_score") - pl.col("rejected_score")).fill_nan(None)
             cols.append((-margin).fill_null(float("inf")).alias(rule))
         elif rule == "longer_chosen":
-            cols.append((-pl.col("chosen").fill_null("").str.len_chars().cast(pl.Int64)).alias(rule))
+            chars = pl.col(_CHOSEN_CHARS) if _CHOSEN_CHARS in df.columns else \
+                pl.col("chosen").fill_null("").str.len_chars().cast(pl.Int64)
+            cols.append((-chars).alias(rule))
         elif rule == "earliest":
             cols.append(pl.col("__row").alias(rule))
     keys = df.select(cols + [pl.col("__row")]) if cols else df.select("__row")
@@ -353,10 +358,10 @@ class _Vectors:
     Stored flat: one float32 matrix per kind (prompts, replies) and a row → position index, not an array object
     per row; asking for the rows in the order they were embedded returns the matrix itself (no copy)."""
 
-    def __init__(self, cfg: Config, tx: _Texts, replies: pl.Series, stats: dict) -> None:
-        self.cfg, self.tx, self.replies, self.stats = cfg, tx, replies, stats
+    def __init__(self, cfg: Config, tx: _Texts, replies: pl.Series | None, stats: dict) -> None:
+        self.cfg, self.tx, self.replies, self.stats = cfg, tx, replies, stats  # replies: with embed_replies only
         self.embedder: Any = None
-        self.pos = np.full(len(replies), -1, dtype=np.int64)  # row → position in the matrices, -1 not embedded
+        self.pos = np.full(len(tx.focus), -1, dtype=np.int64)  # row → position in the matrices, -1 not embedded
         self.blocks: list[np.ndarray] = []
         self.reply_blocks: list[np.ndarray] = []
         self.seconds = 0.0
@@ -374,9 +379,13 @@ class _Vectors:
             )
         return self.embedder
 
-    def embed_texts(self, texts: list[str]) -> np.ndarray:
+    def embed_texts(self, texts: list[str] | pl.Series) -> np.ndarray:
         e = self.get()
-        v = e.embed([embedding_input(t, t2s=self.cfg.semantic.t2s) for t in texts])
+        if isinstance(texts, pl.Series):  # one Python list of the texts at a time, not two
+            texts = texts.to_list()
+        prepared = [embedding_input(t, t2s=self.cfg.semantic.t2s) for t in texts]
+        del texts
+        v = e.embed(prepared)
         self.seconds += e.last.seconds
         for k in self.counts:
             self.counts[k] += getattr(e.last, k)
@@ -403,15 +412,21 @@ class _Vectors:
         if len(todo):
             todo = todo[np.sort(np.unique(todo, return_index=True)[1])]  # first occurrence order
             self.rows_embedded += len(todo)
-            v = np.asarray(self.embed_texts(self.tx.focus.gather(todo).to_list()), dtype=np.float32)
+            v = np.asarray(self.embed_texts(self.tx.focus.gather(todo)), dtype=np.float32)
             self.pos[todo] = sum(len(b) for b in self.blocks) + np.arange(len(todo))
             self.blocks.append(v)
-            if self.cfg.semantic.embed_replies:
-                rv = self.embed_texts(self.replies.gather(todo).to_list())
+            if self.replies is not None:
+                rv = self.embed_texts(self.replies.gather(todo))
                 self.reply_blocks.append(np.asarray(rv, dtype=np.float32))
         if not len(rows):
             return np.zeros((0, 1), dtype=np.float32)
         return self._take(self.blocks, rows)
+
+    def release(self) -> None:
+        """Drop the vectors (a later `rows` call embeds again, from the cache when one is set)."""
+        self.blocks.clear()
+        self.reply_blocks.clear()
+        self.pos[:] = -1
 
     def replies_of(self, rows: np.ndarray) -> np.ndarray:
         return self._take(self.reply_blocks, np.asarray(rows, dtype=np.int64))
@@ -423,10 +438,16 @@ def run(frame: pl.LazyFrame | pl.DataFrame, cfg: Config) -> StageResult:
 
     lf = frame.lazy().with_row_index("__row")
     names = lf.collect_schema().names()
-    need = ["__row", "row_id", "source", "prompt", "chosen", "rejected", "chosen_score", "rejected_score"]
+    # Only what the decisions need is collected: the key texts, the survivor rule's inputs, the language. The
+    # prompt structs and the replies stay on disk (at 1M pairs they are ~1.2 GB; the key texts ~0.3 GB).
+    need: list[str | pl.Expr] = ["__row", "row_id", "source", "chosen_score", "rejected_score",
+                                 pl.col("chosen").fill_null("").str.len_chars().cast(pl.Int64).alias(_CHOSEN_CHARS)]
     if "lang" in names:
         need.append("lang")
-    df = lf.select(need).collect()
+    embed_replies = cfg.semantic.embed_replies and "semantic" in cfg.methods
+    if embed_replies:
+        need.append(pl.col("chosen").fill_null("").alias("__chosen"))
+    df = keymod.key_frame(lf, cfg.key, need).collect()
     n = df.height
     st = _State(
         n=n, alive=np.ones(n, dtype=bool), reason=[None] * n, detail=[None] * n,
@@ -434,7 +455,7 @@ def run(frame: pl.LazyFrame | pl.DataFrame, cfg: Config) -> StageResult:
     )
     stats: dict[str, Any] = {"rows_in": n, "methods": list(cfg.methods), "key": cfg.key, "warnings": []}
     row_ids = df["row_id"]  # ids of rows (unique in a run), not content hashes
-    k = keymod.build(df, cfg.key)
+    k = keymod.Keys(df["whole"], df["focus"], df["context"])
     nz = cfg.normalise
     tx = _Texts(
         whole_norm=_normalise(k.whole, nz),
@@ -444,9 +465,9 @@ def run(frame: pl.LazyFrame | pl.DataFrame, cfg: Config) -> StageResult:
         langs=_lang_keys(df, k.whole) if n else [],
     )
     rank = survivor_rank(df, cfg) if n else np.zeros(0, dtype=np.int64)
-    # What the decisions still need of the rows; the prompts' structs go (the key columns hold their text).
-    df = df.select(["row_id", "source", "chosen"])
-    vectors = _Vectors(cfg, tx, df["chosen"].fill_null(""), stats)
+    replies = df["__chosen"] if embed_replies else None
+    df = df.select(["row_id", "source"])  # what the summary still needs
+    vectors = _Vectors(cfg, tx, replies, stats)
     guard: dict[str, dict[str, Any]] | None = None
 
     def coverage() -> dict[str, dict[str, Any]]:
@@ -463,6 +484,7 @@ def run(frame: pl.LazyFrame | pl.DataFrame, cfg: Config) -> StageResult:
         _near(cfg, st, tx, rank, row_ids, stats)
     if "semantic" in cfg.methods and n:
         _semantic(cfg, st, tx, rank, row_ids, vectors, coverage(), stats)
+    vectors.release()  # ~1.8 GB at 1M pairs: gone before the decisions and the sink are built
 
     decisions = _decisions(st, row_ids)
     stats.update(_summary(cfg, st, df, k.whole, decisions, tx.langs))
