@@ -124,33 +124,46 @@ def _ngram_hashes(keys: list[str], sizes: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def band_hashes(texts: Texts, ngram: int | Sequence[int] | np.ndarray, num_perm: int, bands: tuple[int, int],
                 seed: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(n, b) uint64 band hashes of each text's MinHash signature, a mask of non-empty texts, their lengths."""
-    from rensa import RMinHash
+    """(n, b) uint64 band hashes of each text's MinHash signature, a mask of non-empty texts, their lengths.
+
+    Computed `_CHUNK` texts at a time, each chunk on its own (`curate.parallel.map_tasks`: the Ray engine runs the
+    chunks as tasks on its cluster; the bands are the same wherever a chunk runs)."""
+    from curate.parallel import map_tasks
 
     n = len(texts)
-    b, r = bands
     sizes = _sizes(n, ngram)
-    out = np.zeros((b, n), dtype=np.uint64).T  # column-major: each band's hashes contiguous (sorted per band)
+    out = np.zeros((bands[0], n), dtype=np.uint64).T  # column-major: each band's hashes contiguous (sorted per band)
     nonempty = np.zeros(n, dtype=bool)
     lengths = np.zeros(n, dtype=np.int64)
-    with np.errstate(over="ignore"):
-        for a in range(0, n, _CHUNK):
-            z = min(n, a + _CHUNK)
-            keys = _as_list(texts, a, z)
-            h, toff, lens = _ngram_hashes(keys, sizes[a:z])
-            nonempty[a:z] = lens > 0
-            lengths[a:z] = lens
-            if not len(h):
-                continue
-            m = RMinHash.digest_matrix_from_flat_token_hashes(h, toff, num_perm, seed)
-            sig = np.asarray(m.to_rows(), dtype=np.uint64)
-            del m, h
-            for k in range(b):
-                acc = np.full(z - a, np.uint64(k + 1), dtype=np.uint64)
-                for c in range(r):
-                    acc = _mix(acc * _MUL + sig[:, k * r + c])
-                out[a:z, k] = acc
+    spans = [(a, min(n, a + _CHUNK)) for a in range(0, n, _CHUNK)]
+    calls = ((_as_list(texts, a, z), sizes[a:z], num_perm, bands, seed) for a, z in spans)  # built on demand
+    for (a, z), (part, lens) in zip(spans, map_tasks(_band_chunk, calls), strict=True):
+        out[a:z] = part
+        nonempty[a:z] = lens > 0
+        lengths[a:z] = lens
     return out, nonempty, lengths
+
+
+def _band_chunk(keys: list[str], sizes: np.ndarray, num_perm: int, bands: tuple[int, int],
+                seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Band hashes (len(keys), b) of one chunk of texts, and their lengths in code points."""
+    from rensa import RMinHash
+
+    b, r = bands
+    out = np.zeros((len(keys), b), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        h, toff, lens = _ngram_hashes(keys, sizes)
+        if not len(h):
+            return out, lens
+        m = RMinHash.digest_matrix_from_flat_token_hashes(h, toff, num_perm, seed)
+        sig = np.asarray(m.to_rows(), dtype=np.uint64)
+        del m, h
+        for k in range(b):
+            acc = np.full(len(keys), np.uint64(k + 1), dtype=np.uint64)
+            for c in range(r):
+                acc = _mix(acc * _MUL + sig[:, k * r + c])
+            out[:, k] = acc
+    return out, lens
 
 
 _PAIR_CHUNK = 1 << 20  # candidate pairs generated (and verified) at a time: bounds memory whatever the buckets

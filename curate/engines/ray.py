@@ -11,7 +11,9 @@ How each step is spread (docs/scaling.md has the picture):
                   Parquet file, exactly as the local engine does — except the embedding inside it: while a global
                   stage runs, `curate.embed.spread_over` hands the embedder's length-sorted chunks to a pool of
                   embedding actors (one per CPU the cluster offers, or one per GPU with `num_gpus=1` when the
-                  embedder runs on CUDA), and the vectors come back in chunk order.
+                  embedder runs on CUDA), and the vectors come back in chunk order; and `curate.parallel.
+                  spread_tasks` runs the stage's per-chunk work (dedup's MinHash signatures, 20k keys a chunk)
+                  as Ray tasks, results in chunk order.
 
 Same result: batches come back in input order (`preserve_order`), and the driver writes each step's kept.parquet
 and rejects.parquet with the runner's own writer (curate.runner.sink_result), so the files, the export and
@@ -21,11 +23,13 @@ write into the run folder, so a failed or interrupted step leaves no half-writte
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -118,6 +122,14 @@ class _EmbedWorker:
             return "", encode_chunk(spec, texts, batch_size, self.threads)
         except CurateError as exc:
             return f"{type(exc).__name__}\t{exc}", None
+
+
+def _task(fn: Any, args: tuple[Any, ...]) -> tuple[str, Any]:
+    """One `curate.parallel.map_tasks` call on a worker; a CurateError comes back as data (see `_failed`)."""
+    try:
+        return "", fn(*args)
+    except CurateError as exc:
+        return f"{type(exc).__name__}\t{exc}", None
 
 
 def merge_stats(module: Any, parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -249,9 +261,10 @@ class Engine:
         if not getattr(module, "ROW_LOCAL", False) or count_rows(current) == 0:
             from curate.embed import spread_over
             from curate.engines.local import Engine as Local
+            from curate.parallel import spread_tasks
 
             try:
-                with spread_over(self._embed_chunks):
+                with spread_over(self._embed_chunks), spread_tasks(self._map_tasks):
                     return Local().run_stage(name, cfg, current, step_dir)
             finally:
                 self._drop_pool()  # idle actors would hold the CPUs a later step's map_batches needs
@@ -312,6 +325,25 @@ class Engine:
             if error:
                 _raise(error)
             yield vecs
+
+    def _map_tasks(self, fn: Any, calls: Iterable[tuple[Any, ...]]) -> Iterator[Any]:
+        """`curate.parallel.TaskMapper` on Ray tasks (one CPU each, retried when a worker dies): at most two
+        calls per cluster CPU in flight, results in call order."""
+        ray = self._ray()
+        self._drop_pool()  # idle embedding actors hold every CPU: the tasks would never be scheduled
+        remote = ray.remote(num_cpus=1, max_retries=3)(_task)
+        window = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
+        todo = iter(calls)
+        pending: deque[Any] = deque()
+        for args in itertools.islice(todo, window):
+            pending.append(remote.remote(fn, args))
+        while pending:
+            error, result = ray.get(pending.popleft())
+            for args in itertools.islice(todo, 1):
+                pending.append(remote.remote(fn, args))
+            if error:
+                _raise(error)
+            yield result
 
     def _drop_pool(self) -> None:
         if self._pool is not None:

@@ -92,11 +92,26 @@ def test_planted_duplicates_zh_en_in_many_batches(ray_cluster, tmp_path, monkeyp
             yield vecs
 
     monkeypatch.setattr(ray_engine.Engine, "_embed_chunks", counted)
+    # MinHash signatures 100 keys a chunk (both engines): near dedup's chunks become Ray tasks.
+    import curate.dedup.minhash as minhash
+
+    monkeypatch.setattr(minhash, "_CHUNK", 100)
+    tasks: list[int] = []
+    spread_tasks = ray_engine.Engine._map_tasks
+
+    def counted_tasks(self, fn, calls):
+        for part, lens in spread_tasks(self, fn, calls):
+            tasks.append(len(lens))
+            yield part, lens
+
+    monkeypatch.setattr(ray_engine.Engine, "_map_tasks", counted_tasks)
     planted.write(tmp_path / "in", 600, seed=3)
     # Embedding batches of 4 texts: chunks of 64, so semantic dedup's embedding is spread over the actor pool.
     local, ray, rep = _both(tmp_path, [tmp_path / "in"], ["dedup.semantic.batch_size=4"])
     assert_same_run(local, ray)
     assert len(chunks) >= 5 and set(chunks[:-1]) == {64}, chunks
+    # The n-gram pass over every key and the short-key edit pass: each ≥ 5 chunks of ≤ 100 keys.
+    assert len(tasks) >= 10 and max(tasks) == 100, tasks
     dedup = next(s for s in rep["steps"] if s["stage"] == "dedup")
     reasons = dedup["rejects_by_reason"]
     # Planted near copies change random characters; in Chinese the content veto keeps those on purpose (a random
