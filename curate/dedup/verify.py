@@ -221,6 +221,22 @@ def _has_word_zh(s: str) -> bool:
     return any(is_word_zh(s[k : k + n]) for n in (2, 3) for k in range(len(s) - n + 1))
 
 
+PARTICLES_ZH = frozenset("的了吗呢吧啊呀嘛")
+
+
+def cjk_noise_free(key: str) -> str:
+    """A Chinese key without the edits that can't make another word: particles (的 了 吗 呢 吧 啊 呀 嘛) dropped and
+    each run of one character cut to one — 「怎么么办办了」 → 「怎么办」. The near pass's edit-similarity floor counts
+    only the edits left between two such keys: three of these in a 9-character question are still one question,
+    while a substitution (a homophone in a name, 张伟 / 张维) counts in full."""
+    out: list[str] = []
+    for c in key:
+        if c in PARTICLES_ZH or (out and out[-1] == c):
+            continue
+        out.append(c)
+    return "".join(out)
+
+
 def _words_en(s: str) -> list[str]:
     """Words of an English key, the negative contraction put back together: the key has "shouldn t" for
     "shouldn't" (punctuation became a space), which is the negation "shouldnt", not the word "shouldn" and a "t"."""
@@ -280,9 +296,14 @@ def _typo(sx: str, sy: str, words: bool) -> bool:
     # Two or three edits: a typo only if the non-word is not one edit from some other word, which it may as well
     # be a typo of ("wbord": one edit from "word", two from "world").
     meant = set(sx.split()) | set(sy.split())
+    # A word one edit away competes only if it is about as common as the word meant, or commoner (a noisy channel:
+    # one edit is likelier than two, by about what one Zipf unit of frequency is worth): "convtex" is one edit
+    # from "convex" (Zipf 3.3) and two from "context" (4.6), and is a typo of "context".
+    prior = max((_zipf_en(m) for m in meant if is_word_en(m)), default=0.0) - 1.0
     for w in sx.split() + sy.split():
         if not is_word_en(w):
-            other = {o for o in _one_edit_words(w) - meant if not any(_inflection(o, m) for m in meant)}
+            other = {o for o in _one_edit_words(w) - meant
+                     if not any(_inflection(o, m) for m in meant) and _zipf_en(o) >= prior}
             if other:  # "feaure" is one edit from "feature", which is "features" inflected: not another word
                 return False
     return True
@@ -364,19 +385,29 @@ NUMBER_WORDS_EN = frozenset("zero one two three four five six seven eight nine t
                             "million billion first second third half".split())
 
 
+# Pronouns fill a noun's slot: one changed into another common word names someone else ("a poem for me" / "… for
+# men", "for her" / "for hen"), unlike a mistyped preposition or article ("picture off the sea").
+PRONOUNS_EN = frozenset("i me my you your he him his she her it its we us our they them their".split())
+
+
 def _stopword_typo(a: str, b: str) -> bool:
     """A function word mistyped ("of" → "df", "the" → "te" or "teh", "what" → "wat", "is" → "s"): one side is a
     stopword, the other is one character edit away and neither a stopword, a negation nor a number word. Short
     letter strings are nearly all in wordfreq's list (Zipf ≥ 3), so the dictionary test alone would call these
-    content."""
+    content. Two edits when the other side is no word at all ("of" → "ovk", "and" → "anwr", "what" → "hact", "how" →
+    "h"): a function word's slot holds no name or term that a non-word could be. A pronoun changed into a common word
+    (Zipf ≥ 4) is content ("me" / "men"); into a rarer one it is a typo ("it" / "nit", "them" / "hem")."""
     from rapidfuzz.distance import OSA
 
     if (a in STOPWORDS_EN) == (b in STOPWORDS_EN):
         return False
-    other = b if a in STOPWORDS_EN else a
+    stop, other = (a, b) if a in STOPWORDS_EN else (b, a)
     if other in NEGATIONS_EN or other in NUMBER_WORDS_EN or _mistyped_negation(other):  # "did" / "didn"
         return False
-    return OSA.distance(a, b) <= 1  # a transposition is one edit: "teh" / "the"
+    d = OSA.distance(a, b)  # a transposition is one edit: "teh" / "the"
+    if d == 2 and len(stop) >= 2 and (not is_word_en(other) if len(other) >= 2 else other not in ("a", "i")):
+        return True  # "of" → "ovk", "how" → "h" (a letter is in wordfreq's list, but is no word in a sentence)
+    return d <= 1 and not (stop in PRONOUNS_EN and _zipf_en(other) >= 4.0)
 
 
 def content_change(a: str, b: str) -> str | None:

@@ -126,14 +126,22 @@ class NearConfig:
     ngram_short: int = field(
         default=3, metadata={"help": "n-gram size of the MinHash pass that proposes short-key candidates (non-CJK)."}
     )
+    cjk_noise_free: int = field(
+        default=7,
+        metadata={"help": "Short Chinese keys of at least this many characters (the shorter key): doubled "
+                          "characters and particles (的 了 吗 呢 吧 啊 呀 嘛) don't count against edit_similarity "
+                          "(「怎么么办办」 is 「怎么办」; they can't change a name or a word); max_edits still counts "
+                          "every edit. Shorter keys count them: a particle can be the question "
+                          "(「你好」 / 「你好吗」). 0 turns it off."},
+    )
 
     def validate(self) -> None:
         if self.ngram < 1 or self.ngram_cjk < 1 or self.ngram_short < 1 or self.num_perm < 16:
             raise ValueError("ngram, ngram_cjk and ngram_short must be >= 1 and num_perm >= 16")
         if not 0.0 < self.threshold <= 1.0:
             raise ValueError(f"threshold {self.threshold} must be in (0, 1]")
-        if self.short_chars < 0 or self.max_edits < 0:
-            raise ValueError("short_chars and max_edits must be >= 0")
+        if self.short_chars < 0 or self.max_edits < 0 or self.cjk_noise_free < 0:
+            raise ValueError("short_chars, max_edits and cjk_noise_free must be >= 0")
         if not 0.0 < self.edit_similarity <= 1.0:
             raise ValueError(f"edit_similarity {self.edit_similarity} must be in (0, 1]")
 
@@ -581,19 +589,43 @@ def _near(cfg: Config, st: _State, tx: _Texts, rank: np.ndarray, row_ids: pl.Ser
     limit = nc.short_chars + nc.max_edits
     lens = keys.str.len_chars().to_numpy()
     short = np.flatnonzero((lens > 0) & (lens <= limit)) if nc.short_chars and nc.max_edits else np.zeros(0, int)
-    edits_found = 0
+    edits_found = noise_free = 0
     if len(short) > 1:
         skeys = keys.gather(short)
         si, sj, sd = edit_pairs(skeys, ngram=_ngrams(skeys, nc, short=True), num_perm=nc.num_perm,
                                 lsh_threshold=0.25, max_edits=nc.max_edits)
         la, lb = lens[short[si]], lens[short[sj]]
         sim = 1.0 - sd / np.maximum(np.maximum(la, lb), 1)
-        ok = (np.minimum(la, lb) <= nc.short_chars) & (sim >= nc.edit_similarity)
-        for a, b, d, x in zip(short[si[ok]].tolist(), short[sj[ok]].tolist(), sd[ok].tolist(), sim[ok].tolist(),
-                              strict=True):
+        fits = np.minimum(la, lb) <= nc.short_chars
+        ok = fits & (sim >= nc.edit_similarity)
+        free = np.zeros(len(ok), np.int64)  # edits that are doubled characters or particles (Chinese keys)
+        if nc.cjk_noise_free:
+            from rapidfuzz.distance import Levenshtein
+
+            from curate.dedup.verify import cjk_noise_free
+
+            stripped: dict[int, str] = {}
+
+            def bare(k: int) -> str:
+                if k not in stripped:
+                    t = skeys[k]
+                    stripped[k] = cjk_noise_free(t) if cjk_share(t) >= 0.3 else t
+                return stripped[k]
+
+            for k in np.flatnonzero(fits & ~ok & (np.minimum(la, lb) >= nc.cjk_noise_free)).tolist():
+                x, y = int(si[k]), int(sj[k])
+                if bare(x) == skeys[x] and bare(y) == skeys[y]:
+                    continue
+                left = min(Levenshtein.distance(bare(x), bare(y)), int(sd[k]))
+                if 1.0 - left / max(la[k], lb[k], 1) >= nc.edit_similarity:
+                    ok[k], free[k] = True, int(sd[k]) - left
+        noise_free = int((free > 0).sum())
+        for a, b, d, x, f in zip(short[si[ok]].tolist(), short[sj[ok]].tolist(), sd[ok].tolist(), sim[ok].tolist(),
+                                 free[ok].tolist(), strict=True):
             key = (min(a, b), max(a, b))
             if key not in found:
-                found[key] = (x, f"edit similarity ({d} edit{'s' if d != 1 else ''})")
+                note = f", {f} of them doubled characters or particles" if f else ""
+                found[key] = (x, f"edit similarity ({d} edit{'s' if d != 1 else ''}{note})")
                 edits_found += 1
     # Every pair: the earlier turns must match too, and the difference must not be content.
     ctx_cache: dict = {}
@@ -615,7 +647,8 @@ def _near(cfg: Config, st: _State, tx: _Texts, rank: np.ndarray, row_ids: pl.Ser
                             np.asarray(os_, np.float64))
     stats["near"] = {"ngram": nc.ngram, "ngram_cjk": nc.ngram_cjk, "threshold": nc.threshold,
                      "short_chars": nc.short_chars, "max_edits": nc.max_edits, "candidates": len(found),
-                     "by_edit_distance": edits_found, "vetoed": vetoed, "similar_pairs": len(oi)}
+                     "by_edit_distance": edits_found, "cjk_noise_free": nc.cjk_noise_free,
+                     "by_noise_free_edits": noise_free, "vetoed": vetoed, "similar_pairs": len(oi)}
 
     def how(r: int, ld: int) -> str:
         return measure.get((r, ld), "n-gram jaccard").split(" (")[0]

@@ -51,6 +51,11 @@ DISTINCT = [
     ("他不会来参加会议吗？", "他部会来参加会议吗？"),  # 部会 is a word: not a mistyped 不
     ("这是事实吗？请说明理由。", "这是事吗？请说明理由。"),  # 实 makes the word 事实 with its neighbour
     ("Translate into English: 我喜欢猫, and keep the tone.", "Translate into English: 我喜欢狗, and keep the tone."),
+    # a pronoun changed into a common word names someone else (before, any one-edit change of a stopword was a typo)
+    ("Write a poem for me.", "Write a poem for men."),
+    ("Draw a picture of him.", "Draw a picture of Tim."),
+    # two edits into a non-word that is one edit from a word about as common as the one meant: no typo of it
+    ("What is the plural of goose?", "What is the plural of moosr?"),
 ]
 
 # The same question with typos: noise.
@@ -72,6 +77,14 @@ TYPOS = [
     ("Translate into English: 我喜欢英语, and keep the tone.", "Translate into English: 我喜欢迎语, and keep the tone."),
     ("Explain why 40 degrees is hot in 数百名消防员一直在与火灾作斗争以上.",
      "Explain why 40 degrees is hot in 数百名消防员一直在与火灾作斗争以以上."),  # the same 40 beside a typo
+    # a function word two edits into a non-word (or a lone letter): a function word's slot holds no name
+    ("What is the capital of Australia?", "What is the ccapital ovk Australia?"),
+    ("Only respond with math and no words.", "Only respond with math anwr no words."),
+    ("What is the freezing point of water?", "hact is the freezing poilt of water?"),
+    ("How do I bake bread at home?", "H do I bake bread at home?"),
+    ("Also make it only 2 paragraphs.", "Also make nit only 2 paragraphs."),  # a pronoun into a rare word: a typo
+    # two edits from the word meant and one from a much rarer word ("convex", Zipf 3.3 against 4.6): a typo
+    ("Generate a context and a hypothesis.", "Generate a convtex and a hypothesis."),
 ]
 
 
@@ -110,3 +123,35 @@ def test_lexical_methods_merge_no_distinct_pair_of_the_calibration_set():
         r = calib.evaluate_lexical(lang)
         assert r["false_merges"] == 0, r["false_examples"]
         assert r["pairs_distinct"] > 100_000 and r["removed_into_variant"] > 100  # the check did run on real pairs
+
+
+def _near_run(texts: list[str], pairs_factory, **near) -> tuple[set[str], list[str]]:
+    frame = pairs_factory([{"prompt": t} for t in texts])
+    cfg = build(dedup.Config, {"methods": ["exact", "near"], "near": near}, "[dedup]")
+    res = dedup.run(frame, cfg).collect()
+    assert res.kept.height + res.rejects.height == frame.height
+    return {p[-1]["content"] for p in res.rejects["prompt"].to_list()}, res.rejects["detail"].to_list()
+
+
+# Short Chinese keys with doubled characters and particles: under near.edit_similarity when every edit counts.
+NOISY_ZH = [
+    ("我的猫生病了怎么办？", "我的呢猫生病了怎么么办办？"),  # 3 edits in 9 characters, all noise: 0.75 counted in full
+    ("森林砍伐如何影响气候变化？", "森林砍伐如何何影影响气候了变化？"),
+    ("上海明天会下雨吗？", "上害明天会下雨？"),  # a homophone and a dropped 吗: the homophone alone counts
+]
+# Kept: below cjk_noise_free characters a particle can be the question; a substitution (a name) counts in full.
+KEPT_ZH = [("你好吗？", "你好！"), ("他走了吗？", "他走吗？"), ("张伟是谁呀？", "张维是谁？")]
+
+
+def test_doubled_characters_and_particles_are_free_edits_in_short_chinese_keys(pairs_factory):
+    texts = [t for pair in NOISY_ZH + KEPT_ZH for t in pair]
+    removed, details = _near_run(texts, pairs_factory)
+    for a, b in NOISY_ZH:
+        assert (a in removed) != (b in removed), (a, b)
+    for a, b in KEPT_ZH:
+        assert a not in removed and b not in removed, (a, b)
+    assert any("of them doubled characters or particles" in d for d in details), details
+    # Off: every edit counts again, and these pairs fall under near.edit_similarity 0.85 (the second one's n-grams
+    # still find it).
+    removed_off, _ = _near_run(texts, pairs_factory, cjk_noise_free=0)
+    assert not removed_off & {t for pair in (NOISY_ZH[0], NOISY_ZH[2]) for t in pair}, removed_off
