@@ -237,6 +237,21 @@ def cjk_noise_free(key: str) -> str:
     return "".join(out)
 
 
+SHORT_ZH = 6  # characters besides particles and doubling, below which a particle is part of the question
+
+
+def _short_particles(a: str, b: str) -> str | None:
+    """In a question of a few characters a particle is much of what it asks: 「他走了吗」 (has he left?) is not
+    「他走吗」 (is he going?), nor 「你好吗」 「你好」. Particles are noise only from SHORT_ZH characters besides
+    them."""
+    if min(len(cjk_noise_free(a)), len(cjk_noise_free(b))) >= SHORT_ZH:
+        return None
+    pa, pb = set(a) & PARTICLES_ZH, set(b) & PARTICLES_ZH
+    if pa == pb:
+        return None
+    return f"particle {''.join(sorted(pa)) or '∅'}→{''.join(sorted(pb)) or '∅'} in a short question"
+
+
 def _words_en(s: str) -> list[str]:
     """Words of an English key, the negative contraction put back together: the key has "shouldn t" for
     "shouldn't" (punctuation became a space), which is the negation "shouldnt", not the word "shouldn" and a "t"."""
@@ -421,6 +436,8 @@ def content_change(a: str, b: str) -> str | None:
     if cjk_share(a) >= 0.3 or cjk_share(b) >= 0.3:
         # Chinese: compare without spaces; Latin words inside (Python, TCP) are compared as characters too.
         a, b = a.replace(" ", ""), b.replace(" ", "")
+        if (why := _short_particles(a, b)) is not None:
+            return why
         check = _zh_content
     else:
         check = _en_content
