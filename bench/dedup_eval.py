@@ -23,7 +23,7 @@ row and survivor belong to the same labelled group / all removals (so a removed 
 near-miss in the real data, counts against it). A group "loses all members" if both rows were removed.
 
 Run:  .venv/bin/python bench/dedup_eval.py [--methods exact,near,semantic] [--set near.threshold=0.6 ...]
-          [--pipeline-defaults] [--types edit1_3,all] [--seed N] [--show-false] [--json PATH]
+          [--pipeline-defaults] [--types edit1_3,all] [--seed N] [--show-false] [--show-misses] [--json PATH]
 Writes a Markdown table to stdout (and --json PATH for machines).
 """
 
@@ -302,6 +302,7 @@ def evaluate(kind: str | None, cfg, seed: int = 0) -> dict:
     for i, key in gid.items():
         members.setdefault(key, []).append(i)
     found: dict[tuple[str, str], list[int]] = {}
+    misses: list[dict] = []
     lost_all = 0
     for key, ms in members.items():
         if len(ms) < 2:
@@ -321,7 +322,13 @@ def evaluate(kind: str | None, cfg, seed: int = 0) -> dict:
             n_raw = len(rows[ms[0]]["prompt"][-1]["content"])
             band = SHORT_BAND[0] <= n_raw <= SHORT_BAND[1]
             found.setdefault((key[0], kind_of[i]), []).append((int(pair_ok), short, band))
-    out = {"type": kind or "all", "rows": df.height, "seconds": round(seconds, 2), "lost_all_groups": lost_all}
+            if not pair_ok:
+                fate = (f"removed into {_prompt(rows[row_of_pid[removed[i][1]]], 60)!r}" if i in removed
+                        and removed[i][1] in row_of_pid else "kept")
+                misses.append({"lang": key[0], "type": kind_of[i], "band": band, "original": _prompt(rows[ms[0]], 80),
+                               "variant": _prompt(rows[i], 80), "variant_fate": fate})
+    out = {"type": kind or "all", "rows": df.height, "seconds": round(seconds, 2), "lost_all_groups": lost_all,
+           "misses": misses}
     for lang in ("en", "zh"):
         n_removed = correct[lang] + len(wrong[lang])
         out[f"precision_{lang}"] = round(correct[lang] / n_removed, 4) if n_removed else 1.0
@@ -358,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of the injected variants (another sample of typos)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--show-false", action="store_true")
+    ap.add_argument("--show-misses", action="store_true",
+                    help="print every group not found (original, variant, what happened to the variant)")
     ap.add_argument("--pipeline-defaults", action="store_true",
                     help="use pipelines/default.toml's [dedup] tables (then --methods is ignored)")
     args = ap.parse_args(argv)
@@ -398,6 +407,11 @@ def main(argv: list[str] | None = None) -> int:
             for lang in ("en", "zh"):
                 for f in r[f"false_{lang}"]:
                     print(f"FALSE [{r['type']}/{lang}/{f['reason']}] {f['row']!r}  <=  {f['survivor']!r}")
+    if args.show_misses:
+        for r in results:
+            for m in r["misses"]:
+                print(f"MISS [{r['type']}/{m['lang']}/{m['type']}{'/band' if m['band'] else ''}] {m['original']!r}  "
+                      f"->  {m['variant']!r}  ({m['variant_fate']})")
     if args.json:
         Path(args.json).write_text(json.dumps(results, ensure_ascii=False, indent=1), encoding="utf-8")
     return 0

@@ -274,12 +274,30 @@ def _mistyped_negation(w: str) -> bool:
     return len(w) >= 3 and not is_word_en(w) and any(OSA.distance(w, g) <= 1 for g in NEGATIONS_EN if len(g) >= 3)
 
 
+def _negated_form(x: list[str], y: list[str]) -> bool:
+    """Is a word of `y` a mistyped negative form of a word of `x`? "shoulxdnt" is one edit from "shouldnt", which
+    starts with "should"; "cazt" is one edit from "cant", which doesn't start with "cat" (a typo of "cat"); "cann"
+    is as near "can" as "cant" (a typo of "can")."""
+    from rapidfuzz.distance import OSA
+
+    for w in y:
+        if w in NEGATIONS_EN or not _mistyped_negation(w):
+            continue
+        for g in NEGATIONS_EN:
+            d = OSA.distance(w, g)
+            if d <= 1 and any(len(v) >= 2 and v != g and g.startswith(v) and d < OSA.distance(w, v) for v in x):
+                return True  # nearer the negation than the word itself: "cann" is as near "can" as "cant"
+    return False
+
+
 def _negation_changed(x: list[str], y: list[str]) -> bool:
     """Do the two sides of a region hold a different number of negations? A mistyped negation on the side with
     fewer counts as one ("not" / "nozt"); a region with as many on each side is still judged word by word."""
     nx, ny = sum(w in NEGATIONS_EN for w in x), sum(w in NEGATIONS_EN for w in y)
     if nx == ny:
-        return False
+        # As many negations each side, but one side has the negative form of the other's word, mistyped:
+        # "should" / "shoulxdn't" (one edit from "shouldnt", which is "should" negated).
+        return _negated_form(x, y) or _negated_form(y, x)
     fewer, more = (x, nx) if nx < ny else (y, ny)
     return more + sum(w not in NEGATIONS_EN and _mistyped_negation(w) for w in fewer) != max(nx, ny)
 
@@ -411,7 +429,8 @@ def _stopword_typo(a: str, b: str) -> bool:
     letter strings are nearly all in wordfreq's list (Zipf ≥ 3), so the dictionary test alone would call these
     content. Two edits when the other side is no word at all ("of" → "ovk", "and" → "anwr", "what" → "hact", "how" →
     "h"): a function word's slot holds no name or term that a non-word could be. A pronoun changed into a common word
-    (Zipf ≥ 4) is content ("me" / "men"); into a rarer one it is a typo ("it" / "nit", "them" / "hem")."""
+    (Zipf ≥ 4) is content ("me" / "men"); into a rarer one or a lone letter it is a typo ("it" / "nit", "my" /
+    "m")."""
     from rapidfuzz.distance import OSA
 
     if (a in STOPWORDS_EN) == (b in STOPWORDS_EN):
@@ -422,7 +441,7 @@ def _stopword_typo(a: str, b: str) -> bool:
     d = OSA.distance(a, b)  # a transposition is one edit: "teh" / "the"
     if d == 2 and len(stop) >= 2 and (not is_word_en(other) if len(other) >= 2 else other not in ("a", "i")):
         return True  # "of" → "ovk", "how" → "h" (a letter is in wordfreq's list, but is no word in a sentence)
-    return d <= 1 and not (stop in PRONOUNS_EN and _zipf_en(other) >= 4.0)
+    return d <= 1 and not (stop in PRONOUNS_EN and len(other) >= 2 and _zipf_en(other) >= 4.0)
 
 
 def content_change(a: str, b: str) -> str | None:

@@ -27,6 +27,7 @@ DISTINCT = [
     ("I do like it.", "I don't like it."),
     ("He did it on purpose.", "He didn it on purpose."),  # "didn" is a negation with its t lost: not "did"
     ("It is safe to eat.", "It is nozt safe to eat."),  # a mistyped negation is still a negation
+    ("You should go to the doctor today.", "You shoulxdn't go to the doctor today."),  # … in one word, too
     # short strings that are names, acronyms, identifiers: a substitution is another thing
     ("What is the TCP protocol used for?", "What is the UDP protocol used for?"),
     ("What is RSA encryption used for?", "What is DSA encryption used for?"),
@@ -89,6 +90,10 @@ TYPOS = [
     ("What is the freezing point of water?", "hact is the freezing poilt of water?"),
     ("How do I bake bread at home?", "H do I bake bread at home?"),
     ("Also make it only 2 paragraphs.", "Also make nit only 2 paragraphs."),  # a pronoun into a rare word: a typo
+    ("My cat is sick, what can I do?", "M cat is sick, what can I do?"),  # … or a lone letter
+    ("The cat is sleeping on the sofa.", "The cazt is sleeping on the sofa."),  # cazt: one edit from cant, too
+    ("Jaws is a ride you can see in Japan.", "Jaws is a ride you cann see in Japan."),  # as near can as cant
+    ("What should I cook for dinner tonight?", "What should k cook for dinner tonight?"),
     # two edits from the word meant and one from a much rarer word ("convex", Zipf 3.3 against 4.6): a typo
     ("Generate a context and a hypothesis.", "Generate a convtex and a hypothesis."),
 ]
