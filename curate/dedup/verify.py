@@ -332,7 +332,10 @@ def _typo(sx: str, sy: str, words: bool) -> bool:
     # A word one edit away competes only if it is about as common as the word meant, or commoner (a noisy channel:
     # one edit is likelier than two, by about what one Zipf unit of frequency is worth): "convtex" is one edit
     # from "convex" (Zipf 3.3) and two from "context" (4.6), and is a typo of "context".
-    prior = max((_zipf_en(m) for m in meant if is_word_en(m)), default=0.0) - 1.0
+    # One word each side only: in a region of several words the word meant is not known ("isdsa encyption" / "is
+    # rsa encryption": "is" is no measure of what "isdsa" stands for).
+    one = len(meant) == 2 and " " not in sx + sy
+    prior = max((_zipf_en(m) for m in meant if is_word_en(m)), default=0.0) - 1.0 if one else 0.0
     for w in sx.split() + sy.split():
         if not is_word_en(w):
             other = {o for o in _one_edit_words(w) - meant

@@ -63,6 +63,7 @@ DISTINCT = [
     ("Draw a picture of him.", "Draw a picture of Tim."),
     # two edits into a non-word that is one edit from a word about as common as the one meant: no typo of it
     ("What is the plural of goose?", "What is the plural of moosr?"),
+    ("What is RSA encryption used for?", "What iSDSA encyption used for?"),  # … in a region of several words: any
 ]
 
 # The same question with typos: noise.
