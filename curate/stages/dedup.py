@@ -613,10 +613,10 @@ def _near(cfg: Config, st: _State, tx: _Texts, rank: np.ndarray, row_ids: pl.Ser
                 return stripped[k]
 
             for k in np.flatnonzero(fits & ~ok & (np.minimum(la, lb) >= nc.cjk_noise_free)).tolist():
-                x, y = int(si[k]), int(sj[k])
-                if bare(x) == skeys[x] and bare(y) == skeys[y]:
+                p, q = int(si[k]), int(sj[k])
+                if bare(p) == skeys[p] and bare(q) == skeys[q]:
                     continue
-                left = min(Levenshtein.distance(bare(x), bare(y)), int(sd[k]))
+                left = min(Levenshtein.distance(bare(p), bare(q)), int(sd[k]))
                 if 1.0 - left / max(la[k], lb[k], 1) >= nc.edit_similarity:
                     ok[k], free[k] = True, int(sd[k]) - left
         noise_free = int((free > 0).sum())
