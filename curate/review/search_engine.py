@@ -20,6 +20,7 @@ import asyncio
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import re
 from collections.abc import Iterable
@@ -46,6 +47,7 @@ from argilla_server.models import (
     User,
     VectorSettings,
 )
+from argilla_server.models import Field as DatasetField
 from argilla_server.search_engine.base import (
     AndFilter,
     Filter,
@@ -489,6 +491,15 @@ class SQLSearchEngine(SearchEngine):
             ).scalars().all()
             for ddl in _all_index_ddl([(p.name, p.settings.get("type")) for p in props]):
                 await db.execute(text(ddl))
+            if _is_pg():  # the partial text index of each field's rows (pg_trgm may be missing: then none)
+                names = (await db.execute(select(DatasetField.name).where(DatasetField.dataset_id == dataset.id)))
+                for ddl in text_index.field_index_ddl(list(names.scalars().all())):
+                    try:
+                        async with db.begin_nested():
+                            await db.execute(text(ddl))
+                    except Exception as exc:  # noqa: BLE001 - searching in one field still works, without it
+                        logging.getLogger("curate.review").warning("curate-sql: no field text index (%s)",
+                                                                   str(exc)[:200])
             await db.commit()
 
     async def delete_index(self, dataset: Dataset) -> None:
@@ -840,14 +851,15 @@ class SQLSearchEngine(SearchEngine):
             names = re.findall(r":(curate_q\d+)", s)
             return text(s).bindparams(*[bindparam(n, sql.params[n]) for n in dict.fromkeys(names)])
 
-        # A query in one field: the index finds the records holding the terms anywhere, the exact check keeps
-        # those holding them in that field (and exclusions are checked in that field only).
-        index_not = [] if tq.field is not None else must_not
-        plan = await text_index.plan(db, dataset_id, must, index_not, _is_pg())
+        # A query in one field reads that field's index (text_index: an FTS5 column / the field's rows); where the
+        # field has none of its own, the index finds the records holding the terms anywhere and the exact check
+        # keeps those holding them in that field (exclusions then checked in that field only).
+        plan = await text_index.plan(db, dataset_id, must, must_not, _is_pg(), tq.field)
         if plan.empty:
             return _Text(empty=True)
-        scan_must = plan.scan_must if tq.field is None else must
-        scan_not = plan.scan_not if tq.field is None else must_not
+        by_index = tq.field is None or plan.field_indexed
+        scan_must = plan.scan_must if by_index else must
+        scan_not = plan.scan_not if by_index else must_not
         conds = [frag(sql.contains(t)) for t in scan_must] + [frag("NOT " + sql.contains(t)) for t in scan_not]
         params = plan.params
         for ex in plan.exclude_sql:

@@ -28,6 +28,7 @@ Runs inside the argilla-server virtualenv: only the stdlib and sqlalchemy.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,30 +38,74 @@ _LOGGER = logging.getLogger("curate.review")
 # (an OR of thousands of phrases costs more than reading the text).
 MAX_PREFIX_TRIGRAMS = 512
 
-_SQLITE_TEXT = (
-    "coalesce((SELECT group_concat(value, char(10)) FROM json_tree({row}.fields) WHERE type = 'text'), '') || char(10)"
+# SQLite: the FTS5 table has a column per field (c0 .. c{N-1}), so a query in one field reads its column's index
+# instead of the field JSON of every hit. A dataset's fields take the columns in the order they were made
+# (curate_text_cols, kept by a trigger on argilla's `fields`; a published dataset's fields never change); an 8th
+# and later field share the last column, where a one-field query still checks the field's text.
+SQLITE_COLUMNS = 8
+_COLS = ", ".join(f"c{k}" for k in range(SQLITE_COLUMNS))
+_LAST = SQLITE_COLUMNS - 1
+# Each column: its fields' string leaves (chat messages included) joined by newlines, two newlines at the end
+# (so a one-character term at the very end still starts a trigram); NULL when the record has no text there.
+_SQLITE_COLUMN_TEXT = (
+    "SELECT " + ", ".join(f"max(CASE WHEN col = {k} THEN txt END)" for k in range(SQLITE_COLUMNS))
+    + " FROM (SELECT coalesce(m.col, " + str(_LAST) + ") AS col, "
+    "group_concat(t.value, char(10)) || char(10) || char(10) AS txt "
+    "FROM json_each({row}.fields) AS f "
+    "LEFT JOIN curate_text_cols AS m ON m.dataset_id = {row}.dataset_id AND m.name = f.key "
+    "JOIN json_tree({row}.fields, f.fullkey) AS t WHERE t.type = 'text' GROUP BY 1)"
 )
+_SQLITE_FTS = f"CREATE VIRTUAL TABLE curate_text USING fts5({_COLS}, content='', tokenize='trigram')"
 
+# The same columns for every record at once (SQLite has no LATERAL: one pass grouped by row and column).
+_SQLITE_REBUILD = (
+    f"INSERT INTO curate_text(rowid, {_COLS}) SELECT i.n, "
+    + ", ".join(f"max(CASE WHEN p.col = {k} THEN p.txt END)" for k in range(SQLITE_COLUMNS))
+    + " FROM curate_text_ids AS i LEFT JOIN (SELECT r.id AS rid, coalesce(m.col, " + str(_LAST) + ") AS col, "
+    "group_concat(t.value, char(10)) || char(10) || char(10) AS txt "
+    "FROM records AS r, json_each(r.fields) AS f "
+    "LEFT JOIN curate_text_cols AS m ON m.dataset_id = r.dataset_id AND m.name = f.key "
+    "JOIN json_tree(r.fields, f.fullkey) AS t WHERE t.type = 'text' GROUP BY r.id, 2) AS p ON p.rid = i.record_id "
+    "GROUP BY i.n"
+)
 SQLITE_DDL = (
     ("CREATE TABLE IF NOT EXISTS curate_text_ids (n INTEGER PRIMARY KEY, record_id CHAR(32) NOT NULL UNIQUE, "
     "dataset_id CHAR(32) NOT NULL)"),
-    "CREATE VIRTUAL TABLE IF NOT EXISTS curate_text USING fts5(body, content='', tokenize='trigram')",
+    ("CREATE TABLE IF NOT EXISTS curate_text_cols (dataset_id CHAR(32) NOT NULL, name TEXT NOT NULL, "
+     "col INTEGER NOT NULL, PRIMARY KEY (dataset_id, name))"),
+    _SQLITE_FTS.replace("CREATE VIRTUAL TABLE", "CREATE VIRTUAL TABLE IF NOT EXISTS"),
     "CREATE VIRTUAL TABLE IF NOT EXISTS curate_text_vocab USING fts5vocab(curate_text, 'row')",
-    "CREATE TRIGGER IF NOT EXISTS curate_text_ai AFTER INSERT ON records BEGIN "
-    "INSERT INTO curate_text_ids(record_id, dataset_id) VALUES (new.id, new.dataset_id); "
-    "INSERT INTO curate_text(rowid, body) VALUES ((SELECT n FROM curate_text_ids WHERE record_id = new.id), "
-    + _SQLITE_TEXT.format(row="new") + "); END",
-    # A contentless FTS5 table forgets a row when told the text it indexed; the same expression recomputes it.
-    "CREATE TRIGGER IF NOT EXISTS curate_text_ad AFTER DELETE ON records BEGIN "
-    "INSERT INTO curate_text(curate_text, rowid, body) SELECT 'delete', n, " + _SQLITE_TEXT.format(row="old")
-    + " FROM curate_text_ids WHERE record_id = old.id; DELETE FROM curate_text_ids WHERE record_id = old.id; END",
-    "CREATE TRIGGER IF NOT EXISTS curate_text_au AFTER UPDATE OF fields ON records BEGIN "
-    "INSERT INTO curate_text(curate_text, rowid, body) SELECT 'delete', n, " + _SQLITE_TEXT.format(row="old")
-    + " FROM curate_text_ids WHERE record_id = old.id; "
-    "INSERT INTO curate_text(rowid, body) SELECT n, " + _SQLITE_TEXT.format(row="new")
-    + " FROM curate_text_ids WHERE record_id = new.id; END",
 )
+# Triggers are dropped and made again at every start (their text may change between versions).
+SQLITE_TRIGGERS = {
+    "curate_text_cols_ai": (
+        "CREATE TRIGGER curate_text_cols_ai AFTER INSERT ON fields BEGIN "
+        "INSERT OR IGNORE INTO curate_text_cols(dataset_id, name, col) VALUES (new.dataset_id, new.name, "
+        f"min({_LAST}, (SELECT count(*) FROM curate_text_cols WHERE dataset_id = new.dataset_id))); END"
+    ),
+    "curate_text_ai": (
+        "CREATE TRIGGER curate_text_ai AFTER INSERT ON records BEGIN "
+        "INSERT INTO curate_text_ids(record_id, dataset_id) VALUES (new.id, new.dataset_id); "
+        f"INSERT INTO curate_text(rowid, {_COLS}) SELECT i.n, s.* FROM curate_text_ids AS i, ("
+        + _SQLITE_COLUMN_TEXT.format(row="new") + ") AS s WHERE i.record_id = new.id; END"
+    ),
+    # A contentless FTS5 table forgets a row when told the text it indexed; the same expression recomputes it.
+    "curate_text_ad": (
+        "CREATE TRIGGER curate_text_ad AFTER DELETE ON records BEGIN "
+        f"INSERT INTO curate_text(curate_text, rowid, {_COLS}) SELECT 'delete', i.n, s.* FROM curate_text_ids AS i, ("
+        + _SQLITE_COLUMN_TEXT.format(row="old") + ") AS s WHERE i.record_id = old.id; "
+        "DELETE FROM curate_text_ids WHERE record_id = old.id; END"
+    ),
+    "curate_text_au": (
+        "CREATE TRIGGER curate_text_au AFTER UPDATE OF fields ON records BEGIN "
+        f"INSERT INTO curate_text(curate_text, rowid, {_COLS}) SELECT 'delete', i.n, s.* FROM curate_text_ids AS i, ("
+        + _SQLITE_COLUMN_TEXT.format(row="old") + ") AS s WHERE i.record_id = old.id; "
+        f"INSERT INTO curate_text(rowid, {_COLS}) SELECT i.n, s.* FROM curate_text_ids AS i, ("
+        + _SQLITE_COLUMN_TEXT.format(row="new") + ") AS s WHERE i.record_id = new.id; END"
+    ),
+}
 
+_SAFE_FIELD = re.compile(r"^[A-Za-z0-9_\-]{1,200}$")
 _CJK_LO, _CJK_HI = "\u3400", "\u9fff"  # CJK Extension A .. Unified Ideographs
 
 PG_DDL = (
@@ -77,11 +122,25 @@ PG_DDL = (
     ("CREATE TABLE IF NOT EXISTS curate_record_text (record_id uuid PRIMARY KEY REFERENCES records(id) ON DELETE "
     "CASCADE, dataset_id uuid NOT NULL, body text NOT NULL, bigrams text[] NOT NULL)"),
     "CREATE INDEX IF NOT EXISTS ix_curate_record_text_bigrams ON curate_record_text USING gin (bigrams)",
+    # One row per (record, field): a query in one field reads that field's rows (a pg_trgm index per field name,
+    # partial, made at start and when a dataset is published) instead of every hit's field JSON.
+    ("CREATE TABLE IF NOT EXISTS curate_field_text (record_id uuid NOT NULL REFERENCES records(id) ON DELETE "
+     "CASCADE, dataset_id uuid NOT NULL, field text NOT NULL, body text NOT NULL, PRIMARY KEY (record_id, field))"),
     ("CREATE OR REPLACE FUNCTION curate_record_text_sync() RETURNS trigger LANGUAGE plpgsql AS $$ "
     "DECLARE b text := curate_fields_text(NEW.fields); BEGIN "
     "INSERT INTO curate_record_text(record_id, dataset_id, body, bigrams) "
     "VALUES (NEW.id, NEW.dataset_id, b, curate_cjk_bigrams(b)) "
-    "ON CONFLICT (record_id) DO UPDATE SET body = EXCLUDED.body, bigrams = EXCLUDED.bigrams; RETURN NULL; END $$"),
+    "ON CONFLICT (record_id) DO UPDATE SET body = EXCLUDED.body, bigrams = EXCLUDED.bigrams; "
+    "IF TG_OP = 'UPDATE' THEN DELETE FROM curate_field_text WHERE record_id = NEW.id; END IF; "
+    "INSERT INTO curate_field_text(record_id, dataset_id, field, body) "
+    "SELECT NEW.id, NEW.dataset_id, e.key, curate_fields_text(e.value) FROM json_each(NEW.fields) AS e; "
+    "RETURN NULL; END $$"),
+)
+PG_FIELD_FILL = (
+    "INSERT INTO curate_field_text(record_id, dataset_id, field, body) "
+    "SELECT r.id, r.dataset_id, e.key, curate_fields_text(e.value) FROM records r "
+    "CROSS JOIN LATERAL json_each(r.fields) AS e "
+    "WHERE NOT EXISTS (SELECT 1 FROM curate_field_text x WHERE x.record_id = r.id)"
 )
 # Created once (see ensure_sync): CREATE TRIGGER needs a lock on `records` that waits for every open transaction.
 PG_TRIGGER = (
@@ -94,27 +153,61 @@ PG_TRGM_DDL = (
 )
 
 
+def _sqlite_has_current_fts(conn: Any) -> bool:
+    row = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'curate_text'").first()
+    return row is None or f"fts5({_COLS}," in row[0]
+
+
+def _sqlite_fill_columns(conn: Any) -> None:
+    """Give every field of every dataset its column, in the order the fields were made (what the trigger on
+    `fields` does for new ones)."""
+    rows = conn.exec_driver_sql("SELECT dataset_id, name FROM fields ORDER BY dataset_id, inserted_at, rowid").all()
+    for dataset_id, name in rows:
+        conn.exec_driver_sql(
+            "INSERT OR IGNORE INTO curate_text_cols(dataset_id, name, col) VALUES (?, ?, "
+            f"min({_LAST}, (SELECT count(*) FROM curate_text_cols WHERE dataset_id = ?)))",
+            (dataset_id, name, dataset_id),
+        )
+
+
+def field_index_ddl(names: list[str]) -> list[str]:
+    """PostgreSQL: the partial pg_trgm index of each field name's rows in curate_field_text (a plain name only:
+    it is an SQL literal, so the planner can match the index to a query's `field = '...'`)."""
+    import hashlib
+
+    return [
+        f"CREATE INDEX IF NOT EXISTS ix_curate_ft_{hashlib.sha1(n.encode()).hexdigest()[:16]} ON curate_field_text "
+        f"USING gin (body gin_trgm_ops) WHERE field = '{n}'"
+        for n in sorted(set(names)) if _SAFE_FIELD.match(n)
+    ]
+
+
 def ensure_sync(conn: Any, is_pg: bool) -> dict[str, Any]:
     """Create the index objects (idempotent) and fill in what is missing. `conn`: a SQLAlchemy sync connection
     in a transaction. Returns what was done, for the log."""
     if not is_pg:
+        migrated = not _sqlite_has_current_fts(conn)
+        if migrated:  # a one-column index from before the per-field columns: made again
+            conn.exec_driver_sql("DROP TABLE IF EXISTS curate_text_vocab")
+            conn.exec_driver_sql("DROP TABLE IF EXISTS curate_text")
         for ddl in SQLITE_DDL:
+            conn.exec_driver_sql(ddl)
+        for name, ddl in SQLITE_TRIGGERS.items():
+            conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name}")
             conn.exec_driver_sql(ddl)
         have = conn.exec_driver_sql("SELECT count(*) FROM curate_text_ids").scalar_one()
         records = conn.exec_driver_sql("SELECT count(*) FROM records").scalar_one()
-        if have == records:
+        if have == records and not migrated:
             return {"rebuilt": False, "records": records}
         # Counts disagree: a database from before the index (or edited behind argilla's back). Rebuild it all.
+        _sqlite_fill_columns(conn)
         conn.exec_driver_sql("INSERT INTO curate_text(curate_text) VALUES ('delete-all')")
         conn.exec_driver_sql("DELETE FROM curate_text_ids")
         conn.exec_driver_sql(
             "INSERT INTO curate_text_ids(record_id, dataset_id) SELECT id, dataset_id FROM records ORDER BY rowid"
         )
-        conn.exec_driver_sql(
-            "INSERT INTO curate_text(rowid, body) SELECT i.n, " + _SQLITE_TEXT.format(row="r")
-            + " FROM curate_text_ids i JOIN records r ON r.id = i.record_id"
-        )
-        return {"rebuilt": True, "records": records}
+        conn.exec_driver_sql(_SQLITE_REBUILD)
+        return {"rebuilt": True, "records": records, "per_field_columns": migrated}
     for ddl in PG_DDL:
         conn.exec_driver_sql(ddl)
     if not conn.exec_driver_sql(
@@ -122,7 +215,8 @@ def ensure_sync(conn: Any, is_pg: bool) -> dict[str, Any]:
     ).first():
         conn.exec_driver_sql(PG_TRIGGER)
     trgm = True
-    for ddl in PG_TRGM_DDL:
+    names = [n for (n,) in conn.exec_driver_sql("SELECT DISTINCT name FROM fields").all()]
+    for ddl in PG_TRGM_DDL + tuple(field_index_ddl(names)):
         try:
             with conn.begin_nested():
                 conn.exec_driver_sql(ddl)
@@ -136,7 +230,9 @@ def ensure_sync(conn: Any, is_pg: bool) -> dict[str, Any]:
         "CROSS JOIN LATERAL (SELECT curate_fields_text(r.fields) AS b) t "
         "WHERE NOT EXISTS (SELECT 1 FROM curate_record_text x WHERE x.record_id = r.id)"
     ).rowcount
-    return {"rebuilt": bool(added), "added": added, "pg_trgm": trgm}
+    fields_added = conn.exec_driver_sql(PG_FIELD_FILL).rowcount
+    return {"rebuilt": bool(added or fields_added), "added": added, "field_rows_added": fields_added,
+            "pg_trgm": trgm}
 
 
 def _is_cjk(ch: str) -> bool:
@@ -163,6 +259,10 @@ class TextPlan:
     scan_must: list[str] = field(default_factory=list)
     scan_not: list[str] = field(default_factory=list)
     empty: bool = False  # a required term occurs nowhere: no record matches
+    # A query in one field: True when the plan restricts every indexed term (and exclusion) to that field, so
+    # the engine checks only `scan_must` / `scan_not` in the field's JSON; False: the plan finds records holding
+    # the terms anywhere (and ignores exclusions), the engine checks every term in the field.
+    field_indexed: bool = False
 
     def _name(self, value: Any) -> str:
         name = f"curate_t{len(self.params)}"
@@ -184,21 +284,40 @@ async def _prefix_trigrams(db: Any, term: str) -> list[str] | None:
     return None if len(rows) > MAX_PREFIX_TRIGRAMS else list(rows)
 
 
-async def _sqlite_match(db: Any, term: str) -> str | None:
-    """An FTS5 MATCH expression for one term, "" when no record can contain it, None when it must be scanned."""
+async def _sqlite_match(db: Any, term: str, col: int | None = None) -> str | None:
+    """An FTS5 MATCH expression for one term (in column `col` when given), "" when no record can contain it,
+    None when it must be scanned."""
+    scope = "" if col is None else f"c{col} : "
     if len(term) >= 3:
-        return _fts_phrase(term)
+        return scope + _fts_phrase(term)
     grams = await _prefix_trigrams(db, term)
     if grams is None:
         return None
     if not grams:
         return ""
-    return "(" + " OR ".join(_fts_phrase(g) for g in grams) + ")"
+    return scope + "(" + " OR ".join(_fts_phrase(g) for g in grams) + ")"
 
 
-async def plan(db: Any, dataset_id: Any, must: list[str], must_not: list[str], is_pg: bool) -> TextPlan:
-    """The index plan for a query's required and excluded terms (see the module docstring)."""
+async def _sqlite_column(db: Any, dataset_hex: str, field_name: str) -> int | None:
+    """The FTS5 column holding only this field's text, None when it has none (unknown, or sharing the last)."""
+    from sqlalchemy import text
+
+    col = (
+        await db.execute(
+            text("SELECT col FROM curate_text_cols WHERE dataset_id = :ds AND name = :name"),
+            {"ds": dataset_hex, "name": field_name},
+        )
+    ).scalar_one_or_none()
+    return None if col is None or col >= _LAST else int(col)
+
+
+async def plan(db: Any, dataset_id: Any, must: list[str], must_not: list[str], is_pg: bool,
+               field_name: str | None = None) -> TextPlan:
+    """The index plan for a query's required and excluded terms, in the whole record or in one field (see the
+    module docstring and TextPlan.field_indexed)."""
     p = TextPlan()
+    if is_pg and field_name is not None:
+        return _pg_field_plan(p, dataset_id, must, must_not, field_name)
     if is_pg:
         ds = p._name(dataset_id)
         conds, score_parts = [f"t.dataset_id = :{ds}"], []
@@ -216,10 +335,17 @@ async def plan(db: Any, dataset_id: Any, must: list[str], must_not: list[str], i
             where = " AND ".join(conds)
             p.hits_sql = f"SELECT t.record_id AS rid, {score} AS score FROM curate_record_text t WHERE {where}"
         return p
-    ds = p._name(dataset_id.hex if hasattr(dataset_id, "hex") else str(dataset_id))
+    ds_hex = dataset_id.hex if hasattr(dataset_id, "hex") else str(dataset_id).replace("-", "")
+    col = None
+    if field_name is not None:
+        col = await _sqlite_column(db, ds_hex, field_name)
+        p.field_indexed = col is not None
+        if col is None:
+            must_not = []  # checked in the field's JSON by the engine
+    ds = p._name(ds_hex)
     parts = []
     for term in must:
-        m = await _sqlite_match(db, term)
+        m = await _sqlite_match(db, term, col)
         if m is None:
             p.scan_must.append(term)
         elif m == "":
@@ -228,7 +354,7 @@ async def plan(db: Any, dataset_id: Any, must: list[str], must_not: list[str], i
         else:
             parts.append(m)
     for term in must_not:
-        m = await _sqlite_match(db, term)
+        m = await _sqlite_match(db, term, col)
         if m is None:
             p.scan_not.append(term)
         elif m:
@@ -243,6 +369,43 @@ async def plan(db: Any, dataset_id: Any, must: list[str], must_not: list[str], i
             f"SELECT i.record_id AS rid, -bm25(curate_text) AS score FROM curate_text f "
             f"JOIN curate_text_ids i ON i.n = f.rowid WHERE curate_text MATCH :{q} AND i.dataset_id = :{ds}"
         )
+    return p
+
+
+def _pg_field_plan(p: TextPlan, dataset_id: Any, must: list[str], must_not: list[str], field_name: str) -> TextPlan:
+    """PostgreSQL, one field: the field's rows of curate_field_text (its partial pg_trgm index for terms of three
+    or more characters; two Chinese characters through the record's bigram index, then the field's text),
+    ranked by the terms' density in the field."""
+    p.field_indexed = True
+    ds = p._name(dataset_id)
+    if _SAFE_FIELD.match(field_name):
+        fcond = f"f.field = '{field_name}'"  # a literal, so the planner can pick the field's partial index
+    else:
+        fcond = f"f.field = :{p._name(field_name)}"
+
+    def cond(term: str) -> str:
+        like = p._name(_like(term.lower()))
+        c = f"f.body LIKE :{like} ESCAPE '\\'"
+        if len(term) == 2 and all(_is_cjk(ch) for ch in term):
+            b = p._name(term.lower())
+            c += (f" AND f.record_id IN (SELECT t.record_id FROM curate_record_text t WHERE t.dataset_id = :{ds} "
+                  f"AND t.bigrams @> ARRAY[CAST(:{b} AS text)])")
+        return c
+
+    for term in must_not:
+        p.exclude_sql.append(
+            f"SELECT f.record_id FROM curate_field_text f WHERE f.dataset_id = :{ds} AND {fcond} AND {cond(term)}"
+        )
+    if must:
+        conds, score_parts = [f"f.dataset_id = :{ds}", fcond], []
+        for term in must:
+            conds.append(cond(term))
+            t = p._name(term)
+            tl = f"lower(CAST(:{t} AS text))"
+            score_parts.append(f"(length(f.body) - length(replace(f.body, {tl}, ''))) / length({tl})")
+        score = f"CAST(({' + '.join(score_parts)}) AS FLOAT) / (1.0 + length(f.body) / 500.0)"
+        p.hits_sql = (f"SELECT f.record_id AS rid, {score} AS score FROM curate_field_text f "
+                      f"WHERE {' AND '.join(conds)}")
     return p
 
 
