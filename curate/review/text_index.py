@@ -5,22 +5,28 @@ Why: the curate-sql engine answered text queries by parsing every record's `fiel
 this engine replaces, answers from an inverted index; here the database's own text indexes play that part.
 
 What is indexed: each record's text, i.e. every string leaf of its `fields` JSON (chat messages included) joined
-by newlines, with a newline at the end. Kept current by triggers in the same transaction as argilla's own writes
+by newlines, field by field. Kept current by triggers in the same transaction as argilla's own writes
 (so nothing argilla does, nor a crash between two statements, can leave it stale) and rebuilt at start when the
 counts disagree (a database from before this index, or restored from a dump).
 
 - SQLite: an FTS5 table with the trigram tokenizer (substring matching, case-folded, any script; contentless, so
-  the text isn't stored twice) plus `curate_text_ids` (stable integer ids; FTS rowids must survive VACUUM, which
-  renumbers implicit rowids). A term of three or more characters is a trigram phrase. A one- or two-character
-  term (most Chinese words are two characters) can't be a trigram, but every occurrence of it is followed by some
-  character (the trailing newline guarantees one), so the records containing it are exactly those holding a
-  trigram that starts with it: the index's own vocabulary (fts5vocab, a range read) lists those trigrams.
-  Ranked by bm25.
+  the text isn't stored twice) with a column per field (c0 .. c7: a dataset's fields in the order they were made,
+  `curate_text_cols`; an 8th and later field share the last column), plus `curate_text_ids` (stable integer ids;
+  FTS rowids must survive VACUUM, which renumbers implicit rowids). A query in the whole record matches any
+  column; a query in one field is a column filter (`c1 : "example"`), so a common word in one field reads that
+  column's index instead of every hit's field JSON (a field sharing the last column is still checked in its JSON).
+  A term of three or more characters is a trigram phrase. A one- or two-character term (most Chinese words are
+  two characters) can't be a trigram, but every occurrence of it is followed by two more characters (each
+  column's text ends with two newlines), so the records containing it are exactly those holding a trigram that
+  starts with it: the index's own vocabulary (fts5vocab, a range read) lists those trigrams. Ranked by bm25. An
+  index from before the per-field columns (one `body` column) is made again at start.
 - PostgreSQL: a side table `curate_record_text` (record_id, dataset_id, lower-cased body, the distinct Chinese
   character bigrams of the body) with a pg_trgm GIN index on the body (terms of three or more characters) and a
   GIN index on the bigrams (two-character Chinese terms); other short terms read the side table's plain text
-  (a fraction of parsing JSON). Without the pg_trgm extension (no right to create it) the side table still
-  serves, without its trigram index. Ranked by term density.
+  (a fraction of parsing JSON). A query in one field reads `curate_field_text` (a row per record and field, the
+  field's lower-cased text) through a partial pg_trgm index per field name (made at start and when a dataset is
+  published). Without the pg_trgm extension (no right to create it) the side tables still serve, without their
+  trigram indexes. Ranked by term density.
 
 Runs inside the argilla-server virtualenv: only the stdlib and sqlalchemy.
 """
