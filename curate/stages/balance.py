@@ -627,7 +627,9 @@ def run(frame: pl.LazyFrame | pl.DataFrame, cfg: Config) -> StageResult:
         stats["length_balance"] = length_stats
     out_cols = [n for n in names if n != "__row" and n not in ADDS] + list(ADDS)
     base = lf.with_columns(pl.lit(None, dtype=pl.String).alias("balance_copy_of"))
-    kept = base.join(rejected.lazy().select("__row"), on="__row", how="anti", maintain_order="left")
+    # Row filters, not joins: the streaming engine keeps a join's left side to keep its order (~1.8 GB at 1M).
+    dropped = pl.col("__row").is_in(rejected["__row"].implode())
+    kept = base.filter(~dropped)
     if copies:
         plan_df = pl.DataFrame(
             {"__row": [r for r, _ in copies], "__copy": [k for _, k in copies], "__order": range(len(copies))},
@@ -651,7 +653,10 @@ def run(frame: pl.LazyFrame | pl.DataFrame, cfg: Config) -> StageResult:
             )
         )
         kept = pl.concat([kept.select(out_cols), dup.select(out_cols)])
-    rej = base.join(rejected.lazy(), on="__row", how="inner", maintain_order="left")
+    rej = base.filter(dropped).with_columns(
+        pl.col("__row").replace_strict(rejected["__row"], rejected[c], return_dtype=rejected.schema[c]).alias(c)
+        for c in rejected.columns if c != "__row"
+    )
     rejects = reject(rej, NAME, pl.col("reason"), pl.col("detail")).select(
         out_cols + ["stage", "reason", "detail"]
     )
