@@ -83,6 +83,10 @@ def test_planted_duplicates_zh_en_in_many_batches(ray_cluster, tmp_path, monkeyp
     import curate.engines.ray as ray_engine
 
     monkeypatch.setattr(ray_engine, "BATCH_ROWS", 64)
+    # Stage files of 128-row groups (both engines): a row-local step reads several row groups, cut into batches.
+    import curate.runner as runner
+
+    monkeypatch.setattr(runner, "ROW_GROUP", 128)
     chunks: list[int] = []
     spread = ray_engine.Engine._embed_chunks
 
@@ -242,3 +246,21 @@ def test_every_input_format_same_bytes(ray_cluster, tmp_path):
     rep = run_pipeline(cfg, inputs, tmp_path / "ray", engine="ray")
     assert_same_run(tmp_path / "local", tmp_path / "ray")
     assert len(rep["steps"][0]["stats"]["sources"]) == len(inputs) >= 10 and rep["steps"][0]["copies"] > 0
+
+
+def test_slices_follow_the_file_order(tmp_path):
+    """A row-local step's batches: every row group in file order, cut into pieces of at most BATCH_ROWS rows (not
+    ray.data.read_parquet, whose blocks of a large file came back rotated on Ray 2.60)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from curate.engines.ray import slices
+
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"x": list(range(300))}), path, row_group_size=128)
+    items = slices(path, 50)
+    assert [(i["rg"], i["offset"], i["rows"]) for i in items] == [
+        (0, 0, 50), (0, 50, 50), (0, 100, 28), (1, 0, 50), (1, 50, 50), (1, 100, 28), (2, 0, 44)]
+    src = pq.ParquetFile(path)
+    rows = [v for i in items for v in src.read_row_group(i["rg"]).slice(i["offset"], i["rows"]).column("x").to_pylist()]
+    assert rows == list(range(300))
