@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def psql(url: str, sql: str) -> str:
+    """Run one SQL statement with psql against `url` (stop on error) and return its unaligned output."""
+    out = subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-tAqc", sql], check=True, capture_output=True,
+                         text=True)
+    return out.stdout.strip()
 
 
 def client(info: ServerInfo, account: Account | None = None):

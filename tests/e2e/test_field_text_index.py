@@ -8,9 +8,7 @@ is made again at start, and PostgreSQL's partial index is what the query reads."
 from __future__ import annotations
 
 import hashlib
-import socket
 import sqlite3
-import subprocess
 import uuid
 from urllib.parse import urlparse, urlunparse
 
@@ -19,7 +17,7 @@ import pytest
 
 from curate.review import server
 
-from tests.e2e.conftest import pg_url
+from tests.e2e.conftest import free_port, pg_url, psql
 
 pytestmark = pytest.mark.e2e
 
@@ -130,16 +128,10 @@ def test_one_field_search_answers_what_the_field_holds(any_server, q, field, mus
         assert want <= set(api.search(dsid, q, None)[0])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_sqlite_one_column_index_is_made_again_at_start(tmp_path):
     """A database from before the per-field columns (one `body` column) gets the new index at start, filled from
     the records and the fields' columns; the second start changes nothing."""
-    home, port = tmp_path / "home", _free_port()
+    home, port = tmp_path / "home", free_port()
     info = server.start(home, port=port, annotators=["ann1"])
     try:
         dsid = _dataset(info, "ftx-old")
@@ -170,37 +162,31 @@ def test_sqlite_one_column_index_is_made_again_at_start(tmp_path):
         server.stop(home)
 
 
-def _psql(url: str, sql: str) -> str:
-    out = subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-tAqc", sql], check=True, capture_output=True,
-                         text=True)
-    return out.stdout.strip()
-
-
 def test_postgresql_field_rows_are_filled_at_start_follow_writes_and_are_read(tmp_path):
     base = pg_url()
     name = f"curate_test_ftx_{uuid.uuid4().hex[:6]}"
     url = urlunparse(urlparse(base)._replace(path=f"/{name}"))
-    _psql(base, f"CREATE DATABASE {name}")
-    home, port = tmp_path / "home", _free_port()
+    psql(base, f"CREATE DATABASE {name}")
+    home, port = tmp_path / "home", free_port()
     try:
         info = server.start(home, port=port, database_url=url, annotators=["ann1"])
         dsid = _dataset(info, "ftx")
         n_fields = sum(len(_fields(i)) for i in range(N))
-        assert _psql(url, "SELECT count(*) FROM curate_field_text") == str(n_fields)
+        assert psql(url, "SELECT count(*) FROM curate_field_text") == str(n_fields)
         index = f"ix_curate_ft_{hashlib.sha1(b'prompt').hexdigest()[:16]}"
-        assert _psql(url, f"SELECT count(*) FROM pg_indexes WHERE indexname = '{index}'") == "1"  # at publish
+        assert psql(url, f"SELECT count(*) FROM pg_indexes WHERE indexname = '{index}'") == "1"  # at publish
         server.stop(home)
         # a database from before the field rows: filled (and the indexes made) at start
-        _psql(url, "DELETE FROM curate_field_text; " + f"DROP INDEX {index}")
+        psql(url, "DELETE FROM curate_field_text; " + f"DROP INDEX {index}")
         info = server.start(home, port=port, database_url=url, annotators=["ann1"])
-        assert _psql(url, "SELECT count(*) FROM curate_field_text") == str(n_fields)
-        assert _psql(url, f"SELECT count(*) FROM pg_indexes WHERE indexname = '{index}'") == "1"
+        assert psql(url, "SELECT count(*) FROM curate_field_text") == str(n_fields)
+        assert psql(url, f"SELECT count(*) FROM pg_indexes WHERE indexname = '{index}'") == "1"
         api = Api(info, info.annotators[0])
         assert set(api.search(dsid, "example", "prompt")[0]) == _expected("prompt", ["example"])
         # the engine's condition on a field's rows (the name as a literal) can read that field's partial index
         # (a tiny table: a sequential scan, or the primary key's, would win; both ruled out in a rolled-back
         # transaction)
-        plan = _psql(url, "BEGIN; ALTER TABLE curate_field_text DROP CONSTRAINT curate_field_text_pkey; "
+        plan = psql(url, "BEGIN; ALTER TABLE curate_field_text DROP CONSTRAINT curate_field_text_pkey; "
                           "SET LOCAL enable_seqscan = off; EXPLAIN SELECT f.record_id FROM curate_field_text f "
                           f"WHERE f.dataset_id = '{dsid}' AND f.field = 'prompt' AND f.body LIKE '%example%'; "
                           "ROLLBACK")
@@ -217,8 +203,8 @@ def test_postgresql_field_rows_are_filled_at_start_follow_writes_and_are_read(tm
         t01 = [i["id"] for i in Api(info).http.get(f"/api/v1/datasets/{dsid}/records", params={"limit": 1000})
                .json()["items"] if i["external_id"] == "t01"][0]
         assert Api(info).http.delete(f"/api/v1/records/{t01}").status_code == 200
-        assert _psql(url, f"SELECT count(*) FROM curate_field_text WHERE record_id = '{t01}'") == "0"
-        assert _psql(url, "SELECT count(*) FROM curate_field_text WHERE field = 'prompt'") == str(N - 1)
+        assert psql(url, f"SELECT count(*) FROM curate_field_text WHERE record_id = '{t01}'") == "0"
+        assert psql(url, "SELECT count(*) FROM curate_field_text WHERE field = 'prompt'") == str(N - 1)
     finally:
         server.stop(home)
-        _psql(base, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        psql(base, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

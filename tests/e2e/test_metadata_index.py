@@ -6,8 +6,6 @@ PostgreSQL indexes are made when a server starts on an existing database, and th
 from __future__ import annotations
 
 import hashlib
-import socket
-import subprocess
 import time
 import uuid
 from urllib.parse import urlparse, urlunparse
@@ -17,7 +15,7 @@ import pytest
 
 from curate.review import server
 
-from tests.e2e.conftest import pg_url
+from tests.e2e.conftest import free_port, pg_url, psql
 
 pytestmark = pytest.mark.e2e
 
@@ -122,43 +120,31 @@ def test_metadata_filters_return_what_the_scan_returns(any_server):
         assert ann.search(dsid, {"filters": {"and": [flt, pending]}}) == (mine, len(mine)), flt
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _psql(url: str, sql: str) -> str:
-    out = subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-tAqc", sql], check=True, capture_output=True,
-                         text=True)
-    return out.stdout.strip()
-
-
 def test_postgresql_metadata_indexes_are_made_at_start_and_used(tmp_path):
     base = pg_url()
     name = f"curate_test_mdx_{uuid.uuid4().hex[:6]}"
     url = urlunparse(urlparse(base)._replace(path=f"/{name}"))
-    _psql(base, f"CREATE DATABASE {name}")
-    home, port = tmp_path / "home", _free_port()
+    psql(base, f"CREATE DATABASE {name}")
+    home, port = tmp_path / "home", free_port()
     try:
         info = server.start(home, port=port, database_url=url, annotators=["ann1"])
         ds = _dataset(info, "mdx", n=30)
         index_sql = ("SELECT count(*) FROM pg_indexes WHERE tablename = 'curate_meta' "
                      "AND (indexname LIKE 'ix_curate_mmt_%' OR indexname LIKE 'ix_curate_mmn_%')")
-        assert _psql(url, index_sql) == "3"  # made when the properties were configured
+        assert psql(url, index_sql) == "3"  # made when the properties were configured
         # a number that doesn't fit a float8 is no number (and no failed insert), a string is none either
-        assert _psql(url, "SELECT curate_jsonb_float('{\"a\": 1e400}', 'a') IS NULL, "
+        assert psql(url, "SELECT curate_jsonb_float('{\"a\": 1e400}', 'a') IS NULL, "
                           "curate_jsonb_float('{\"a\": \"3\"}', 'a') IS NULL, curate_jsonb_float('{\"a\": 2.5}', 'a')"
                      ) == "t|t|2.5"
         server.stop(home)
-        assert _psql(url, "SELECT count(*) FROM curate_meta") == "30"
+        assert psql(url, "SELECT count(*) FROM curate_meta") == "30"
         # an existing database without them (made by an older curate): made and filled again at start
-        _psql(url, "DROP TRIGGER curate_meta_sync ON records; DROP TABLE curate_meta")
-        assert _psql(url, "SELECT count(*) FROM pg_indexes WHERE indexname LIKE 'ix_curate_mm%'") == "0"
-        _psql(url, f"ALTER DATABASE {name} SET enable_seqscan = off")  # tiny table: make an index plan possible
+        psql(url, "DROP TRIGGER curate_meta_sync ON records; DROP TABLE curate_meta")
+        assert psql(url, "SELECT count(*) FROM pg_indexes WHERE indexname LIKE 'ix_curate_mm%'") == "0"
+        psql(url, f"ALTER DATABASE {name} SET enable_seqscan = off")  # tiny table: make an index plan possible
         info = server.start(home, port=port, database_url=url, annotators=["ann1"])
-        assert _psql(url, index_sql) == "3"
-        assert _psql(url, "SELECT count(*) FROM curate_meta") == "30"
+        assert psql(url, index_sql) == "3"
+        assert psql(url, "SELECT count(*) FROM curate_meta") == "30"
         ann = Api(info, info.annotators[0])
         lang = {"type": "terms", "scope": {"entity": "metadata", "metadata_property": "lang"}, "values": ["zh"]}
         n_range = {"type": "range", "scope": {"entity": "metadata", "metadata_property": "n"}, "ge": 3, "le": 9}
@@ -172,9 +158,9 @@ def test_postgresql_metadata_indexes_are_made_at_start_and_used(tmp_path):
         used = ("SELECT count(*) FROM pg_stat_user_indexes WHERE idx_scan > 0 AND indexrelname IN "
                 f"('{names[0]}', '{names[1]}')")
         deadline = time.monotonic() + 10
-        while _psql(url, used) != "2" and time.monotonic() < deadline:
+        while psql(url, used) != "2" and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert _psql(url, used) == "2"
+        assert psql(url, used) == "2"
         # the side table follows argilla's writes: a metadata update (an upsert of the same id) and a delete
         import argilla as rg
 
@@ -184,12 +170,12 @@ def test_postgresql_metadata_indexes_are_made_at_start_and_used(tmp_path):
         assert Api(info, info.owner).http.delete(f"/api/v1/records/{m02[0]}").status_code == 200
         want = [f"m{i:02d}" for i in range(30) if _matches_terms(_lang(i), {"zh"}) and i not in (1, 2)]
         assert ann.search(str(ds.id), {"filters": {"and": [lang]}}) == (want, len(want))
-        assert _psql(url, "SELECT count(*) FROM curate_meta") == "29"
+        assert psql(url, "SELECT count(*) FROM curate_meta") == "29"
         # metadata jsonb can't hold (a NUL escape): argilla's insert still succeeds, the side row holds NULL
         ds.records.log([rg.Record(id="m99", fields={"prompt": "nul"}, metadata={"lang": "a\u0000b"})])
-        assert _psql(url, "SELECT count(*) FROM records") == "30"
-        assert _psql(url, "SELECT count(*) FROM curate_meta WHERE metadata IS NULL") == "1"
+        assert psql(url, "SELECT count(*) FROM records") == "30"
+        assert psql(url, "SELECT count(*) FROM curate_meta WHERE metadata IS NULL") == "1"
         assert ann.search(str(ds.id), {"filters": {"and": [lang]}}) == (want, len(want))
     finally:
         server.stop(home)
-        _psql(base, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        psql(base, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
