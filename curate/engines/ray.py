@@ -72,10 +72,15 @@ def _maybe_fail() -> None:
         os._exit(1)  # a dead worker, as an OOM kill or a lost node would leave: Ray retries the task
 
 
+def _error_text(exc: CurateError) -> str:
+    """A CurateError as data ("Class<TAB>message"): it is the user's to fix, so Ray must not retry it, and Ray's
+    exception wrapping would lose its class and message on the way. `_raise` makes it an exception again."""
+    return f"{type(exc).__name__}\t{exc}"
+
+
 def _failed(exc: CurateError, **empty: Any) -> pa.Table:
-    """A CurateError travels back as data, not as an exception: it is the user's to fix, so Ray must not retry
-    it, and Ray's exception wrapping would lose its class and message on the way."""
-    return _record(**empty, error=f"{type(exc).__name__}\t{exc}")
+    """A batch task's result record carrying a CurateError (see `_error_text`)."""
+    return _record(**empty, error=_error_text(exc))
 
 
 def _ingest_source(batch: pa.Table, prep: Any) -> Iterator[pa.Table]:
@@ -148,15 +153,15 @@ class _EmbedWorker:
         try:
             return "", encode_chunk(spec, texts, batch_size, self.threads)
         except CurateError as exc:
-            return f"{type(exc).__name__}\t{exc}", None
+            return _error_text(exc), None
 
 
 def _task(fn: Any, args: tuple[Any, ...]) -> tuple[str, Any]:
-    """One `curate.parallel.map_tasks` call on a worker; a CurateError comes back as data (see `_failed`)."""
+    """One `curate.parallel.map_tasks` call on a worker; a CurateError comes back as data (`_error_text`)."""
     try:
         return "", fn(*args)
     except CurateError as exc:
-        return f"{type(exc).__name__}\t{exc}", None
+        return _error_text(exc), None
 
 
 def merge_stats(module: Any, parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -188,7 +193,7 @@ def _worker_code() -> tuple[str, str]:
 
 
 def _raise(error: str) -> None:
-    """Raise, on the driver, the CurateError a task sent back (see `_failed`)."""
+    """Raise, on the driver, the CurateError a task sent back (see `_error_text`)."""
     from curate import errors
 
     name, _, message = error.partition("\t")
