@@ -66,10 +66,11 @@ def key_frame(lf: pl.LazyFrame, key: str, keep: Sequence[str | pl.Expr] = ()) ->
         pl.col("__c").list.get(pl.col("__i").clip(0), null_on_oob=True).fill_null("").alias("focus"),
         pl.col("__c").list.head(pl.col("__i").clip(0)).list.join("\n").fill_null("").alias("context"),
     )
-    extra = [pl.col(r.meta.output_name()) for r in replies]
+    reply_cols = [r.meta.output_name() for r in replies]
+    extra = [pl.col(c) for c in reply_cols]
     if extra:
         frame = frame.with_columns(
             pl.concat_str([pl.col("whole"), *extra], separator="\n").alias("whole"),
             pl.concat_str([pl.col("focus"), *extra], separator="\n").alias("focus"),
         )
-    return frame.drop("__c", "__i", *[r.meta.output_name() for r in replies])
+    return frame.drop("__c", "__i", *reply_cols)
