@@ -37,6 +37,13 @@ DISTINCT = [
     ("How big is the world?", "How big is the word?"),
     ("Tell me about the Iran nuclear deal.", "Tell me about the Iraq nuclear deal."),
     ("How do I take care of a cat?", "How do I take care of a cot?"),
+    # real-word pairs where the context fits both; symspellpy's bigram list (counts >= 6.4M only) has the first
+    # bigram and not the second for each, exactly as for the typos it was meant to catch (that made / that ad)
+    ("How do I clean my cell?", "How do I clean my cello?"),
+    ("What is written in their diary?", "What is written in their dairy?"),
+    ("Describe the desert.", "Describe the dessert."),
+    ("Where can I buy a horse?", "Where can I buy a hose?"),
+    ("How do I fix a flat tire?", "How do I fix a flat tier?"),
     # a real word changed beside a typo is still a changed word; a typo as close to another word is no typo of it
     ("Tell me about the Iran nuclear deal.", "Tell me about the Iraq nucllear deal."),
     ("What is the TCP protocol used for?", "What is ther UDP protocol used for?"),
