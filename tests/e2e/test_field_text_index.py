@@ -187,9 +187,9 @@ def test_postgresql_field_rows_are_filled_at_start_follow_writes_and_are_read(tm
         # (a tiny table: a sequential scan, or the primary key's, would win; both ruled out in a rolled-back
         # transaction)
         plan = psql(url, "BEGIN; ALTER TABLE curate_field_text DROP CONSTRAINT curate_field_text_pkey; "
-                          "SET LOCAL enable_seqscan = off; EXPLAIN SELECT f.record_id FROM curate_field_text f "
-                          f"WHERE f.dataset_id = '{dsid}' AND f.field = 'prompt' AND f.body LIKE '%example%'; "
-                          "ROLLBACK")
+                         "SET LOCAL enable_seqscan = off; EXPLAIN SELECT f.record_id FROM curate_field_text f "
+                         f"WHERE f.dataset_id = '{dsid}' AND f.field = 'prompt' AND f.body LIKE '%example%'; "
+                         "ROLLBACK")
         assert index in plan, plan
         # an update of a record's text (an upsert of the same id) replaces its field rows; a delete removes them
         import argilla as rg

@@ -134,8 +134,8 @@ def test_postgresql_metadata_indexes_are_made_at_start_and_used(tmp_path):
         assert psql(url, index_sql) == "3"  # made when the properties were configured
         # a number that doesn't fit a float8 is no number (and no failed insert), a string is none either
         assert psql(url, "SELECT curate_jsonb_float('{\"a\": 1e400}', 'a') IS NULL, "
-                          "curate_jsonb_float('{\"a\": \"3\"}', 'a') IS NULL, curate_jsonb_float('{\"a\": 2.5}', 'a')"
-                     ) == "t|t|2.5"
+                         "curate_jsonb_float('{\"a\": \"3\"}', 'a') IS NULL, curate_jsonb_float('{\"a\": 2.5}', 'a')"
+                    ) == "t|t|2.5"
         server.stop(home)
         assert psql(url, "SELECT count(*) FROM curate_meta") == "30"
         # an existing database without them (made by an older curate): made and filled again at start

@@ -37,8 +37,9 @@ DISTINCT = [
     ("How big is the world?", "How big is the word?"),
     ("Tell me about the Iran nuclear deal.", "Tell me about the Iraq nuclear deal."),
     ("How do I take care of a cat?", "How do I take care of a cot?"),
-    # real-word pairs where the context fits both; symspellpy's bigram list (counts >= 6.4M only) has the first
-    # bigram and not the second for each, exactly as for the typos it was meant to catch (that made / that ad)
+    # real-word pairs where the context fits both: a bigram-count rule can't tell them from the typos it would be
+    # meant to catch (measured for my cell / cello and flat tire / tier against that made / that ad:
+    # docs/bench/dedup.md, "Context from word bigrams")
     ("How do I clean my cell?", "How do I clean my cello?"),
     ("What is written in their diary?", "What is written in their dairy?"),
     ("Describe the desert.", "Describe the dessert."),
