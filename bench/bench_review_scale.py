@@ -6,7 +6,7 @@
 Targets (2 cores): p95 ≤ 100 ms for text search, metadata filters and the next record; similarity ≤ 200 ms warm
 and ≤ 1 s on the first call after a restart; push ≥ 150 records/s with vectors.
 
-What it does, per backend, on a fresh server (PostgreSQL: a fresh database `curate_bench` next to --pg-url's):
+What it does, per backend, on a fresh server (PostgreSQL: a fresh database next to --pg-url's, `curate_bench` or --bench-db):
 1. **push**: `curate review push` (the library call) of --push pairs *with vectors*. Their prompt vectors are
    embedded first into an embedding cache, as the default pipeline's semantic dedup leaves them (push reads
    that cache by default), and that embedding is timed apart; push's rate is pairs / push time. Server CPU
@@ -119,10 +119,12 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))]
 
 
-def fresh_pg(url: str) -> str:
+def fresh_pg(url: str, name: str = "curate_bench") -> str:
+    if not name.isidentifier():
+        raise SystemExit(f"--bench-db {name!r}: letters, digits and underscores only")
     parts = urlparse(url)
-    bench = urlunparse(parts._replace(path="/curate_bench"))
-    for sql in ("DROP DATABASE IF EXISTS curate_bench WITH (FORCE)", "CREATE DATABASE curate_bench"):
+    bench = urlunparse(parts._replace(path=f"/{name}"))
+    for sql in (f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"CREATE DATABASE {name}"):
         subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-qc", sql], check=True, capture_output=True)
     return bench
 
@@ -201,10 +203,10 @@ else:
 
 
 class Backend:
-    def __init__(self, name: str, pg_url: str | None, work: Path):
+    def __init__(self, name: str, pg_url: str | None, work: Path, bench_db: str = "curate_bench"):
         self.name = name
         self.home = work / f"home-{name}"
-        self.db_url = fresh_pg(pg_url) if name == "postgresql" else None
+        self.db_url = fresh_pg(pg_url, bench_db) if name == "postgresql" else None
         self.port = free_port()
         self.result: dict = {"backend": name}
 
@@ -284,6 +286,8 @@ def main() -> None:
     ap.add_argument("--push", type=int, default=2000, help="pairs pushed (with vectors) before growing")
     ap.add_argument("--backends", default="sqlite,postgresql")
     ap.add_argument("--pg-url", default=os.environ.get("CURATE_TEST_PG_URL", ""))
+    ap.add_argument("--bench-db", default="curate_bench",
+                    help="name of the PostgreSQL database made fresh next to --pg-url's (dropped first)")
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--out", default=str(REPO / "bench" / "out" / "review_scale.json"))
     ap.add_argument("--no-grow-vectors", action="store_true",
@@ -298,7 +302,7 @@ def main() -> None:
     machine = {"cpus": psutil.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30),
                "platform": platform.platform(), "python": platform.python_version()}
     out = {"machine": machine, "load_avg_1m_start": round(os.getloadavg()[0], 1), "backends": {}}
-    backends = [Backend(n, args.pg_url, work) for n in names]
+    backends = [Backend(n, args.pg_url, work, args.bench_db) for n in names]
     pairs = make_pairs(args.push)
     try:
         for b in backends:
@@ -363,7 +367,7 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, ensure_ascii=False, indent=1))
     if args.keep:
-        print(f"work folder kept: {work} (PostgreSQL database: curate_bench)")
+        print(f"work folder kept: {work} (PostgreSQL database: {args.bench_db})")
     else:
         shutil.rmtree(work, ignore_errors=True)
     print(f"\nmachine: {machine}; load average (1 min) {out['load_avg_1m_start']} at start, "
