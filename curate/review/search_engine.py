@@ -1244,10 +1244,25 @@ class SQLSearchEngine(SearchEngine):
         values = sorted({str(v) for v in first.values})
         conds = [t.c.dataset_id == dataset_id, t.c.name == first.scope.metadata_property, t.c.value.in_(values)]
         conds += [_terms_condition(dataset_id, f, t.c.record_id, dense=True) for f in meta[1:]]
-        conds += [_status_condition(f, t.c.record_id) for f in status]
         # a record has one row per (property, value): one value counts rows, several count distinct records
         n = func.count() if len(values) == 1 else func.count(func.distinct(t.c.record_id))
-        return int((await db.execute(select(n).select_from(t).where(*conds))).scalar_one())
+        uid = _user_id(status[0].scope.user) if len(status) == 1 else None
+        if uid is None:
+            conds += [_status_condition(f, t.c.record_id) for f in status]
+            return int((await db.execute(select(n).select_from(t).where(*conds))).scalar_one())
+        # One user's status (the UI's queue): the matching records minus those of the user's responses (one per
+        # record and user) that the status excludes, e.g. language = zh + pending = zh records - zh records the
+        # user answered: an index range count and a probe per response, not a probe per matching record.
+        wanted = {str(v) for v in status[0].values}
+        pending = ResponseStatusFilter.pending.value in wanted
+        other = sorted(wanted - {ResponseStatusFilter.pending.value})
+        answered = select(func.count()).select_from(Response).where(
+            Response.user_id == uid, *[_terms_condition(dataset_id, f, Response.record_id, dense=True) for f in meta],
+            Response.status.not_in(other) if pending else Response.status.in_(other))
+        if not pending:
+            return int((await db.execute(answered)).scalar_one())
+        total = (await db.execute(select(n).select_from(t).where(*conds))).scalar_one()
+        return int(total) - int((await db.execute(answered)).scalar_one())
 
     async def similarity_search(
         self,
