@@ -9,7 +9,8 @@ started from that checkout's code on the kept home (SQLite: its argilla.db; Post
 code's own start-time migrations run, so a side table B made is still there when A runs, unused by A), every
 query is called once to warm up, then --repeat times, timed; then the server stops. Reports p50 / p95 ms per
 query and side, the server's CPU seconds per side, and the load average. The same HTTP requests as
-bench_review_scale.py (its `queries`), as the annotator.
+bench_review_scale.py (its `queries`), as the annotator. Each checkout's server runs from its own `.venv-argilla`
+(a link to this one's will do; or set CURATE_ARGILLA_VENV); this script's Python imports the checkout's curate first.
 """
 
 from __future__ import annotations
