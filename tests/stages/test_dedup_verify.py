@@ -69,6 +69,24 @@ DISTINCT = [
     # a pronoun changed into a common word names someone else (before, any one-edit change of a stopword was a typo)
     ("Write a poem for me.", "Write a poem for men."),
     ("Draw a picture of him.", "Draw a picture of Tim."),
+    # … or into any dictionary word (Zipf ≥ 3: a name as often as a typo; before, Zipf ≥ 4 only), or into another
+    # pronoun of another person (before: two stopwords, noise; near merged "Is he" / "Is she" at edit sim. 0.92)
+    ("Can you help me with this?", "Can you help Meg with this?"),
+    ("Is it true that he is a doctor?", "Is it true that Hu is a doctor?"),
+    ("Write a song about you.", "Write a song about Lou."),
+    ("Is he a doctor?", "Is she a doctor?"),
+    ("Is this your book?", "Is this their book?"),
+    ("Draw a picture of him.", "Draw a picture of her."),
+    # real-word pairs where the context fits both: the trigram language model of pocketsphinx scores them as far
+    # apart as real-word typos (docs/bench/dedup.md, "Context from a trigram language model")
+    ("How do I choose a cot for my baby?", "How do I choose a cat for my baby?"),
+    ("Is the weather good for a walk today?", "Is the weather good for a talk today?"),
+    ("What should I feed my cat?", "What should I feed my rat?"),
+    ("How do I cook a yam?", "How do I cook a ham?"),
+    # Chinese: a homophone in a two-character name after a common surname, or of the surname (before: an IME typo)
+    ("张伟是哪个公司的经理？", "张维是哪个公司的经理？"),
+    ("王芳老师的电话是多少？", "汪芳老师的电话是多少？"),
+    ("刘洋是第一位女航天员吗？", "刘阳是第一位女航天员吗？"),
     # two edits into a non-word that is one edit from a word about as common as the one meant: no typo of it
     ("What is the plural of goose?", "What is the plural of moosr?"),
     ("What is RSA encryption used for?", "What iSDSA encyption used for?"),  # … in a region of several words: any
@@ -98,7 +116,7 @@ TYPOS = [
     ("Only respond with math and no words.", "Only respond with math anwr no words."),
     ("What is the freezing point of water?", "hact is the freezing poilt of water?"),
     ("How do I bake bread at home?", "H do I bake bread at home?"),
-    ("Also make it only 2 paragraphs.", "Also make nit only 2 paragraphs."),  # a pronoun into a rare word: a typo
+    ("Also make it only 2 paragraphs.", "Also make iy only 2 paragraphs."),  # a pronoun into a non-word: a typo
     ("My cat is sick, what can I do?", "M cat is sick, what can I do?"),  # … or a lone letter
     ("The cat is sleeping on the sofa.", "The cazt is sleeping on the sofa."),  # cazt: one edit from cant, too
     ("Jaws is a ride you can see in Japan.", "Jaws is a ride you cann see in Japan."),  # as near can as cant
