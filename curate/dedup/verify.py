@@ -143,9 +143,12 @@ def _zh_content(a: str, b: str) -> str | None:
         if _homophones(x, y) and (w := _name_change(a, i1, x, b, j1, y)):
             return f"name {w}"
         sx, sy = _noise_stripped(a, i1, i2, x)[0], _noise_stripped(b, j1, j2, y)[0]
-        if len(sx) == len(sy) == 1 and _homophones(sx, sy) and (w := _homophone_word(
-                a[:i1] + sx + a[i2:], i1, sx, b[:j1] + sy + b[j2:], j1, sy)):
-            return f"homophone word {w}"  # 反应 / 反映映的的: the doubling and particles stripped, still 反映
+        if len(sx) == len(sy) == 1 and _homophones(sx, sy):
+            sa, sb = a[:i1] + sx + a[i2:], b[:j1] + sy + b[j2:]
+            if w := _homophone_word(sa, i1, sx, sb, j1, sy):
+                return f"homophone word {w}"  # 反应 / 反映映的的: the doubling and particles stripped, still 反映
+            if w := _name_change(sa, i1, sx, sb, j1, sy):
+                return f"name {w}"  # 张伟 / 张维维
         if _homophones(x, y) or _homophones(sx, sy) or _homophones(x, sy) or _homophones(sx, y):
             continue  # an IME homophone, maybe beside a dropped particle or a doubled character (的助→逐, 你→尼尼,
             # 个→啊阁: the particle is the noise, not the 个 it sits beside)
@@ -481,12 +484,13 @@ def _stopword_typo(a: str, b: str) -> bool:
     stopword, the other is one character edit away and neither a stopword, a negation nor a number word. Short
     letter strings are nearly all in wordfreq's list (Zipf ≥ 3), so the dictionary test alone would call these
     content. Two edits when the other side is no word at all ("of" → "ovk", "and" → "anwr", "what" → "hact", "how" →
-    "h"): a function word's slot holds no name or term that a non-word could be. A pronoun changed into a dictionary
-    word (Zipf ≥ 3) is content: a pronoun stands for a person, and one edit makes a name of it as often as a typo
-    ("me" / "men", "help me" / "help Meg", "that he is" / "that Hu is", "about you" / "about Lou"; the keys are
-    casefolded, so the capital that marks a name is gone). Into a non-word or a lone letter it is a typo ("it" /
-    "iy", "my" / "m"); a rare name is lexically such a non-word ("her" / "Hera", Zipf 2.97) and is not told
-    apart."""
+    "h"): a function word's slot holds no name or term that a non-word could be. A pronoun changed into a word of
+    three letters or more (Zipf ≥ 3) is content: a pronoun stands for a person, and one edit makes a name of it as
+    often as a typo ("help me" / "help Meg", "about you" / "about Lou"; the keys are casefolded, so the capital that
+    marks a name is gone). Into two letters only a common word (Zipf ≥ 4: "me" / "mi"): nearly every two-letter
+    string is in wordfreq's list at Zipf 3–4 ("ou", "yu", "ci", "hs"), and those are the typos of "you", "I",
+    "his". Into a non-word or a lone letter it is a typo ("it" / "iy", "my" / "m"). A rare or two-letter name is
+    lexically such a typo ("her" / "Hera", Zipf 2.97; "he" / "Hu") and is not told apart."""
     from rapidfuzz.distance import OSA
 
     if (a in STOPWORDS_EN) == (b in STOPWORDS_EN):
@@ -497,7 +501,8 @@ def _stopword_typo(a: str, b: str) -> bool:
     d = OSA.distance(a, b)  # a transposition is one edit: "teh" / "the"
     if d == 2 and len(stop) >= 2 and (not is_word_en(other) if len(other) >= 2 else other not in ("a", "i")):
         return True  # "of" → "ovk", "how" → "h" (a letter is in wordfreq's list, but is no word in a sentence)
-    return d <= 1 and not (stop in PRONOUNS_EN and len(other) >= 2 and is_word_en(other))
+    name = len(other) >= 2 and _zipf_en(other) >= (3.0 if len(other) >= 3 else 4.0)
+    return d <= 1 and not (stop in PRONOUNS_EN and name)
 
 
 def content_change(a: str, b: str) -> str | None:
