@@ -193,17 +193,25 @@ def _name_change(a: str, i1: int, x: str, b: str, j1: int, y: str) -> str | None
     (Zipf ≥ 3: 「许多」, 「周末」 are words, and a typo in them is a typo). Lexically an IME typo, but a user's
     data asks about people by name; when in doubt, the row stays. A name that is itself a common word
     (「李娜」) is not told from a typo."""
-    if len(x) != 1 or len(y) != 1:
+    if len(x) != 1 or len(y) != 1 or x in STOPCHARS_ZH or y in STOPCHARS_ZH:
         return None
     left_a, left_b = a[i1 - 1 : i1], b[j1 - 1 : j1]
-    if left_a and left_a == left_b and left_a in SURNAMES_ZH and not _common_zh(left_a + x) \
-            and not _common_zh(left_b + y):
+    if left_a and left_a == left_b and left_a in SURNAMES_ZH and not _ends_word(a, i1 - 1) \
+            and not _ends_word(b, j1 - 1) \
+            and not _common_zh(left_a + x) and not _common_zh(left_b + y):
         return f"{left_a}{x}→{left_b}{y}"
     right_a, right_b = a[i1 + 1 : i1 + 2], b[j1 + 1 : j1 + 2]
     if x in SURNAMES_ZH and y in SURNAMES_ZH and right_a and right_a == right_b and _is_han(right_a) \
+            and not _ends_word(a, i1) and not _ends_word(b, j1) \
             and not _common_zh(x + right_a) and not _common_zh(y + right_b):
         return f"{x}{right_a}→{y}{right_b}"
     return None
+
+
+def _ends_word(s: str, k: int) -> bool:
+    """Does a common word of two or three characters end at s[k]? Then s[k] is no surname starting a name: the
+    何 of 「如何」, the 毛 of 「眉毛」, the 于 of 「位于」."""
+    return any(k - n + 1 >= 0 and _common_zh(s[k - n + 1 : k + 1]) for n in (2, 3))
 
 
 # Variant spellings of one word (异形词: 「甚么」 is 「什么」), common in real text; the homophone-word rule must not

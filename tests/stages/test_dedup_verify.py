@@ -94,6 +94,11 @@ DISTINCT = [
 
 # The same question with typos: noise.
 TYPOS = [
+    # a surname character inside a word is no name: the homophone after it is an IME typo (如何, 眉毛, 位于, 多少钱)
+    ("如何学习Python编程？", "如何血习Python编程？"),
+    ("终于！我把眉毛穿孔了！", "终于！我把眉毛传孔了！"),
+    ("乔治少年酒店位于附近。", "乔治少年酒店位余附近。"),
+    ("打胎需要多少钱呀？", "打胎需要多少钱压？"),
     ("Write a sentence not in English.", "Write a senvtence no din English."),
     ("Say whether the verb is not a negation.", "Say whether the verb is nozt a negation."),
     ("You cannot use a calculator.", "You canmnot use a calculator."),
