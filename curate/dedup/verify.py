@@ -304,13 +304,13 @@ def _words_en(s: str) -> list[str]:
 
 
 def _mistyped_negation(w: str) -> bool:
-    """ "nozt", "canmnot" (a non-word one edit from a negation), "didn" ("didn't" with its t lost; not "can",
-    a stopword)."""
+    """ "nozt", "canmnot", "nno" (a non-word of three letters or more, one edit from a negation), "didn" ("didn't"
+    with its t lost; not "can", a stopword)."""
     from rapidfuzz.distance import OSA
 
     if w.endswith("n") and w + "t" in NEGATIONS_EN and w not in STOPWORDS_EN:
         return True
-    return len(w) >= 3 and not is_word_en(w) and any(OSA.distance(w, g) <= 1 for g in NEGATIONS_EN if len(g) >= 3)
+    return len(w) >= 3 and not is_word_en(w) and any(OSA.distance(w, g) <= 1 for g in NEGATIONS_EN if len(g) >= 2)
 
 
 def _negated_form(x: list[str], y: list[str]) -> bool:

@@ -101,6 +101,7 @@ TYPOS = [
     ("打胎需要多少钱呀？", "打胎需要多少钱压？"),
     ("Write a sentence not in English.", "Write a senvtence no din English."),
     ("Say whether the verb is not a negation.", "Say whether the verb is nozt a negation."),
+    ("How do I say no to my boss?", "How do I say nno to my boss?"),  # "no" mistyped is still "no"
     ("You cannot use a calculator.", "You canmnot use a calculator."),
     ("We didn't even think about it.", "We didn' even think anbout it."),
     ("What is the capital of France?", "What is teh capital of France?"),  # a transposition: one edit
