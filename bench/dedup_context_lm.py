@@ -116,7 +116,7 @@ def sentence(words: list[str]) -> float:
             if j < 0 or logp(s[j]) is None:
                 break
             hist.insert(0, s[j])
-        total += logp(*hist, s[k])
+        total += logp(*hist, s[k]) or 0.0  # known word: a score (backed off), never None
     return total
 
 
