@@ -13,11 +13,13 @@ pypinyin):
   negation (不 没 无 非 别 未), inserts or deletes characters other than a particle (的 了 吗 呢 …) or a doubled
   neighbour (「麻疹」/「荨麻疹」, 「肝炎」/「乙型肝炎」), or substitutes characters that are not homophones (same
   pinyin, tones ignored: the typo an IME makes). By design a random one-character substitution that is not a
-  homophone counts as content: lexically it can't be told from 「猫」→「狗」.
+  homophone counts as content: lexically it can't be told from 「猫」→「狗」. A homophone in a two-character name
+  after a common surname (「张伟」/「张维」) is content too.
 - Other text: word alignment. A changed region is content when it touches a digit or a negation, or when every
   word that differs is a dictionary word (wordfreq Zipf ≥ 3) and not a stopword — real words were swapped, added
   or removed. A region with a non-word on one side is a typo (noise) when the two sides are at most 3 character
-  edits apart. Regions made only of stopwords ("How do I" / "How can I") are noise.
+  edits apart. Regions made only of stopwords ("How do I" / "How can I") are noise, unless a pronoun names
+  someone else ("he" / "she"; "me" / "Meg").
 
 Why not a bigger model: these rules are cheap (microseconds per pair), deterministic and explainable in a
 reject's detail; the semantic model stays the judge of paraphrases with different wording.
