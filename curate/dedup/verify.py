@@ -13,11 +13,13 @@ pypinyin):
   negation (不 没 无 非 别 未), inserts or deletes characters other than a particle (的 了 吗 呢 …) or a doubled
   neighbour (「麻疹」/「荨麻疹」, 「肝炎」/「乙型肝炎」), or substitutes characters that are not homophones (same
   pinyin, tones ignored: the typo an IME makes). By design a random one-character substitution that is not a
-  homophone counts as content: lexically it can't be told from 「猫」→「狗」.
+  homophone counts as content: lexically it can't be told from 「猫」→「狗」. A homophone in a two-character name
+  after a common surname (「张伟」/「张维」) is content too.
 - Other text: word alignment. A changed region is content when it touches a digit or a negation, or when every
   word that differs is a dictionary word (wordfreq Zipf ≥ 3) and not a stopword — real words were swapped, added
   or removed. A region with a non-word on one side is a typo (noise) when the two sides are at most 3 character
-  edits apart. Regions made only of stopwords ("How do I" / "How can I") are noise.
+  edits apart. Regions made only of stopwords ("How do I" / "How can I") are noise, unless a pronoun names
+  someone else ("he" / "she"; "me" / "Meg").
 
 Why not a bigger model: these rules are cheap (microseconds per pair), deterministic and explainable in a
 reject's detail; the semantic model stays the judge of paraphrases with different wording.
@@ -140,10 +142,15 @@ def _zh_content(a: str, b: str) -> str | None:
             continue
         if _homophones(x, y) and (w := _homophone_word(a, i1, x, b, j1, y)):
             return f"homophone word {w}"
+        if _homophones(x, y) and (w := _name_change(a, i1, x, b, j1, y)):
+            return f"name {w}"
         sx, sy = _noise_stripped(a, i1, i2, x)[0], _noise_stripped(b, j1, j2, y)[0]
-        if len(sx) == len(sy) == 1 and _homophones(sx, sy) and (w := _homophone_word(
-                a[:i1] + sx + a[i2:], i1, sx, b[:j1] + sy + b[j2:], j1, sy)):
-            return f"homophone word {w}"  # 反应 / 反映映的的: the doubling and particles stripped, still 反映
+        if len(sx) == len(sy) == 1 and _homophones(sx, sy):
+            sa, sb = a[:i1] + sx + a[i2:], b[:j1] + sy + b[j2:]
+            if w := _homophone_word(sa, i1, sx, sb, j1, sy):
+                return f"homophone word {w}"  # 反应 / 反映映的的: the doubling and particles stripped, still 反映
+            if w := _name_change(sa, i1, sx, sb, j1, sy):
+                return f"name {w}"  # 张伟 / 张维维
         if _homophones(x, y) or _homophones(sx, sy) or _homophones(x, sy) or _homophones(sx, y):
             continue  # an IME homophone, maybe beside a dropped particle or a doubled character (的助→逐, 你→尼尼,
             # 个→啊阁: the particle is the noise, not the 个 it sits beside)
@@ -173,6 +180,40 @@ def _homophone_word(a: str, i1: int, x: str, b: str, j1: int, y: str) -> str | N
         if rx and rx == ry and _different_words(cx + rx, cy + ry):
             return f"{cx}{rx}→{cy}{ry}"
     return None
+
+
+# The commonest Chinese surnames (about 85% of people). A homophone after one, or of one, changes a name
+# when neither side is a common word: 「张伟」/「张维」, 「王芳」/「汪芳」 are different people; 「许多」 is a word.
+SURNAMES_ZH = frozenset("王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程"
+                        "苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛"
+                        "郝龚邵万钱严覃武戴莫孔向汤")
+
+
+def _name_change(a: str, i1: int, x: str, b: str, j1: int, y: str) -> str | None:
+    """A homophone inside a two-character name: the character after the same surname on both sides (「张伟」 /
+    「张维」), or the surname itself before the same given name (「王芳」 / 「汪芳」), neither side a common word
+    (Zipf ≥ 3: 「许多」, 「周末」 are words, and a typo in them is a typo). Lexically an IME typo, but a user's
+    data asks about people by name; when in doubt, the row stays. A name that is itself a common word
+    (「李娜」) is not told from a typo."""
+    if len(x) != 1 or len(y) != 1 or x in STOPCHARS_ZH or y in STOPCHARS_ZH:
+        return None
+    left_a, left_b = a[i1 - 1 : i1], b[j1 - 1 : j1]
+    if left_a and left_a == left_b and left_a in SURNAMES_ZH and not _ends_word(a, i1 - 1) \
+            and not _ends_word(b, j1 - 1) \
+            and not _common_zh(left_a + x) and not _common_zh(left_b + y):
+        return f"{left_a}{x}→{left_b}{y}"
+    right_a, right_b = a[i1 + 1 : i1 + 2], b[j1 + 1 : j1 + 2]
+    if x in SURNAMES_ZH and y in SURNAMES_ZH and right_a and right_a == right_b and _is_han(right_a) \
+            and not _ends_word(a, i1) and not _ends_word(b, j1) \
+            and not _common_zh(x + right_a) and not _common_zh(y + right_b):
+        return f"{x}{right_a}→{y}{right_b}"
+    return None
+
+
+def _ends_word(s: str, k: int) -> bool:
+    """Does a common word of two or three characters end at s[k]? Then s[k] is no surname starting a name: the
+    何 of 「如何」, the 毛 of 「眉毛」, the 于 of 「位于」."""
+    return any(k - n + 1 >= 0 and _common_zh(s[k - n + 1 : k + 1]) for n in (2, 3))
 
 
 # Variant spellings of one word (异形词: 「甚么」 is 「什么」), common in real text; the homophone-word rule must not
@@ -265,13 +306,13 @@ def _words_en(s: str) -> list[str]:
 
 
 def _mistyped_negation(w: str) -> bool:
-    """ "nozt", "canmnot" (a non-word one edit from a negation), "didn" ("didn't" with its t lost; not "can",
-    a stopword)."""
+    """ "nozt", "canmnot", "nno" (a non-word of three letters or more, one edit from a negation), "didn" ("didn't"
+    with its t lost; not "can", a stopword)."""
     from rapidfuzz.distance import OSA
 
     if w.endswith("n") and w + "t" in NEGATIONS_EN and w not in STOPWORDS_EN:
         return True
-    return len(w) >= 3 and not is_word_en(w) and any(OSA.distance(w, g) <= 1 for g in NEGATIONS_EN if len(g) >= 3)
+    return len(w) >= 3 and not is_word_en(w) and any(OSA.distance(w, g) <= 1 for g in NEGATIONS_EN if len(g) >= 2)
 
 
 def _negated_form(x: list[str], y: list[str]) -> bool:
@@ -392,6 +433,8 @@ def _en_content(a: str, b: str) -> str | None:
                 return why
             continue
         diff = [w for w in x if w not in y] + [w for w in y if w not in x]
+        if (who := _person_changed(x, y)) is not None:
+            return who
         content = [w for w in diff if w not in STOPWORDS_EN]
         if not content:
             continue  # function words only
@@ -426,14 +469,38 @@ NUMBER_WORDS_EN = frozenset("zero one two three four five six seven eight nine t
 PRONOUNS_EN = frozenset("i me my you your he him his she her it its we us our they them their".split())
 
 
+# Who a pronoun names: person, number and gender. A change between these is someone else ("Is he a doctor?" /
+# "Is she a doctor?", "your book" / "their book"); a change within one is a case or a typo ("me" / "my").
+PERSON_EN = {**dict.fromkeys(("i", "me", "my", "mine", "myself"), "1s"), **dict.fromkeys(("we", "us", "our"), "1p"),
+             **dict.fromkeys(("you", "your", "yours"), "2"), **dict.fromkeys(("he", "him", "his"), "3m"),
+             **dict.fromkeys(("she", "her", "hers"), "3f"), **dict.fromkeys(("it", "its"), "3n"),
+             **dict.fromkeys(("they", "them", "their"), "3p")}
+
+
+def _person_changed(x: list[str], y: list[str]) -> str | None:
+    """A pronoun replaced by one that names someone else: both sides of the region hold pronouns, of different
+    persons ("he" / "she", "I" / "you", "our" / "their"). Swapping function words is noise ("How do I" / "How can
+    I"); swapping whom the question is about is not, though both are in STOPWORDS_EN."""
+    px, py = [w for w in x if w in PERSON_EN], [w for w in y if w in PERSON_EN]
+    if not px or not py:
+        return None
+    if sorted(PERSON_EN[w] for w in px) == sorted(PERSON_EN[w] for w in py):
+        return None
+    return f"pronoun {' '.join(px)}→{' '.join(py)}"
+
+
 def _stopword_typo(a: str, b: str) -> bool:
     """A function word mistyped ("of" → "df", "the" → "te" or "teh", "what" → "wat", "is" → "s"): one side is a
     stopword, the other is one character edit away and neither a stopword, a negation nor a number word. Short
     letter strings are nearly all in wordfreq's list (Zipf ≥ 3), so the dictionary test alone would call these
     content. Two edits when the other side is no word at all ("of" → "ovk", "and" → "anwr", "what" → "hact", "how" →
-    "h"): a function word's slot holds no name or term that a non-word could be. A pronoun changed into a common word
-    (Zipf ≥ 4) is content ("me" / "men"); into a rarer one or a lone letter it is a typo ("it" / "nit", "my" /
-    "m")."""
+    "h"): a function word's slot holds no name or term that a non-word could be. A pronoun changed into a word of
+    three letters or more (Zipf ≥ 3) is content: a pronoun stands for a person, and one edit makes a name of it as
+    often as a typo ("help me" / "help Meg", "about you" / "about Lou"; the keys are casefolded, so the capital that
+    marks a name is gone). Into two letters only a common word (Zipf ≥ 4: "me" / "mi"): nearly every two-letter
+    string is in wordfreq's list at Zipf 3–4 ("ou", "yu", "ci", "hs"), and those are the typos of "you", "I",
+    "his". Into a non-word or a lone letter it is a typo ("it" / "iy", "my" / "m"). A rare or two-letter name is
+    lexically such a typo ("her" / "Hera", Zipf 2.97; "he" / "Hu") and is not told apart."""
     from rapidfuzz.distance import OSA
 
     if (a in STOPWORDS_EN) == (b in STOPWORDS_EN):
@@ -444,7 +511,8 @@ def _stopword_typo(a: str, b: str) -> bool:
     d = OSA.distance(a, b)  # a transposition is one edit: "teh" / "the"
     if d == 2 and len(stop) >= 2 and (not is_word_en(other) if len(other) >= 2 else other not in ("a", "i")):
         return True  # "of" → "ovk", "how" → "h" (a letter is in wordfreq's list, but is no word in a sentence)
-    return d <= 1 and not (stop in PRONOUNS_EN and len(other) >= 2 and _zipf_en(other) >= 4.0)
+    name = len(other) >= 2 and _zipf_en(other) >= (3.0 if len(other) >= 3 else 4.0)
+    return d <= 1 and not (stop in PRONOUNS_EN and name)
 
 
 def content_change(a: str, b: str) -> str | None:

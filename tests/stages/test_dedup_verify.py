@@ -69,6 +69,24 @@ DISTINCT = [
     # a pronoun changed into a common word names someone else (before, any one-edit change of a stopword was a typo)
     ("Write a poem for me.", "Write a poem for men."),
     ("Draw a picture of him.", "Draw a picture of Tim."),
+    # … or into any dictionary word (Zipf ≥ 3: a name as often as a typo; before, Zipf ≥ 4 only), or into another
+    # pronoun of another person (before: two stopwords, noise; near merged "Is he" / "Is she" at edit sim. 0.92)
+    ("Can you help me with this?", "Can you help Meg with this?"),
+    ("Write a song about you.", "Write a song about Lou."),
+    ("Is he a doctor?", "Is she a doctor?"),
+    ("Is this your book?", "Is this their book?"),
+    ("Draw a picture of him.", "Draw a picture of her."),
+    # real-word pairs where the context fits both: the trigram language model of pocketsphinx scores them as far
+    # apart as real-word typos (docs/bench/dedup.md, "Context from a trigram language model")
+    ("How do I choose a cot for my baby?", "How do I choose a cat for my baby?"),
+    ("Is the weather good for a walk today?", "Is the weather good for a talk today?"),
+    ("What should I feed my cat?", "What should I feed my rat?"),
+    ("How do I cook a yam?", "How do I cook a ham?"),
+    # Chinese: a homophone in a two-character name after a common surname, or of the surname (before: an IME typo)
+    ("张伟是哪个公司的经理？", "张维是哪个公司的经理？"),
+    ("王芳老师的电话是多少？", "汪芳老师的电话是多少？"),
+    ("刘洋是第一位女航天员吗？", "刘阳是第一位女航天员吗？"),
+    ("张伟是哪个公司的经理？", "张维维是哪个公司的经理？"),  # the doubling stripped, still 张维
     # two edits into a non-word that is one edit from a word about as common as the one meant: no typo of it
     ("What is the plural of goose?", "What is the plural of moosr?"),
     ("What is RSA encryption used for?", "What iSDSA encyption used for?"),  # … in a region of several words: any
@@ -76,8 +94,14 @@ DISTINCT = [
 
 # The same question with typos: noise.
 TYPOS = [
+    # a surname character inside a word is no name: the homophone after it is an IME typo (如何, 眉毛, 位于, 多少钱)
+    ("如何学习Python编程？", "如何血习Python编程？"),
+    ("终于！我把眉毛穿孔了！", "终于！我把眉毛传孔了！"),
+    ("乔治少年酒店位于附近。", "乔治少年酒店位余附近。"),
+    ("打胎需要多少钱呀？", "打胎需要多少钱压？"),
     ("Write a sentence not in English.", "Write a senvtence no din English."),
     ("Say whether the verb is not a negation.", "Say whether the verb is nozt a negation."),
+    ("How do I say no to my boss?", "How do I say nno to my boss?"),  # "no" mistyped is still "no"
     ("You cannot use a calculator.", "You canmnot use a calculator."),
     ("We didn't even think about it.", "We didn' even think anbout it."),
     ("What is the capital of France?", "What is teh capital of France?"),  # a transposition: one edit
@@ -98,7 +122,8 @@ TYPOS = [
     ("Only respond with math and no words.", "Only respond with math anwr no words."),
     ("What is the freezing point of water?", "hact is the freezing poilt of water?"),
     ("How do I bake bread at home?", "H do I bake bread at home?"),
-    ("Also make it only 2 paragraphs.", "Also make nit only 2 paragraphs."),  # a pronoun into a rare word: a typo
+    ("Also make it only 2 paragraphs.", "Also make iy only 2 paragraphs."),  # a pronoun into a non-word: a typo
+    ("Can you elaborate on this?", "Can yu elaborate on this?"),  # … or two letters under Zipf 4 ("yu" 3.9)
     ("My cat is sick, what can I do?", "M cat is sick, what can I do?"),  # … or a lone letter
     ("The cat is sleeping on the sofa.", "The cazt is sleeping on the sofa."),  # cazt: one edit from cant, too
     ("Jaws is a ride you can see in Japan.", "Jaws is a ride you cann see in Japan."),  # as near can as cant
@@ -175,3 +200,17 @@ def test_doubled_characters_and_particles_are_free_edits_in_short_chinese_keys(p
     # still find it).
     removed_off, _ = _near_run(texts, pairs_factory, cjk_noise_free=0)
     assert not removed_off & {t for pair in (NOISY_ZH[0], NOISY_ZH[2]) for t in pair}, removed_off
+
+
+def test_edit_pass_finds_pairs_one_lsh_round_misses(pairs_factory):
+    """Three typos in a 24-character key (trigram Jaccard 0.45): the main LSH round (seed 1) proposes no such pair
+    here, the second round over keys of ≤ 40 characters does. A typo that moves a mixed-script key across the 0.3
+    CJK share gave the two keys different n-gram sizes and no shingle in common: the mixed-script round hashes
+    both with one size."""
+    texts = ["How do I grow tomatoes at home?", "How d I grow tomtoes at hwme?", "How do I grow cucumbers at home?",
+             "解释一下javawicket中的listview类", "解释一下下javawicket众的listview类"]
+    removed, details = _near_run(texts, pairs_factory)
+    assert (texts[0] in removed) != (texts[1] in removed), removed
+    assert (texts[3] in removed) != (texts[4] in removed), removed
+    assert texts[2] not in removed
+    assert all("edit similarity" in d for d in details), details
