@@ -274,6 +274,8 @@ def queries(b: Backend, n: int, vectors: bool = True) -> dict:
         "text zh, 2 terms (基本 例子)": search({"query": {"text": {"q": "基本 例子"}}}),
         "text en rare (quetzal)": search({"query": {"text": {"q": "quetzal"}}}),
         "text en common, one field (example)": search({"query": {"text": {"q": "example", "field": "prompt"}}}),
+        "text en common, whole record (example)": search({"query": {"text": {"q": "example"}}}),
+        "text zh + en, 2 terms (基本概念 example)": search({"query": {"text": {"q": "基本概念 example"}}}),
         "text + filter (量子, pending)": search({"query": {"text": {"q": "量子"}}, "filters": {"and": [pending]}}),
         **({"similarity by record (warm)": search({"query": {"vector": {"name": "prompt_embedding", "record_id": ref}}})}
            if vectors else {}),
