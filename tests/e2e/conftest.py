@@ -10,8 +10,11 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import uuid
 from pathlib import Path
+from urllib.parse import urlparse, urlunparse
 
+import httpx
 import pytest
 
 from curate.review import server
@@ -34,6 +37,37 @@ def psql(url: str, sql: str) -> str:
     out = subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-tAqc", sql], check=True, capture_output=True,
                          text=True)
     return out.stdout.strip()
+
+
+def new_pg_database(prefix: str) -> str:
+    """A fresh, empty PostgreSQL database next to the test one (`prefix` + a random suffix): its URL. The caller
+    drops it with `drop_pg_database` once its server is stopped."""
+    base = pg_url()
+    name = f"{prefix}_{uuid.uuid4().hex[:6]}"
+    psql(base, f"CREATE DATABASE {name}")
+    return urlunparse(urlparse(base)._replace(path=f"/{name}"))
+
+
+def drop_pg_database(url: str) -> None:
+    psql(pg_url(), f"DROP DATABASE IF EXISTS {urlparse(url).path[1:]} WITH (FORCE)")
+
+
+class TextSearch:
+    """The annotator UI's search-box request over HTTP, as `account` (the owner by default): `search` returns the
+    page's external ids, the total and the query scores; `field=None` searches the whole record."""
+
+    def __init__(self, info: ServerInfo, account: Account | None = None):
+        account = account or info.owner
+        self.http = httpx.Client(base_url=info.api_url, headers={"X-Argilla-Api-Key": account.api_key}, timeout=60)
+
+    def search(self, ds: str, q: str, field: str | None = None, limit: int = 100, offset: int = 0):
+        text = {"q": q} if field is None else {"q": q, "field": field}
+        r = self.http.post(f"/api/v1/me/datasets/{ds}/records/search", params={"limit": limit, "offset": offset},
+                           json={"query": {"text": text}})
+        assert r.status_code == 200, r.text
+        data = r.json()
+        return ([i["record"]["external_id"] for i in data["items"]], data["total"],
+                [i["query_score"] for i in data["items"]])
 
 
 def client(info: ServerInfo, account: Account | None = None):

@@ -10,14 +10,12 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import uuid
-from urllib.parse import urlparse, urlunparse
 
-import httpx
 import pytest
 
 from curate.review import server
 
-from tests.e2e.conftest import free_port, pg_url, psql
+from tests.e2e.conftest import TextSearch, drop_pg_database, free_port, new_pg_database, psql
 
 pytestmark = pytest.mark.e2e
 
@@ -56,21 +54,6 @@ def _expected(field: str, must: list[str], must_not: list[str] = ()) -> set[str]
         if all(m.lower() in t for m in must) and not any(m.lower() in t for m in must_not):
             out.add(f"t{i:02d}")
     return out
-
-
-class Api:
-    def __init__(self, info, account=None):
-        account = account or info.owner
-        self.http = httpx.Client(base_url=info.api_url, headers={"X-Argilla-Api-Key": account.api_key}, timeout=60)
-
-    def search(self, ds, q: str, field: str | None, limit: int = 100, offset: int = 0):
-        text = {"q": q} if field is None else {"q": q, "field": field}
-        r = self.http.post(f"/api/v1/me/datasets/{ds}/records/search", params={"limit": limit, "offset": offset},
-                           json={"query": {"text": text}})
-        assert r.status_code == 200, r.text
-        data = r.json()
-        return [i["record"]["external_id"] for i in data["items"]], data["total"], [i["query_score"]
-                                                                                  for i in data["items"]]
 
 
 def _dataset(info, name: str) -> str:
@@ -113,7 +96,7 @@ def test_one_field_search_answers_what_the_field_holds(any_server, q, field, mus
     if info.api_url not in _DS:
         _DS[info.api_url] = _dataset(info, f"ftx-{uuid.uuid4().hex[:8]}")
     dsid = _DS[info.api_url]
-    api = Api(info, info.annotators[0])
+    api = TextSearch(info, info.annotators[0])
     want = _expected(field, must, must_not) if must else set()
     full, total, scores = api.search(dsid, q, field)
     assert set(full) == want and total == len(want) == len(full), (q, field)
@@ -146,7 +129,7 @@ def test_sqlite_one_column_index_is_made_again_at_start(tmp_path):
         con.close()
         info = server.start(home, port=port, annotators=["ann1"])
         assert "per_field_columns': True" in (home / "logs" / "server.log").read_text()
-        api = Api(info, info.annotators[0])
+        api = TextSearch(info, info.annotators[0])
         for q, field, must, must_not in CASES[:6]:
             assert set(api.search(dsid, q, field)[0]) == _expected(field, must, must_not), (q, field)
         con = sqlite3.connect(home / "argilla.db")
@@ -157,16 +140,13 @@ def test_sqlite_one_column_index_is_made_again_at_start(tmp_path):
         server.stop(home)
         info = server.start(home, port=port, annotators=["ann1"])
         assert "text index filled in" not in (home / "logs" / "server.log").read_text()  # nothing to do
-        assert set(Api(info).search(dsid, "example", "prompt")[0]) == _expected("prompt", ["example"])
+        assert set(TextSearch(info).search(dsid, "example", "prompt")[0]) == _expected("prompt", ["example"])
     finally:
         server.stop(home)
 
 
 def test_postgresql_field_rows_are_filled_at_start_follow_writes_and_are_read(tmp_path):
-    base = pg_url()
-    name = f"curate_test_ftx_{uuid.uuid4().hex[:6]}"
-    url = urlunparse(urlparse(base)._replace(path=f"/{name}"))
-    psql(base, f"CREATE DATABASE {name}")
+    url = new_pg_database("curate_test_ftx")
     home, port = tmp_path / "home", free_port()
     try:
         info = server.start(home, port=port, database_url=url, annotators=["ann1"])
@@ -181,7 +161,7 @@ def test_postgresql_field_rows_are_filled_at_start_follow_writes_and_are_read(tm
         info = server.start(home, port=port, database_url=url, annotators=["ann1"])
         assert psql(url, "SELECT count(*) FROM curate_field_text") == str(n_fields)
         assert psql(url, f"SELECT count(*) FROM pg_indexes WHERE indexname = '{index}'") == "1"
-        api = Api(info, info.annotators[0])
+        api = TextSearch(info, info.annotators[0])
         assert set(api.search(dsid, "example", "prompt")[0]) == _expected("prompt", ["example"])
         # the engine's condition on a field's rows (the name as a literal) can read that field's partial index
         # (a tiny table: a sequential scan, or the primary key's, would win; both ruled out in a rolled-back
@@ -200,11 +180,11 @@ def test_postgresql_field_rows_are_filled_at_start_follow_writes_and_are_read(tm
         ds.records.log([rg.Record(id="t00", fields=new)])
         assert api.search(dsid, "quetzal", "prompt")[0] == ["t00"]
         assert "t00" not in api.search(dsid, "问题0", "prompt")[0]
-        t01 = [i["id"] for i in Api(info).http.get(f"/api/v1/datasets/{dsid}/records", params={"limit": 1000})
+        t01 = [i["id"] for i in TextSearch(info).http.get(f"/api/v1/datasets/{dsid}/records", params={"limit": 1000})
                .json()["items"] if i["external_id"] == "t01"][0]
-        assert Api(info).http.delete(f"/api/v1/records/{t01}").status_code == 200
+        assert TextSearch(info).http.delete(f"/api/v1/records/{t01}").status_code == 200
         assert psql(url, f"SELECT count(*) FROM curate_field_text WHERE record_id = '{t01}'") == "0"
         assert psql(url, "SELECT count(*) FROM curate_field_text WHERE field = 'prompt'") == str(N - 1)
     finally:
         server.stop(home)
-        psql(base, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        drop_pg_database(url)

@@ -9,14 +9,13 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from urllib.parse import urlparse, urlunparse
 
 import httpx
 import pytest
 
 from curate.review import server
 
-from tests.e2e.conftest import free_port, pg_url, psql
+from tests.e2e.conftest import drop_pg_database, free_port, new_pg_database, psql
 
 pytestmark = pytest.mark.e2e
 
@@ -122,10 +121,7 @@ def test_metadata_filters_return_what_the_scan_returns(any_server):
 
 
 def test_postgresql_metadata_indexes_are_made_at_start_and_used(tmp_path):
-    base = pg_url()
-    name = f"curate_test_mdx_{uuid.uuid4().hex[:6]}"
-    url = urlunparse(urlparse(base)._replace(path=f"/{name}"))
-    psql(base, f"CREATE DATABASE {name}")
+    url = new_pg_database("curate_test_mdx")
     home, port = tmp_path / "home", free_port()
     try:
         info = server.start(home, port=port, database_url=url, annotators=["ann1"])
@@ -149,7 +145,8 @@ def test_postgresql_metadata_indexes_are_made_at_start_and_used(tmp_path):
         psql(url, "DROP TRIGGER curate_meta_sync ON records; DROP TABLE curate_meta; "
                   "DROP TRIGGER curate_terms_prop_sync ON metadata_properties; DROP TABLE curate_terms")
         assert psql(url, "SELECT count(*) FROM pg_indexes WHERE indexname LIKE 'ix_curate_mm%'") == "0"
-        psql(url, f"ALTER DATABASE {name} SET enable_seqscan = off")  # tiny table: make an index plan possible
+        db = psql(url, "SELECT current_database()")
+        psql(url, f"ALTER DATABASE {db} SET enable_seqscan = off")  # tiny table: make an index plan possible
         info = server.start(home, port=port, database_url=url, annotators=["ann1"])
         assert psql(url, index_sql) == "2"
         assert psql(url, "SELECT count(*) FROM curate_meta") == "30"
@@ -185,4 +182,4 @@ def test_postgresql_metadata_indexes_are_made_at_start_and_used(tmp_path):
         assert ann.search(str(ds.id), {"filters": {"and": [lang]}}) == (want, len(want))
     finally:
         server.stop(home)
-        psql(base, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        drop_pg_database(url)

@@ -12,14 +12,13 @@ import sqlite3
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
 
 import httpx
 import pytest
 
 from curate.review import server
 
-from tests.e2e.conftest import free_port, pg_url, psql
+from tests.e2e.conftest import drop_pg_database, free_port, new_pg_database, pg_url, psql
 
 pytestmark = pytest.mark.e2e
 
@@ -207,10 +206,7 @@ def test_terms_table_is_made_and_filled_at_start_and_read_by_index(tmp_path, bac
     home, port = tmp_path / "home", free_port()
     url = None
     if backend == "postgresql":
-        base = pg_url()
-        name = f"curate_test_terms_{uuid.uuid4().hex[:6]}"
-        url = urlunparse(urlparse(base)._replace(path=f"/{name}"))
-        psql(base, f"CREATE DATABASE {name}")
+        url = new_pg_database("curate_test_terms")
     db = home / "argilla.db"
 
     def sql(statement: str) -> str:
@@ -259,4 +255,4 @@ def test_terms_table_is_made_and_filled_at_start_and_read_by_index(tmp_path, bac
     finally:
         server.stop(home)
         if url:
-            psql(pg_url(), f"DROP DATABASE IF EXISTS {urlparse(url).path[1:]} WITH (FORCE)")
+            drop_pg_database(url)

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import random
 import uuid
-from urllib.parse import urlparse, urlunparse
 
-import httpx
 import pytest
 
 from curate.review import server
 
-from tests.e2e.conftest import free_port, pg_url, psql
+from tests.e2e.conftest import TextSearch, drop_pg_database, free_port, new_pg_database, psql
 
 pytestmark = pytest.mark.e2e
 
@@ -90,20 +88,6 @@ def _score(i: int, must: list[str]) -> float:
     return sum(body.count(m.lower()) for m in must) / (1.0 + len(body) / 500.0)
 
 
-class Api:
-    def __init__(self, info, account=None):
-        account = account or info.owner
-        self.http = httpx.Client(base_url=info.api_url, headers={"X-Argilla-Api-Key": account.api_key}, timeout=60)
-
-    def search(self, ds: str, q: str, limit: int = 100, offset: int = 0):
-        r = self.http.post(f"/api/v1/me/datasets/{ds}/records/search", params={"limit": limit, "offset": offset},
-                           json={"query": {"text": {"q": q}}})
-        assert r.status_code == 200, r.text
-        data = r.json()
-        return [i["record"]["external_id"] for i in data["items"]], data["total"], [i["query_score"]
-                                                                                  for i in data["items"]]
-
-
 def _dataset(info, name: str) -> str:
     import argilla as rg
 
@@ -119,12 +103,12 @@ def _dataset(info, name: str) -> str:
 
 def _order(info, dsid: str) -> dict[str, tuple]:
     """Each record's tie-break key after the score: (inserted_at, id), as the engine orders ties."""
-    items = Api(info).http.get(f"/api/v1/datasets/{dsid}/records", params={"limit": 1000}).json()["items"]
+    items = TextSearch(info).http.get(f"/api/v1/datasets/{dsid}/records", params={"limit": 1000}).json()["items"]
     return {i["external_id"]: (i["inserted_at"], i["id"]) for i in items}
 
 
 def _check(info, dsid: str, q: str, must: list[str], must_not: list[str], ranked_like_pg: bool) -> None:
-    api = Api(info, info.annotators[0])
+    api = TextSearch(info, info.annotators[0])
     want = {f"w{i:02d}" for i in _expected(must, must_not)}
     full, total, scores = api.search(dsid, q)
     assert set(full) == want and total == len(want) == len(full), (q, sorted(set(full) ^ want))
@@ -166,10 +150,7 @@ def test_postgresql_whole_record_terms_read_the_field_indexes(tmp_path):
     """A database made before (with the whole-record trigram index) loses that index at start and answers the
     same; the trigger's body and bigrams equal the whole-record functions'; the engine's condition for a term
     of three or more characters reads the field rows' partial indexes; a second start changes nothing."""
-    base = pg_url()
-    name = f"curate_test_wtx_{uuid.uuid4().hex[:6]}"
-    url = urlunparse(urlparse(base)._replace(path=f"/{name}"))
-    psql(base, f"CREATE DATABASE {name}")
+    url = new_pg_database("curate_test_wtx")
     home, port = tmp_path / "home", free_port()
     try:
         info = server.start(home, port=port, database_url=url, annotators=["ann1"])
@@ -191,7 +172,7 @@ def test_postgresql_whole_record_terms_read_the_field_indexes(tmp_path):
         assert psql(url, "SELECT count(*) FROM curate_record_text t JOIN records r ON r.id = t.record_id "
                          "WHERE t.body = curate_fields_text(r.fields) "
                          "AND t.bigrams = curate_test_old_bigrams(t.body)") == str(N)
-        api = Api(info, info.annotators[0])
+        api = TextSearch(info, info.annotators[0])
         assert api.search(dsid, "quetzalcoatl")[0] == ["w03"]
         ds.records.log([rg.Record(id="w03", fields=_fields(3))])
         assert api.search(dsid, "quetzalcoatl")[1] == 0
@@ -220,4 +201,4 @@ def test_postgresql_whole_record_terms_read_the_field_indexes(tmp_path):
         _check(info, dsid, "基本 例子", ["基本", "例子"], [], ranked_like_pg=True)
     finally:
         server.stop(home)
-        psql(base, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        drop_pg_database(url)
