@@ -354,10 +354,12 @@ async def plan(db: Any, dataset_id: Any, must: list[str], must_not: list[str], i
                 in_fields.append(any_field)
             else:
                 like, gram = _pg_term_parts(p, term)
-                if like is not None:
-                    conds.insert(1, like) if gram is None else conds.append(like)
                 if gram is not None:
                     grams.append(gram)
+                if like is not None and gram is None:
+                    conds.insert(1, like)  # a plain-text term: checked first
+                elif like is not None:
+                    conds.append(like)  # a Chinese term's body check: after the plain-text terms
             t = p._name(term)
             tl = f"lower(CAST(:{t} AS text))"
             score_parts.append(f"(length(t.body) - length(replace(t.body, {tl}, ''))) / length({tl})")
@@ -425,10 +427,7 @@ def _pg_field_plan(p: TextPlan, dataset_id: Any, must: list[str], must_not: list
     ranked by the terms' density in the field."""
     p.field_indexed = True
     ds = p._name(dataset_id)
-    if _SAFE_FIELD.match(field_name):
-        fcond = f"f.field = '{field_name}'"  # a literal, so the planner can pick the field's partial index
-    else:
-        fcond = f"f.field = :{p._name(field_name)}"
+    fcond = _pg_field_cond(p, field_name)
 
     def cond(term: str) -> str:
         like = p._name(_like(term.lower()))
@@ -475,10 +474,15 @@ def _pg_any_field(p: TextPlan, term: str, ds: str, fields: list[str]) -> str | N
     like = p._name(_like(term.lower()))
     parts = []
     for name in fields:
-        fcond = f"f.field = '{name}'" if _SAFE_FIELD.match(name) else f"f.field = :{p._name(name)}"
-        parts.append(f"SELECT f.record_id FROM curate_field_text f WHERE {fcond} AND f.dataset_id = :{ds} "
-                     f"AND f.body LIKE :{like} ESCAPE '\\'")
+        parts.append(f"SELECT f.record_id FROM curate_field_text f WHERE {_pg_field_cond(p, name)} "
+                     f"AND f.dataset_id = :{ds} AND f.body LIKE :{like} ESCAPE '\\'")
     return " UNION ALL ".join(parts)
+
+
+def _pg_field_cond(p: TextPlan, name: str) -> str:
+    """`f` is a row of field `name`: the name as a literal when it is a plain one, so the planner can pick the
+    field's partial index, else a bound parameter."""
+    return f"f.field = '{name}'" if _SAFE_FIELD.match(name) else f"f.field = :{p._name(name)}"
 
 
 def _cjk_pairs(term: str) -> list[str]:
