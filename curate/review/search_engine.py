@@ -1107,6 +1107,34 @@ class SQLSearchEngine(SearchEngine):
     def _from_records(stmt, hits):
         return stmt.join(hits, hits.c.rid == Record.id) if hits is not None else stmt
 
+    @staticmethod
+    async def _pg_top_hits(db, dataset_id: UUID, hits, offset: int, limit: int) -> tuple[list, int]:
+        """PostgreSQL, a ranked text query alone (no filter, no sort, no condition but the index's hits): the
+        page and the total from the hits computed once (a materialized CTE). Only the hits scoring at least the
+        (offset + limit)-th best score are joined with `records` for the tie-break (inserted_at, id): the same
+        page as joining every hit, without probing `records` once per hit and buffering them all for the window
+        count (`example` in one field at 100k, 33,350 hits: 263 -> 128 ms). Every hit is a record of the dataset
+        (the side tables' rows are written with the record and deleted with it), so the total is the hits'."""
+        h = select(hits.c.rid, hits.c.score).cte("curate_h").prefix_with("MATERIALIZED")
+        best = select(h.c.score).order_by(h.c.score.desc()).limit(offset + limit).subquery()
+        # NULL scores sort first (DESC), so they are kept; no score at all (fewer hits than a page): every hit
+        cut = func.coalesce(select(func.min(best.c.score)).scalar_subquery(), literal_column("'-Infinity'::float8"))
+        total = select(func.count()).select_from(h).scalar_subquery()
+        stmt = (
+            select(Record.id, h.c.score, total)
+            .join_from(Record, h, h.c.rid == Record.id)
+            .where(Record.dataset_id == dataset_id, or_(h.c.score.is_(None), h.c.score >= cut))
+            .order_by(h.c.score.desc(), Record.inserted_at.asc(), Record.id.asc())
+            .offset(offset)
+            .limit(limit)
+        )
+        rows = (await db.execute(stmt)).all()
+        if rows:
+            return rows, int(rows[0][2])
+        if offset == 0:  # the first page holds the best hit if there is one
+            return rows, 0
+        return rows, int((await db.execute(select(func.count()).select_from(h))).scalar_one())  # past the end
+
     async def search(
         self,
         dataset: Dataset,
@@ -1142,7 +1170,10 @@ class SQLSearchEngine(SearchEngine):
             where = and_(*base, self._filter(dataset.id, filter, terms=terms))
             order = await self._order_by(db, dataset.id, sort)
             has_text = bool(txt.conds) or txt.hits is not None
-            if txt.score is not None:
+            if txt.score is not None and _is_pg() and txt.hits is not None and not txt.conds and not _flat(filter) \
+                    and not order:
+                rows, total = await self._pg_top_hits(db, dataset.id, txt.hits, offset, limit)
+            elif txt.score is not None:
                 # A ranked text query reads every hit to rank them anyway: the total comes from the same pass
                 # (a window count) instead of a second pass over the hits (and their exact checks).
                 stmt = self._from_records(select(Record.id), txt.hits).where(where).add_columns(
