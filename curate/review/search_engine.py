@@ -1109,22 +1109,22 @@ class SQLSearchEngine(SearchEngine):
 
     @staticmethod
     async def _pg_top_hits(db, dataset_id: UUID, hits, offset: int, limit: int) -> tuple[list, int]:
-        """PostgreSQL, a ranked text query alone (no filter, no sort, no condition but the index's hits): the
-        page and the total from the hits computed once (a materialized CTE). Only the hits scoring at least the
-        (offset + limit)-th best score are joined with `records` for the tie-break (inserted_at, id): the same
-        page as joining every hit, without probing `records` once per hit and buffering them all for the window
-        count (`example` in one field at 100k, 33,350 hits: 263 -> 128 ms). Every hit is a record of the dataset
-        (the side tables' rows are written with the record and deleted with it), so the total is the hits'."""
-        h = select(hits.c.rid, hits.c.score).cte("curate_h").prefix_with("MATERIALIZED")
-        best = select(h.c.score).order_by(h.c.score.desc()).limit(offset + limit).subquery()
-        # NULL scores sort first (DESC), so they are kept; no score at all (fewer hits than a page): every hit
-        cut = func.coalesce(select(func.min(best.c.score)).scalar_subquery(), literal_column("'-Infinity'::float8"))
-        total = select(func.count()).select_from(h).scalar_subquery()
+        """PostgreSQL, a ranked text query alone (no filter, no sort, no condition but the index's hits): only the
+        hits ranked within the first offset + limit by score (`rank()`: ties with the last one included) are
+        joined with `records` for the tie-break (inserted_at, id), so the page is the one joining every hit gives,
+        without probing `records` once per hit (`example` in one field at 100k, 33,350 hits: 232 -> 135 ms). The
+        total is the hits' count, from the same pass: every hit is a record of the dataset (the side tables' rows
+        are written with the record and deleted with it). Window functions, not a CTE: a CTE's scan never runs in
+        parallel, which the scan of a query that finds nothing (`基本概念 example`) needs."""
+        w = select(
+            hits.c.rid, hits.c.score, func.count().over().label("curate_total"),
+            func.rank().over(order_by=hits.c.score.desc()).label("curate_rank"),
+        ).subquery("curate_w")
         stmt = (
-            select(Record.id, h.c.score, total)
-            .join_from(Record, h, h.c.rid == Record.id)
-            .where(Record.dataset_id == dataset_id, or_(h.c.score.is_(None), h.c.score >= cut))
-            .order_by(h.c.score.desc(), Record.inserted_at.asc(), Record.id.asc())
+            select(Record.id, w.c.score, w.c.curate_total)
+            .join_from(Record, w, w.c.rid == Record.id)
+            .where(Record.dataset_id == dataset_id, w.c.curate_rank <= offset + limit)
+            .order_by(w.c.score.desc(), Record.inserted_at.asc(), Record.id.asc())
             .offset(offset)
             .limit(limit)
         )
@@ -1133,7 +1133,7 @@ class SQLSearchEngine(SearchEngine):
             return rows, int(rows[0][2])
         if offset == 0:  # the first page holds the best hit if there is one
             return rows, 0
-        return rows, int((await db.execute(select(func.count()).select_from(h))).scalar_one())  # past the end
+        return rows, int((await db.execute(select(func.count()).select_from(hits))).scalar_one())  # past the end
 
     async def search(
         self,

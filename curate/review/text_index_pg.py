@@ -196,8 +196,9 @@ async def plan(db: Any, dataset_id: Any, must: list[str], must_not: list[str],
 
 
 def _pg_occurrences(p: TextPlan, text: str, term: str) -> str:
-    """SQL: the non-overlapping occurrences of the lower-cased term in `text`. Counted in bytes: `replace` removes whole occurrences, so the bytes removed over the term's bytes is the same integer as
-    the characters removed over its characters, without counting the characters of two strings."""
+    """SQL: the non-overlapping occurrences of the lower-cased term in `text`. Counted in bytes: `replace` removes
+    whole occurrences, so the bytes removed over the term's bytes is the same integer as the characters removed
+    over its characters, without counting the characters of two strings."""
     tl = f"lower(CAST(:{p._name(term)} AS text))"
     return f"(octet_length({text}) - octet_length(replace({text}, {tl}, ''))) / octet_length({tl})"
 
