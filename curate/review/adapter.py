@@ -283,6 +283,24 @@ def install_query_timeout(engine: Any, timeout_s: float, is_postgresql: bool) ->
             ctx.connection.info.pop("curate_lifted", None)
 
 
+# PostgreSQL settings for the server's own sessions (nothing in the server's config files changes). `jit = off`:
+# the engine's statements take tens of ms, and a plan costed over jit_above_cost (100,000 by default) pays LLVM
+# compilation on every call (each statement is planned afresh): at 100k records the whole-record text plan is
+# costed ~256,000, and a variant costed 612,000 (over the inlining and optimisation thresholds, 500,000) spent
+# 553 ms of its 588 ms execution in compilation (EXPLAIN ANALYZE, psql session with the server's default jit).
+PG_SESSION_SETTINGS = {"jit": "off"}
+
+
+def install_pg_session_settings(engine: Any) -> None:
+    """Give every PostgreSQL connection of `engine` (argilla_server's async engine) PG_SESSION_SETTINGS, as
+    connection parameters (asyncpg server_settings), so no transaction can undo them."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _pg_settings(dialect, record, cargs, cparams):
+        cparams.setdefault("server_settings", {}).update(PG_SESSION_SETTINGS)
+
+
 def is_timeout(exc: BaseException) -> bool:
     """True for a statement stopped by the time limit (SQLite 'interrupted', PostgreSQL query_canceled)."""
     seen: BaseException | None = exc
@@ -384,4 +402,6 @@ def install(app: Any) -> Any:
     _install_routes(api_v1)
     _install_error_handlers(api_v1)
     install_query_timeout(async_engine, LIMITS.query_timeout_s, bool(settings.database_is_postgresql))
+    if settings.database_is_postgresql:
+        install_pg_session_settings(async_engine)
     return BodyLimit(app, LIMITS)

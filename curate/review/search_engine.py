@@ -1107,6 +1107,34 @@ class SQLSearchEngine(SearchEngine):
     def _from_records(stmt, hits):
         return stmt.join(hits, hits.c.rid == Record.id) if hits is not None else stmt
 
+    @staticmethod
+    async def _pg_top_hits(db, dataset_id: UUID, hits, offset: int, limit: int) -> tuple[list, int]:
+        """PostgreSQL, a ranked text query alone (no filter, no sort, no condition but the index's hits): only the
+        hits ranked within the first offset + limit by score (`rank()`: ties with the last one included) are
+        joined with `records` for the tie-break (inserted_at, id), so the page is the one joining every hit gives,
+        without probing `records` once per hit (`example` in one field at 100k, 33,350 hits: 232 -> 135 ms). The
+        total is the hits' count, from the same pass: every hit is a record of the dataset (the side tables' rows
+        are written with the record and deleted with it). Window functions, not a CTE: a CTE's scan never runs in
+        parallel, which the scan of a query that finds nothing (`基本概念 example`) needs."""
+        w = select(
+            hits.c.rid, hits.c.score, func.count().over().label("curate_total"),
+            func.rank().over(order_by=hits.c.score.desc()).label("curate_rank"),
+        ).subquery("curate_w")
+        stmt = (
+            select(Record.id, w.c.score, w.c.curate_total)
+            .join_from(Record, w, w.c.rid == Record.id)
+            .where(Record.dataset_id == dataset_id, w.c.curate_rank <= offset + limit)
+            .order_by(w.c.score.desc(), Record.inserted_at.asc(), Record.id.asc())
+            .offset(offset)
+            .limit(limit)
+        )
+        rows = (await db.execute(stmt)).all()
+        if rows:
+            return rows, int(rows[0][2])
+        if offset == 0:  # the first page holds the best hit if there is one
+            return rows, 0
+        return rows, int((await db.execute(select(func.count()).select_from(hits))).scalar_one())  # past the end
+
     async def search(
         self,
         dataset: Dataset,
@@ -1142,7 +1170,10 @@ class SQLSearchEngine(SearchEngine):
             where = and_(*base, self._filter(dataset.id, filter, terms=terms))
             order = await self._order_by(db, dataset.id, sort)
             has_text = bool(txt.conds) or txt.hits is not None
-            if txt.score is not None:
+            if txt.score is not None and _is_pg() and txt.hits is not None and not txt.conds and not _flat(filter) \
+                    and not order:
+                rows, total = await self._pg_top_hits(db, dataset.id, txt.hits, offset, limit)
+            elif txt.score is not None:
                 # A ranked text query reads every hit to rank them anyway: the total comes from the same pass
                 # (a window count) instead of a second pass over the hits (and their exact checks).
                 stmt = self._from_records(select(Record.id), txt.hits).where(where).add_columns(
