@@ -181,6 +181,9 @@ PG_META_FILL = (
 # value (or one starting with TERMS_LONG) uses the JSON conditions instead.
 TERMS_KEY_CHARS = 500
 TERMS_LONG = "\x1fmd5:"
+# PostgreSQL: the rows of such hashed values, as a literal condition (a partial index matches only a literal
+# predicate, and a B-tree range on the marker would depend on the database's collation).
+_PG_IS_LONG = "left({col}, 5) = chr(31) || 'md5:'"
 PG_TERMS_DDL = (
     ("CREATE OR REPLACE FUNCTION curate_terms_key(v text) RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ "
      f"SELECT CASE WHEN length(v) <= {TERMS_KEY_CHARS} THEN v ELSE chr(31) || 'md5:' || md5(v) END $$"),
@@ -188,6 +191,9 @@ PG_TERMS_DDL = (
      "record_id uuid NOT NULL REFERENCES records(id) ON DELETE CASCADE, "
      "PRIMARY KEY (dataset_id, name, value, record_id))"),
     "CREATE INDEX IF NOT EXISTS ix_curate_terms_record ON curate_terms (record_id)",
+    # the hashed long values' rows (usually none), for the terms dropdown (_PG_TERMS_METRICS)
+    ("CREATE INDEX IF NOT EXISTS ix_curate_terms_long ON curate_terms (dataset_id, name, record_id) "
+     f"WHERE {_PG_IS_LONG.format(col='value')}"),
     ("CREATE OR REPLACE FUNCTION curate_terms_prop_sync() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
      "IF TG_OP = 'DELETE' THEN "
      "DELETE FROM curate_terms WHERE dataset_id = OLD.dataset_id AND name = OLD.name; RETURN NULL; END IF; "
@@ -237,11 +243,12 @@ _SQLITE_TERMS_METRICS = (
 )
 _PG_TERMS_METRICS = (
     "SELECT term, count(*) AS n FROM (SELECT value AS term FROM curate_terms "
-    "WHERE dataset_id = :ds AND name = :name AND left(value, :k) <> :marker "
+    f"WHERE dataset_id = :ds AND name = :name AND NOT {_PG_IS_LONG.format(col='value')} "
     "UNION ALL SELECT e.v FROM curate_terms AS t JOIN curate_meta AS m ON m.record_id = t.record_id "
     "CROSS JOIN LATERAL jsonb_array_elements_text(CASE WHEN jsonb_typeof(m.metadata -> t.name) = 'array' "
     "THEN m.metadata -> t.name ELSE jsonb_build_array(m.metadata -> t.name) END) AS e(v) "
-    "WHERE t.dataset_id = :ds AND t.name = :name AND left(t.value, :k) = :marker AND curate_terms_key(e.v) = t.value"
+    f"WHERE t.dataset_id = :ds AND t.name = :name AND {_PG_IS_LONG.format(col='t.value')} "
+    "AND curate_terms_key(e.v) = t.value"
     ") AS v GROUP BY term ORDER BY n DESC, term"
 )
 
@@ -850,8 +857,6 @@ class SQLSearchEngine(SearchEngine):
             if metadata_property.type == MetadataPropertyType.terms:
                 params = [bindparam("ds", metadata_property.dataset_id, type_=Record.dataset_id.type),
                           bindparam("name", metadata_property.name)]
-                if _is_pg():
-                    params += [bindparam("marker", TERMS_LONG), bindparam("k", len(TERMS_LONG))]
                 stmt = text(_PG_TERMS_METRICS if _is_pg() else _SQLITE_TERMS_METRICS).bindparams(*params)
                 rows = (await db.execute(stmt)).all()
                 return TermsMetrics(
