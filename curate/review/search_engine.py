@@ -56,6 +56,7 @@ from argilla_server.search_engine.base import (
     MetadataFilterScope,
     MetadataMetrics,
     Order,
+    RangeFilter,
     RecordFilterScope,
     ResponseFilterScope,
     SearchEngine,
@@ -180,6 +181,9 @@ PG_META_FILL = (
 # value (or one starting with TERMS_LONG) uses the JSON conditions instead.
 TERMS_KEY_CHARS = 500
 TERMS_LONG = "\x1fmd5:"
+# PostgreSQL: the rows of such hashed values, as a literal condition (a partial index matches only a literal
+# predicate, and a B-tree range on the marker would depend on the database's collation).
+_PG_IS_LONG = "left({col}, 5) = chr(31) || 'md5:'"
 PG_TERMS_DDL = (
     ("CREATE OR REPLACE FUNCTION curate_terms_key(v text) RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ "
      f"SELECT CASE WHEN length(v) <= {TERMS_KEY_CHARS} THEN v ELSE chr(31) || 'md5:' || md5(v) END $$"),
@@ -187,6 +191,9 @@ PG_TERMS_DDL = (
      "record_id uuid NOT NULL REFERENCES records(id) ON DELETE CASCADE, "
      "PRIMARY KEY (dataset_id, name, value, record_id))"),
     "CREATE INDEX IF NOT EXISTS ix_curate_terms_record ON curate_terms (record_id)",
+    # the hashed long values' rows (usually none), for the terms dropdown (_PG_TERMS_METRICS)
+    ("CREATE INDEX IF NOT EXISTS ix_curate_terms_long ON curate_terms (dataset_id, name, record_id) "
+     f"WHERE {_PG_IS_LONG.format(col='value')}"),
     ("CREATE OR REPLACE FUNCTION curate_terms_prop_sync() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
      "IF TG_OP = 'DELETE' THEN "
      "DELETE FROM curate_terms WHERE dataset_id = OLD.dataset_id AND name = OLD.name; RETURN NULL; END IF; "
@@ -222,6 +229,28 @@ _SQLITE_TERMS_OF = (
 )
 _SQLITE_TERMS_PROPS = ("k.key IN (SELECT name FROM metadata_properties WHERE dataset_id = {ds} "
                        "AND json_extract(settings, '$.type') = 'terms')")
+
+
+# The UI's terms dropdown (compute_metrics_for): each value with the number of records holding it, most first, from
+# curate_terms instead of parsing every record's metadata (100k records: the JSON walk read all of them). A record
+# counts once per value, as Elasticsearch's terms aggregation counts documents (the JSON walk counted a value twice
+# in a list holding it twice), and the values are the ones a terms filter matches (PostgreSQL: jsonb's text of a
+# number or a nested value, which a filter compares). PostgreSQL: a value stored hashed (over TERMS_KEY_CHARS) is
+# read back from its record's metadata.
+_SQLITE_TERMS_METRICS = (
+    "SELECT value, count(*) AS n FROM curate_terms WHERE dataset_id = :ds AND name = :name "
+    "GROUP BY value ORDER BY n DESC, value"
+)
+_PG_TERMS_METRICS = (
+    "SELECT term, count(*) AS n FROM (SELECT value AS term FROM curate_terms "
+    f"WHERE dataset_id = :ds AND name = :name AND NOT {_PG_IS_LONG.format(col='value')} "
+    "UNION ALL SELECT e.v FROM curate_terms AS t JOIN curate_meta AS m ON m.record_id = t.record_id "
+    "CROSS JOIN LATERAL jsonb_array_elements_text(CASE WHEN jsonb_typeof(m.metadata -> t.name) = 'array' "
+    "THEN m.metadata -> t.name ELSE jsonb_build_array(m.metadata -> t.name) END) AS e(v) "
+    f"WHERE t.dataset_id = :ds AND t.name = :name AND {_PG_IS_LONG.format(col='t.value')} "
+    "AND curate_terms_key(e.v) = t.value"
+    ") AS v GROUP BY term ORDER BY n DESC, term"
+)
 
 
 def _sqlite_terms_of(row: str) -> str:
@@ -348,6 +377,67 @@ def _terms_table_answers(flt: Filter, terms: frozenset[str]) -> bool:
         return False
     return not _is_pg() or all(len(str(v)) <= TERMS_KEY_CHARS and not str(v).startswith(TERMS_LONG)
                                for v in flt.values)
+
+
+def _pg_meta_range(flt: RangeFilter) -> ColumnElement:
+    """PostgreSQL: a metadata range filter as a condition on curate_meta's row (its number expression index)."""
+    name = flt.scope.metadata_property
+    num_sql = _pg_meta_sql(name, "number")
+    num = (func.curate_jsonb_float(_META.c.metadata, literal(name)) if num_sql is None
+           else literal_column(num_sql, Float()))
+    return _range(num, flt.ge, flt.le)
+
+
+def _is_meta_range(flt: Filter) -> bool:
+    return isinstance(flt, RangeFilter) and isinstance(flt.scope, MetadataFilterScope)
+
+
+def _own_status(flt: Filter) -> tuple[UUID, list[str]] | None:
+    """(user id, statuses) when `flt` is a response-status filter of one user (the UI's queue, "submitted by me"),
+    else None."""
+    if not (isinstance(flt, TermsFilter) and isinstance(flt.scope, ResponseFilterScope)
+            and flt.scope.property == "status" and flt.scope.question is None and flt.scope.user is not None):
+        return None
+    return flt.scope.user.id, sorted({str(v) for v in flt.values})
+
+
+def _answered(dataset_id: UUID, user_id: UUID, statuses: list[str] | None = None):
+    """The count of the user's responses (with one of `statuses`, or any) to records of the dataset: the records
+    the user answered (argilla keeps one response per record and user, so no DISTINCT). Each response probes the
+    covering (id, dataset_id, inserted_at) index; on PostgreSQL as a per-response subquery, because its planner
+    otherwise hash-joins the dataset's every index entry with the responses (100k records, 5k responses: 10.7 ms
+    against 6.3 ms)."""
+    conds = [Response.user_id == user_id] + ([Response.status.in_(statuses)] if statuses is not None else [])
+    stmt = select(func.count()).select_from(Response)
+    if _is_pg():
+        owner = select(Record.dataset_id).where(Record.id == Response.record_id).scalar_subquery()
+        return stmt.where(*conds, owner == dataset_id)
+    return stmt.join(Record, Record.id == Response.record_id).where(*conds, Record.dataset_id == dataset_id)
+
+
+# SQLite, a page deep in the pending queue: walking the (dataset, inserted_at, id) index costs ~0.05 us a row, the
+# pending check ~0.4 us more, and finding the user's answered records before a key ~1.5 us per response; so the
+# page starts from the key at that offset in the dataset (no check) once the offset is over this many times the
+# user's responses (100k records, 5k answered, offset 50,000: 24 -> 17 ms).
+QUEUE_SKIP = 5
+# The k-th pending record (0-based, in insertion order) is, with K the key of the dataset's k-th record and c the
+# user's answered records before K, the c-th pending record from K on: the k records before K hold k - c pending
+# ones. One statement, so one snapshot: exact under concurrent submissions as the OFFSET walk it replaces.
+_SQLITE_QUEUE_PAGE = (
+    "SELECT records.id FROM records WHERE records.dataset_id = :ds AND (records.inserted_at, records.id) >= ({k}) "
+    "AND records.id NOT IN (SELECT record_id FROM responses WHERE user_id = :uid) "
+    "ORDER BY records.inserted_at, records.id LIMIT :lim OFFSET (SELECT count(*) FROM responses "
+    "JOIN records AS r ON r.id = responses.record_id WHERE responses.user_id = :uid AND r.dataset_id = :ds "
+    "AND (r.inserted_at, r.id) < ({k}))"
+).format(k="SELECT inserted_at, id FROM records WHERE dataset_id = :ds ORDER BY inserted_at, id LIMIT 1 OFFSET :off")
+
+
+def _sqlite_queue_page(dataset_id: UUID, user_id: UUID, offset: int, limit: int):
+    """SQLite: the ids of the user's pending queue page at a deep `offset` (_SQLITE_QUEUE_PAGE)."""
+    return text(_SQLITE_QUEUE_PAGE).bindparams(
+        bindparam("ds", dataset_id, type_=Record.dataset_id.type),
+        bindparam("uid", user_id, type_=Response.user_id.type), bindparam("off", offset), bindparam("lim", limit),
+    ).columns(literal_column("id", Record.id.type))
 
 
 def _terms_condition(dataset_id: UUID, flt: TermsFilter, record_id: ColumnElement, dense: bool = False):
@@ -765,16 +855,9 @@ class SQLSearchEngine(SearchEngine):
         where = Record.dataset_id == metadata_property.dataset_id
         async with AsyncSessionLocal() as db:
             if metadata_property.type == MetadataPropertyType.terms:
-                tv = _json_values(Record.metadata_, keys)
-                value = tv.c.value if _is_pg() else func.cast(tv.c.value, _sa_text())
-                stmt = (
-                    select(value.label("term"), func.count().label("n"))
-                    .select_from(Record)
-                    .join(tv, true())
-                    .where(where, value.is_not(None))
-                    .group_by(value)
-                    .order_by(func.count().desc(), value)
-                )
+                params = [bindparam("ds", metadata_property.dataset_id, type_=Record.dataset_id.type),
+                          bindparam("name", metadata_property.name)]
+                stmt = text(_PG_TERMS_METRICS if _is_pg() else _SQLITE_TERMS_METRICS).bindparams(*params)
                 rows = (await db.execute(stmt)).all()
                 return TermsMetrics(
                     total=sum(n for _, n in rows),
@@ -881,9 +964,7 @@ class SQLSearchEngine(SearchEngine):
             if not scalars:
                 return lists
             return or_(Record.id.in_(select(_META.c.record_id).where(ds, term.in_(scalars))), lists)
-        num_sql = _pg_meta_sql(name, "number")
-        num = func.curate_jsonb_float(meta, key) if num_sql is None else literal_column(num_sql, Float())
-        return Record.id.in_(select(_META.c.record_id).where(ds, _range(num, flt.ge, flt.le)))
+        return Record.id.in_(select(_META.c.record_id).where(ds, _pg_meta_range(flt)))
 
     @staticmethod
     def _record_filter(flt: Filter) -> ColumnElement:
@@ -1189,9 +1270,19 @@ class SQLSearchEngine(SearchEngine):
                 else:  # a page past the end: nothing to take the count from
                     total = await self._count(db, dataset.id, filter, where, has_text, txt.hits, terms)
             else:
-                total = await self._count(db, dataset.id, filter, where, has_text, txt.hits, terms)
+                only = _flat(filter)
+                own = _own_status(only[0]) if not has_text and len(only) == 1 else None
+                answered = None
+                if own is not None and own[1] == [ResponseStatusFilter.pending.value]:  # the annotator's queue
+                    n_records, answered = await self._queue_counts(db, dataset.id, own[0])
+                    total = n_records - answered
+                else:
+                    total = await self._count(db, dataset.id, filter, where, has_text, txt.hits, terms)
                 rows = []
-                if total > offset:
+                if total > offset and answered is not None and own is not None and not order and not _is_pg() \
+                        and offset > QUEUE_SKIP * answered:
+                    rows = (await db.execute(_sqlite_queue_page(dataset.id, own[0], offset, limit))).all()
+                elif total > offset:
                     page_where = where
                     if not order and total >= DENSE_MATCHES:
                         page_where = and_(*base, self._filter(dataset.id, filter, dense=True, terms=terms))
@@ -1214,27 +1305,21 @@ class SQLSearchEngine(SearchEngine):
             n = await self._terms_count(db, dataset_id, only, terms)
             if n is not None:
                 return n
-        if (
-            not has_text
-            and len(only) == 1
-            and isinstance(only[0], TermsFilter)
-            and isinstance(only[0].scope, ResponseFilterScope)
-            and only[0].scope.property == "status"
-            and only[0].scope.question is None
-            and only[0].scope.user is not None
-            and [str(v) for v in only[0].values] == [ResponseStatusFilter.pending.value]
-        ):
-            # one statement (one round trip); a user has one response per record, so the answered are counted
-            # without DISTINCT, each response probing the covering (id, dataset_id, inserted_at) index
-            n_records = select(func.count()).select_from(Record).where(Record.dataset_id == dataset_id)
-            answered = (
-                select(func.count())
-                .select_from(Response)
-                .join(Record, Record.id == Response.record_id)
-                .where(Response.user_id == only[0].scope.user.id, Record.dataset_id == dataset_id)
-            )
-            return int((await db.execute(select(n_records.scalar_subquery() - answered.scalar_subquery())))
-                       .scalar_one())
+        own = _own_status(only[0]) if not has_text and len(only) == 1 else None
+        if own is not None and own[1] == [ResponseStatusFilter.pending.value]:
+            n_records, answered = await self._queue_counts(db, dataset_id, own[0])
+            return n_records - answered
+        if own is not None and _is_pg() and ResponseStatusFilter.pending.value not in own[1]:
+            # "submitted by me": the user's responses with those statuses (one per record), not the dataset's
+            # records probed against them (100k records: 9 ms, the planner hashing every index entry, against 6 ms)
+            return int((await db.execute(_answered(dataset_id, own[0], own[1]))).scalar_one())
+        if not has_text and _is_pg() and only and all(_is_meta_range(f) for f in only):
+            # Every curate_meta row is a record of its dataset (kept by trigger, deleted by cascade): count the
+            # side table's matches alone instead of joining them with the dataset's records (100k records, 12,500
+            # matches: 20 ms -> 5 ms).
+            conds = [_pg_meta_range(f) for f in only]
+            return int((await db.execute(
+                select(func.count()).select_from(_META).where(_META.c.dataset_id == dataset_id, *conds))).scalar_one())
         if (
             not has_text
             and not _is_pg()
@@ -1264,6 +1349,14 @@ class SQLSearchEngine(SearchEngine):
             except OperationalError:  # index missing (created at the next start): plain plan
                 pass
         return (await db.execute(stmt)).scalar_one()
+
+    @staticmethod
+    async def _queue_counts(db, dataset_id: UUID, user_id: UUID) -> tuple[int, int]:
+        """The dataset's records and those the user answered, in one statement (one round trip)."""
+        n_records = select(func.count()).select_from(Record).where(Record.dataset_id == dataset_id)
+        row = (await db.execute(select(n_records.scalar_subquery(),
+                                       _answered(dataset_id, user_id).scalar_subquery()))).one()
+        return int(row[0]), int(row[1])
 
     @staticmethod
     async def _terms_count(db, dataset_id: UUID, only: list[Filter], terms: frozenset[str]) -> int | None:

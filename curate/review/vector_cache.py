@@ -312,8 +312,8 @@ def _drain() -> None:
         raise
 
 
-def warm_all() -> None:
-    """At server start: load (or build) every vector field's matrix, in a background thread."""
+def warm_all() -> threading.Thread:
+    """At server start: load (or build) every vector field's matrix, in a background thread (returned, started)."""
 
     def run() -> None:
         try:
@@ -322,4 +322,6 @@ def warm_all() -> None:
         except Exception as exc:  # noqa: BLE001
             _LOGGER.warning("curate-sql: vector warm-up failed: %s", exc)
 
-    threading.Thread(target=run, name="curate-vectors-warm", daemon=True).start()
+    thread = threading.Thread(target=run, name="curate-vectors-warm", daemon=True)
+    thread.start()
+    return thread
