@@ -70,6 +70,7 @@ from argilla_server.search_engine.base import (
 from argilla_server.settings import settings
 from sqlalchemy import (
     Float,
+    Integer,
     and_,
     bindparam,
     case,
@@ -745,6 +746,7 @@ class _Text:
     hits: Any = None
     score: Any = None
     empty: bool = False
+    page: Any = None  # SQLite, terms alone: the ranked page with its total (bind offset, limit, end)
 
 
 # ---------------------------------------------------------------------------------------------- the engine
@@ -1170,6 +1172,7 @@ class SQLSearchEngine(SearchEngine):
             conds.append(Record.id.not_in(sub))
         hits = None
         score = None
+        page = None
         if plan.hits_sql is not None:
             names = re.findall(r":(curate_t\d+)", plan.hits_sql)
             hits = (
@@ -1179,10 +1182,16 @@ class SQLSearchEngine(SearchEngine):
                 .subquery("curate_hits")
             )
             score = hits.c.score
+            page_sql = getattr(plan, "page_sql", None)  # SQLite: a ranked page for terms alone
+            if page_sql is not None and by_index and not conds:
+                names = re.findall(r":(curate_t\d+)", page_sql)
+                page = text(page_sql).bindparams(**{n: params[n] for n in names}).columns(
+                    literal_column("record_id", Record.id.type), literal_column("score", Float()),
+                    literal_column("total", Integer()))
         elif scan_must:
             # a scalar subquery (a bare text fragment can't be labelled as the score column)
             score = frag(sql.occurrences(scan_must)).columns(literal_column("curate_occ", Float())).scalar_subquery()
-        return _Text(conds=conds, hits=hits, score=score)
+        return _Text(conds=conds, hits=hits, score=score, page=page)
 
     @staticmethod
     def _from_records(stmt, hits):
@@ -1255,13 +1264,18 @@ class SQLSearchEngine(SearchEngine):
                     and not order:
                 rows, total = await self._pg_top_hits(db, dataset.id, txt.hits, offset, limit)
             elif txt.score is not None:
-                # A ranked text query reads every hit to rank them anyway: the total comes from the same pass
-                # (a window count) instead of a second pass over the hits (and their exact checks).
-                stmt = self._from_records(select(Record.id), txt.hits).where(where).add_columns(
-                    txt.score.label("curate_score"), func.count().over().label("curate_total")
-                )
-                order = order or [text("curate_score DESC")]
-                stmt = stmt.order_by(*order, Record.inserted_at.asc(), Record.id.asc()).offset(offset).limit(limit)
+                if txt.page is not None and not _flat(filter) and not order:
+                    # SQLite, terms alone: the index's own ranked page (text_index_sqlite._page_sql)
+                    stmt = txt.page.bindparams(curate_page_offset=offset, curate_page_limit=limit,
+                                               curate_page_end=offset + limit)
+                else:
+                    # A ranked text query reads every hit to rank them anyway: the total comes from the same pass
+                    # (a window count) instead of a second pass over the hits (and their exact checks).
+                    stmt = self._from_records(select(Record.id), txt.hits).where(where).add_columns(
+                        txt.score.label("curate_score"), func.count().over().label("curate_total")
+                    )
+                    order = order or [text("curate_score DESC")]
+                    stmt = stmt.order_by(*order, Record.inserted_at.asc(), Record.id.asc()).offset(offset).limit(limit)
                 rows = (await db.execute(stmt)).all()
                 if rows:
                     total = int(rows[0][2])

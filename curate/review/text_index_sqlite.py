@@ -7,6 +7,7 @@ Runs inside the argilla-server virtualenv: only the stdlib and sqlalchemy.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from curate.review.text_index import TextPlan, _fts_phrase
@@ -170,10 +171,50 @@ async def _sqlite_column(db: Any, dataset_hex: str, field_name: str) -> int | No
 
 
 
+# Bound at search time by the engine: the page's offset and limit, and the rank of its last row (offset + limit).
+PAGE_PARAMS = ("curate_page_offset", "curate_page_limit", "curate_page_end")
+
+
+@dataclass
+class SQLitePlan(TextPlan):
+    """A TextPlan plus `page_sql`: a ranked page of the hits (record id, score, total) by itself, for a query
+    with no condition beyond its terms (no filter, exclusion or scanned term, no sort); None when there is none."""
+
+    page_sql: str | None = None
+
+
+def _page_sql(match: str, ds: str) -> str:
+    """The ranked page of a MATCH in one dataset, with the total, in one statement (one snapshot).
+
+    Why: joining every hit to `records` for the tie-break and sorting them all under a window count was ~60 % of
+    a common word's statement at 100k (33k hits). Here each hit is scored once (a materialized CTE of FTS rowid
+    and score); the count and the page's lowest score (the end rank's) are read from it, and only the hits
+    scoring at least that much (the page's rows and their ties) are joined to their record and sorted by
+    (score, inserted_at, id), as the engine's ordered statement does: same rows, order and total.
+    The dataset: when no other dataset has records (two range probes of argilla's dataset index), every FTS row
+    is one of its records and the hits need no lookup; otherwise each hit's id row is probed, as before."""
+    alone = (
+        f"(NOT EXISTS (SELECT 1 FROM records WHERE dataset_id < :{ds}) "
+        f"AND NOT EXISTS (SELECT 1 FROM records WHERE dataset_id > :{ds}))"
+    )
+    off, lim, end = PAGE_PARAMS
+    return (
+        "WITH curate_ranked AS MATERIALIZED (SELECT f.rowid AS n, -bm25(curate_text) AS score FROM curate_text f "
+        f"WHERE curate_text MATCH :{match} AND ({alone} OR EXISTS (SELECT 1 FROM curate_text_ids AS d "
+        f"WHERE d.n = f.rowid AND d.dataset_id = :{ds}))) "
+        "SELECT i.record_id, h.score, (SELECT count(*) FROM curate_ranked) AS total FROM curate_ranked AS h "
+        "JOIN curate_text_ids AS i ON i.n = h.n JOIN records AS r ON r.id = i.record_id "
+        # fewer hits than the page's end: no lowest score, every hit is a candidate
+        "WHERE h.score >= coalesce((SELECT score FROM curate_ranked ORDER BY score DESC "
+        f"LIMIT 1 OFFSET :{end} - 1), h.score) "
+        f"ORDER BY h.score DESC, r.inserted_at ASC, r.id ASC LIMIT :{lim} OFFSET :{off}"
+    )
+
+
 async def plan(db: Any, dataset_id: Any, must: list[str], must_not: list[str],
-               field_name: str | None = None) -> TextPlan:
+               field_name: str | None = None) -> SQLitePlan:
     """The SQLite plan: FTS5 MATCH over the whole record or one field's column."""
-    p = TextPlan()
+    p = SQLitePlan()
     ds_hex = dataset_id.hex if hasattr(dataset_id, "hex") else str(dataset_id).replace("-", "")
     col = None
     if field_name is not None:
@@ -208,5 +249,7 @@ async def plan(db: Any, dataset_id: Any, must: list[str], must_not: list[str],
             f"SELECT i.record_id AS rid, -bm25(curate_text) AS score FROM curate_text f "
             f"JOIN curate_text_ids i ON i.n = f.rowid WHERE curate_text MATCH :{q} AND i.dataset_id = :{ds}"
         )
+        if not (p.scan_must or p.scan_not or p.exclude_sql):
+            p.page_sql = _page_sql(q, ds)
     return p
 
