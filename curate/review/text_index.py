@@ -19,18 +19,20 @@ counts disagree (a database from before this index, or restored from a dump).
   two characters) can't be a trigram, but every occurrence of it is followed by two more characters (each
   column's text ends with two newlines), so the records containing it are exactly those holding a trigram that
   starts with it: the index's own vocabulary (fts5vocab, a range read) lists those trigrams. Ranked by bm25. An
-  index from before the per-field columns (one `body` column) is made again at start.
+  index from before the per-field columns (one `body` column) is made again at start. A query of terms alone
+  takes its ranked page from the hits alone (text_index_sqlite._page_sql).
 - PostgreSQL: a side table `curate_record_text` (record_id, dataset_id, lower-cased body, the distinct Chinese
   character bigrams of the body) with a GIN index on the bigrams (two-character Chinese terms), and
   `curate_field_text` (a row per record and field, the field's lower-cased text) with a partial pg_trgm index per
-  field name (made at start and when a dataset is published). A term of three or more characters, in one field
-  or in the whole record, reads the field rows' trigram indexes (the whole record: a UNION ALL over the dataset's
-  fields; the body is its fields' texts joined by newlines, so a term without a newline is in the body exactly
-  when it is in one of its fields); other short terms read the side table's plain text (a fraction of parsing
-  JSON). There is no trigram index on the whole body: it held every trigram a second time and cost ~1.3 ms of
-  every insert (dropped at start). The trigger reads each record's string leaves once. Without the pg_trgm
-  extension (no right to create it) the side tables still serve, without trigram indexes. Ranked by term
-  density in the body (one field: in the field's text).
+  field name (made at start and when a dataset is published). A term of three or more characters, in one field or in
+  the whole record, reads the field rows' trigram indexes (the whole record: a UNION ALL over the dataset's fields,
+  one BitmapOr, ranked from the field rows themselves with the body's length from `curate_record_len`, kept by a
+  trigger on curate_record_text; the body is its fields' texts joined by newlines, so a term without a newline is in
+  the body exactly when it is in one of its fields); other short terms read the side table's plain text (a fraction
+  of parsing JSON). There is no trigram index on the whole body: it held every trigram a second time and cost ~1.3
+  ms of every insert (dropped at start). The trigger reads each record's string leaves once. Without the pg_trgm
+  extension (no right to create it) the side tables still serve, without trigram indexes. Ranked by term density in
+  the body (one field: in the field's text).
 
 This module holds what both backends share (the plan's shape, term helpers) and dispatches; the SQLite index
 is text_index_sqlite.py, the PostgreSQL one text_index_pg.py.

@@ -193,10 +193,9 @@ def test_postgresql_whole_record_terms_read_the_field_indexes(tmp_path):
         for q, must, must_not in CASES:
             _check(info, dsid, q, must, must_not, ranked_like_pg=True)
         server.stop(home)
-        log = home / "logs" / "server.log"
-        filled = log.read_text().count("text index filled in")
+        log = home / "logs" / "server.log"  # emptied at every start: it holds this start's messages only
         info = server.start(home, port=port, database_url=url, annotators=["ann1"])  # idempotent
-        assert log.read_text().count("text index filled in") == filled
+        assert log.read_text().count("text index filled in") == 0
         assert psql(url, "SELECT count(*) FROM pg_indexes WHERE indexname = 'ix_curate_record_text_trgm'") == "0"
         _check(info, dsid, "基本 例子", ["基本", "例子"], [], ranked_like_pg=True)
     finally:
