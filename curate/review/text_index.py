@@ -93,6 +93,9 @@ class TextPlan:
     # the engine checks only `scan_must` / `scan_not` in the field's JSON; False: the plan finds records holding
     # the terms anywhere (and ignores exclusions), the engine checks every term in the field.
     field_indexed: bool = False
+    # PostgreSQL: the hits are best ranked inside the engine's own window statement, where the planner scans them in
+    # parallel (Chinese and plain-text terms together), not cut to the page first (search_engine._pg_top_hits).
+    rank_in_engine: bool = False
 
     def _name(self, value: Any) -> str:
         name = f"curate_t{len(self.params)}"

@@ -190,6 +190,7 @@ async def plan(db: Any, dataset_id: Any, must: list[str], must_not: list[str],
     # rarely meet in a record), which the planner runs in parallel only without the ranking's subqueries (at 100k:
     # 110-120 ms, 170-190 with them); so this plan ranks in the engine's query, as before.
     mixed = by_bigrams and any(not _cjk_pairs(t) for t in must)
+    p.rank_in_engine = mixed
     p.hits_sql = _pg_ranked(p, "t.record_id", "t.body", f"curate_record_text t WHERE {' AND '.join(conds)}", must,
                             fenced=not mixed)
     return p
