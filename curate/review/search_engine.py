@@ -95,6 +95,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from curate.review import text_index, vector_cache
 from curate.review.adapter import LIMITS, is_timeout
+from curate.review.text_index_pg import create_trigger_once
 
 # SQLAlchemy's SQLite compiler drops FROM hints (its hook returns None); render them, so a query can name the
 # index SQLite should use ("INDEXED BY ..."). argilla_server never uses hints, so nothing else changes.
@@ -491,11 +492,7 @@ def _ensure_terms_sync(conn) -> int:
         new = conn.exec_driver_sql("SELECT to_regclass('curate_terms') IS NULL").scalar()
         for ddl in PG_TERMS_DDL:
             conn.exec_driver_sql(ddl)
-        if not conn.exec_driver_sql(
-            "SELECT 1 FROM pg_trigger WHERE tgname = 'curate_terms_prop_sync' "
-            "AND tgrelid = 'metadata_properties'::regclass"
-        ).first():
-            conn.exec_driver_sql(PG_TERMS_TRIGGER)
+        create_trigger_once(conn, "curate_terms_prop_sync", "metadata_properties", PG_TERMS_TRIGGER)
         # the term expression indexes of an earlier curate: terms filters read curate_terms now
         for (name,) in conn.exec_driver_sql(
             "SELECT indexname FROM pg_indexes WHERE tablename = 'curate_meta' AND indexname ~ '^ix_curate_mmt_'"
@@ -522,10 +519,7 @@ def _ensure_pg_meta_sync(conn) -> None:
     transaction on records) and the rows it lacks (a database from before it)."""
     for ddl in PG_META_OLD + PG_META_DDL:
         conn.exec_driver_sql(ddl)
-    if not conn.exec_driver_sql(
-        "SELECT 1 FROM pg_trigger WHERE tgname = 'curate_meta_sync' AND tgrelid = 'records'::regclass"
-    ).first():
-        conn.exec_driver_sql(PG_META_TRIGGER)
+    create_trigger_once(conn, "curate_meta_sync", "records", PG_META_TRIGGER)
     conn.exec_driver_sql(PG_META_FILL)
     # expression indexes on records itself, from a development build of this change: superseded by the above
     for (name,) in conn.exec_driver_sql(
@@ -1183,10 +1177,9 @@ class SQLSearchEngine(SearchEngine):
                 .subquery("curate_hits")
             )
             score = hits.c.score
-            page_sql = getattr(plan, "page_sql", None)  # SQLite: a ranked page for terms alone
-            if page_sql is not None and by_index and not conds:
-                names = re.findall(r":(curate_t\d+)", page_sql)
-                page = text(page_sql).bindparams(**{n: params[n] for n in names}).columns(
+            if plan.page_sql is not None and by_index and not conds:  # SQLite: a ranked page for terms alone
+                names = re.findall(r":(curate_t\d+)", plan.page_sql)
+                page = text(plan.page_sql).bindparams(**{n: params[n] for n in names}).columns(
                     literal_column("record_id", Record.id.type), literal_column("score", Float()),
                     literal_column("total", Integer()))
         elif scan_must:

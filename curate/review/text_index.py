@@ -96,6 +96,9 @@ class TextPlan:
     # PostgreSQL: the hits are best ranked inside the engine's own window statement, where the planner scans them in
     # parallel (Chinese and plain-text terms together), not cut to the page first (search_engine._pg_top_hits).
     rank_in_engine: bool = False
+    # SQLite, a query of terms alone: a statement giving the ranked page with its total by itself (record id,
+    # score, total; text_index_sqlite._page_sql), None when there is none.
+    page_sql: str | None = None
 
     def _name(self, value: Any) -> str:
         name = f"curate_t{len(self.params)}"

@@ -93,7 +93,6 @@ PG_TRGM_DDL = ("CREATE EXTENSION IF NOT EXISTS pg_trgm",)  # trusted: the databa
 PG_OLD = ("DROP INDEX IF EXISTS ix_curate_record_text_trgm",)
 
 
-
 def field_index_ddl(names: list[str]) -> list[str]:
     """PostgreSQL: the partial pg_trgm index of each field name's rows in curate_field_text (a plain name only:
     it is an SQL literal, so the planner can match the index to a query's `field = '...'`)."""
@@ -104,20 +103,25 @@ def field_index_ddl(names: list[str]) -> list[str]:
     ]
 
 
+def create_trigger_once(conn: Any, name: str, table: str, ddl: str) -> None:
+    """PostgreSQL: run `ddl` (CREATE TRIGGER `name` ON `table`) unless the trigger is there. Created once, not
+    dropped and made again at every start: CREATE TRIGGER takes a lock on the table that waits for every open
+    transaction on it."""
+    from sqlalchemy import text
+
+    if not conn.execute(
+        text("SELECT 1 FROM pg_trigger WHERE tgname = :name AND tgrelid = to_regclass(:table)"),
+        {"name": name, "table": table},
+    ).first():
+        conn.exec_driver_sql(ddl)
 
 
 def ensure_sync(conn: Any) -> dict[str, Any]:
     """Create the PostgreSQL index objects (idempotent) and fill the side tables' missing rows."""
     for ddl in PG_OLD + PG_DDL:
         conn.exec_driver_sql(ddl)
-    if not conn.exec_driver_sql(
-        "SELECT 1 FROM pg_trigger WHERE tgname = 'curate_record_text_sync' AND tgrelid = 'records'::regclass"
-    ).first():
-        conn.exec_driver_sql(PG_TRIGGER)
-    if not conn.exec_driver_sql(
-        "SELECT 1 FROM pg_trigger WHERE tgname = 'curate_record_len_sync' AND tgrelid = 'curate_record_text'::regclass"
-    ).first():
-        conn.exec_driver_sql(PG_LEN_TRIGGER)
+    create_trigger_once(conn, "curate_record_text_sync", "records", PG_TRIGGER)
+    create_trigger_once(conn, "curate_record_len_sync", "curate_record_text", PG_LEN_TRIGGER)
     trgm = True
     names = [n for (n,) in conn.exec_driver_sql("SELECT DISTINCT name FROM fields").all()]
     for ddl in PG_TRGM_DDL + tuple(field_index_ddl(names)):

@@ -7,7 +7,6 @@ Runs inside the argilla-server virtualenv: only the stdlib and sqlalchemy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from curate.review.text_index import TextPlan, _fts_phrase
@@ -84,7 +83,6 @@ SQLITE_TRIGGERS = {
 }
 
 
-
 def _sqlite_has_current_fts(conn: Any) -> bool:
     row = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'curate_text'").first()
     return row is None or f"fts5({_COLS}," in row[0]
@@ -100,7 +98,6 @@ def _sqlite_fill_columns(conn: Any) -> None:
             f"min({_LAST}, (SELECT count(*) FROM curate_text_cols WHERE dataset_id = ?)))",
             (dataset_id, name, dataset_id),
         )
-
 
 
 def ensure_sync(conn: Any) -> dict[str, Any]:
@@ -170,17 +167,8 @@ async def _sqlite_column(db: Any, dataset_hex: str, field_name: str) -> int | No
     return None if col is None or col >= _LAST else int(col)
 
 
-
 # Bound at search time by the engine: the page's offset and limit, and the rank of its last row (offset + limit).
 PAGE_PARAMS = ("curate_page_offset", "curate_page_limit", "curate_page_end")
-
-
-@dataclass
-class SQLitePlan(TextPlan):
-    """A TextPlan plus `page_sql`: a ranked page of the hits (record id, score, total) by itself, for a query
-    with no condition beyond its terms (no filter, exclusion or scanned term, no sort); None when there is none."""
-
-    page_sql: str | None = None
 
 
 def _page_sql(match: str, ds: str) -> str:
@@ -212,9 +200,9 @@ def _page_sql(match: str, ds: str) -> str:
 
 
 async def plan(db: Any, dataset_id: Any, must: list[str], must_not: list[str],
-               field_name: str | None = None) -> SQLitePlan:
+               field_name: str | None = None) -> TextPlan:
     """The SQLite plan: FTS5 MATCH over the whole record or one field's column."""
-    p = SQLitePlan()
+    p = TextPlan()
     ds_hex = dataset_id.hex if hasattr(dataset_id, "hex") else str(dataset_id).replace("-", "")
     col = None
     if field_name is not None:
