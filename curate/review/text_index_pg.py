@@ -208,6 +208,11 @@ def _pg_occurrences(p: TextPlan, text: str, term: str) -> str:
     return f"(octet_length({text}) - octet_length(replace({text}, {tl}, ''))) / octet_length({tl})"
 
 
+def _density(occ: str, chars: str) -> str:
+    """SQL: the ranking score, the terms' occurrences over (1 + the text's characters / 500)."""
+    return f"CAST(({occ}) AS FLOAT) / (1.0 + {chars} / 500.0)"
+
+
 def _pg_ranked(p: TextPlan, key: str, body: str, from_where: str, must: list[str], fenced: bool = True) -> str:
     """SQL selecting (rid, score) of the rows `from_where` selects, ranked by the terms' density in `body`:
     occurrences over (1 + characters / 500). Each row's text is taken once (`|| ''`: a long text is stored
@@ -217,10 +222,10 @@ def _pg_ranked(p: TextPlan, key: str, body: str, from_where: str, must: list[str
     subquery the planner may merge into the engine's query (and scan in parallel)."""
     if not fenced:
         occ = " + ".join(_pg_occurrences(p, body, t) for t in must)
-        return (f"SELECT {key} AS rid, CAST(({occ}) AS FLOAT) / (1.0 + length({body}) / 500.0) AS score "
+        return (f"SELECT {key} AS rid, {_density(occ, f'length({body})')} AS score "
                 f"FROM {from_where}")
     occ = " + ".join(_pg_occurrences(p, "d.b", t) for t in must)
-    return (f"SELECT d.rid, CAST(({occ}) AS FLOAT) / (1.0 + length(d.b) / 500.0) AS score "
+    return (f"SELECT d.rid, {_density(occ, 'length(d.b)')} AS score "
             f"FROM (SELECT {key} AS rid, {body} || '' AS b FROM {from_where} OFFSET 0) AS d OFFSET 0")
 
 
@@ -248,7 +253,7 @@ def _pg_any_field_hits(p: TextPlan, must: list[str], ds: str, fields: list[str])
     grouped = f"SELECT r.rid, sum(r.o) AS occ FROM ({rows}) AS r GROUP BY r.rid{having}"
     # a length row is written with its body (a trigger on curate_record_text); the body is the fallback all the same
     length = ("coalesce(l.len, (SELECT length(t.body) FROM curate_record_text t WHERE t.record_id = g.rid))")
-    return (f"SELECT g.rid, CAST(g.occ AS FLOAT) / (1.0 + {length} / 500.0) AS score FROM ({grouped}) AS g "
+    return (f"SELECT g.rid, {_density('g.occ', length)} AS score FROM ({grouped}) AS g "
             f"LEFT JOIN curate_record_len l ON l.record_id = g.rid OFFSET 0")
 
 
